@@ -1,0 +1,1 @@
+//! The `ceremony` room (being built).

@@ -1,0 +1,274 @@
+//! The `hsm` room: everything that holds or uses a private key.
+//!
+//! A CA key lives behind the [`Signer`] trait. Two backends implement it: a
+//! PKCS#11 token reached through `cryptoki` ([`pkcs11`]) and the software key
+//! store ([`soft`]), whose private keys are sealed in files under a passphrase.
+//! Nothing outside this room ever sees private key bytes; the rest of keyrite
+//! deals in SubjectPublicKeyInfo DER and X.509-ready signatures.
+
+pub mod pkcs11;
+pub mod soft;
+pub mod uri;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The key types keyrite generates and accepts for CA and audit keys.
+///
+/// Kept deliberately short: P-256/P-384 and RSA 3072/4096 are what every
+/// tested token supports and what the CA/Browser Forum accepts for roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// The name used in ceremony files, answers files and the audit log.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+            KeyAlgorithm::Rsa3072 => "rsa-3072",
+            KeyAlgorithm::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// Parses a ceremony-file name, naming the accepted ones on failure.
+    pub fn from_name(name: &str) -> Result<Self, HsmError> {
+        match name {
+            "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
+            "ecdsa-p384" => Ok(KeyAlgorithm::EcdsaP384),
+            "rsa-3072" => Ok(KeyAlgorithm::Rsa3072),
+            "rsa-4096" => Ok(KeyAlgorithm::Rsa4096),
+            other => Err(HsmError::UnsupportedAlgorithm(other.to_string())),
+        }
+    }
+
+    /// The signature algorithm a key of this type signs certificates with.
+    ///
+    /// The hash follows the key's strength (SHA-384 for P-384, as RFC 5480
+    /// recommends); RSA keys sign with PKCS#1 v1.5 unless a profile asks for
+    /// PSS, because PSS-signed roots still break some relying parties.
+    pub fn default_signature(self) -> SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::EcdsaP256 => SignatureAlgorithm::EcdsaSha256,
+            KeyAlgorithm::EcdsaP384 => SignatureAlgorithm::EcdsaSha384,
+            KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => SignatureAlgorithm::RsaPkcs1Sha256,
+        }
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096)
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a signature is made. Every value names hash and padding together, so a
+/// signer never has to guess the hash a caller meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAlgorithm {
+    EcdsaSha256,
+    EcdsaSha384,
+    RsaPkcs1Sha256,
+    RsaPkcs1Sha384,
+    RsaPssSha256,
+    RsaPssSha384,
+}
+
+impl SignatureAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            SignatureAlgorithm::EcdsaSha256 => "ecdsa-sha256",
+            SignatureAlgorithm::EcdsaSha384 => "ecdsa-sha384",
+            SignatureAlgorithm::RsaPkcs1Sha256 => "rsa-pkcs1-sha256",
+            SignatureAlgorithm::RsaPkcs1Sha384 => "rsa-pkcs1-sha384",
+            SignatureAlgorithm::RsaPssSha256 => "rsa-pss-sha256",
+            SignatureAlgorithm::RsaPssSha384 => "rsa-pss-sha384",
+        }
+    }
+
+    /// Whether a key of `key` type can make this signature.
+    pub fn fits(self, key: KeyAlgorithm) -> bool {
+        match self {
+            SignatureAlgorithm::EcdsaSha256 => key == KeyAlgorithm::EcdsaP256,
+            SignatureAlgorithm::EcdsaSha384 => key == KeyAlgorithm::EcdsaP384,
+            _ => key.is_rsa(),
+        }
+    }
+}
+
+impl fmt::Display for SignatureAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A private key that can sign, wherever it lives.
+///
+/// `sign` returns the signature exactly as X.509 carries it: DER
+/// `Ecdsa-Sig-Value` for ECDSA (PKCS#11 `CKM_ECDSA` gives raw r‖s, which the
+/// PKCS#11 backend converts), the plain octets for RSA. The trait is `Send`
+/// but not `Sync`: a PKCS#11 session has one owner, so callers that share a
+/// signer between threads put it behind a single owner thread.
+pub trait Signer: Send {
+    /// The key's type.
+    fn key_algorithm(&self) -> KeyAlgorithm;
+    /// The signature this signer makes.
+    fn signature_algorithm(&self) -> SignatureAlgorithm;
+    /// The public key as DER `SubjectPublicKeyInfo`.
+    fn spki_der(&self) -> &[u8];
+    /// Signs `message` (the signer hashes it).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// A short description for logs and errors: backend, token and label,
+    /// never a PIN.
+    fn describe(&self) -> String;
+}
+
+/// Something that can hand out random bytes, ideally from the token's RNG.
+pub trait RandomSource {
+    fn random_bytes(&self, len: usize) -> Result<Vec<u8>, HsmError>;
+}
+
+/// Checks a signature made by `spki_der`'s key. Used after every signature
+/// keyrite makes, and by auditors verifying checkpoints offline.
+pub fn verify_signature(
+    spki_der: &[u8],
+    algorithm: SignatureAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), HsmError> {
+    use aws_lc_rs::signature as sig;
+    let key = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
+        .map_err(|e| HsmError::BadPublicKey(format!("public key is not DER SubjectPublicKeyInfo: {e}")))?;
+    let raw = key.subject_public_key.raw_bytes();
+    let params: &dyn sig::VerificationAlgorithm = match algorithm {
+        SignatureAlgorithm::EcdsaSha256 => &sig::ECDSA_P256_SHA256_ASN1,
+        SignatureAlgorithm::EcdsaSha384 => &sig::ECDSA_P384_SHA384_ASN1,
+        SignatureAlgorithm::RsaPkcs1Sha256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        SignatureAlgorithm::RsaPkcs1Sha384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        SignatureAlgorithm::RsaPssSha256 => &sig::RSA_PSS_2048_8192_SHA256,
+        SignatureAlgorithm::RsaPssSha384 => &sig::RSA_PSS_2048_8192_SHA384,
+    };
+    sig::UnparsedPublicKey::new(params, raw)
+        .verify(message, signature)
+        .map_err(|_| HsmError::SignatureInvalid(algorithm))
+}
+
+/// Identifies the key type of a DER `SubjectPublicKeyInfo`.
+pub fn spki_algorithm(spki_der: &[u8]) -> Result<KeyAlgorithm, HsmError> {
+    use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1};
+    let key = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
+        .map_err(|e| HsmError::BadPublicKey(format!("public key is not DER SubjectPublicKeyInfo: {e}")))?;
+    let oid = key.algorithm.oid;
+    if oid == ID_EC_PUBLIC_KEY {
+        let curve = key
+            .algorithm
+            .parameters_oid()
+            .map_err(|_| HsmError::BadPublicKey("EC public key without a named curve".into()))?;
+        return match curve {
+            c if c == SECP_256_R_1 => Ok(KeyAlgorithm::EcdsaP256),
+            c if c == SECP_384_R_1 => Ok(KeyAlgorithm::EcdsaP384),
+            c => Err(HsmError::UnsupportedAlgorithm(format!("EC curve {c}"))),
+        };
+    }
+    if oid == RSA_ENCRYPTION {
+        let bits = rsa_modulus_bits(key.subject_public_key.raw_bytes())?;
+        return match bits {
+            3072 => Ok(KeyAlgorithm::Rsa3072),
+            4096 => Ok(KeyAlgorithm::Rsa4096),
+            b => Err(HsmError::UnsupportedAlgorithm(format!("RSA with a {b}-bit modulus"))),
+        };
+    }
+    Err(HsmError::UnsupportedAlgorithm(format!("public key algorithm {oid}")))
+}
+
+/// The bit length of an RSA modulus in a DER `RSAPublicKey`.
+pub fn rsa_modulus_bits(rsa_public_key_der: &[u8]) -> Result<usize, HsmError> {
+    let (n, _e) = rsa_public_key_parts(rsa_public_key_der)?;
+    let n = strip_leading_zeros(&n);
+    match n.first() {
+        Some(first) => Ok(n.len() * 8 - first.leading_zeros() as usize),
+        None => Ok(0),
+    }
+}
+
+/// Splits a DER `RSAPublicKey` into modulus and exponent (big-endian).
+pub fn rsa_public_key_parts(rsa_public_key_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), HsmError> {
+    use der::{asn1::UintRef, Decode, Reader, SliceReader};
+    let bad = |e: der::Error| HsmError::BadPublicKey(format!("RSA public key is not DER: {e}"));
+    let mut reader = SliceReader::new(rsa_public_key_der).map_err(bad)?;
+    let (n, e) = reader
+        .sequence(|seq| {
+            let n = UintRef::decode(seq)?;
+            let e = UintRef::decode(seq)?;
+            Ok((n.as_bytes().to_vec(), e.as_bytes().to_vec()))
+        })
+        .map_err(bad)?;
+    reader.finish().map_err(bad)?;
+    Ok((n, e))
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// Converts a raw ECDSA signature (r‖s, each `len/2` bytes, as PKCS#11
+/// `CKM_ECDSA` returns it) into the DER `Ecdsa-Sig-Value` X.509 expects.
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, HsmError> {
+    use der::{asn1::UintRef, Encode, Sequence};
+    #[derive(Sequence)]
+    struct EcdsaSig<'a> {
+        r: UintRef<'a>,
+        s: UintRef<'a>,
+    }
+    if raw.is_empty() || raw.len() % 2 != 0 {
+        return Err(HsmError::BadSignature(format!(
+            "raw ECDSA signature of {} bytes cannot be split into r and s",
+            raw.len()
+        )));
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let bad = |e: der::Error| HsmError::BadSignature(format!("cannot encode ECDSA signature: {e}"));
+    let sig = EcdsaSig {
+        r: UintRef::new(strip_leading_zeros(r)).map_err(bad)?,
+        s: UintRef::new(strip_leading_zeros(s)).map_err(bad)?,
+    };
+    sig.to_der().map_err(bad)
+}
+
+/// Errors from key generation, lookup and signing.
+///
+/// Each message names the operation (for PKCS#11, the function) that failed
+/// and says what the operator can do next. None carries a PIN or key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    #[error("unsupported key algorithm {0:?}: use one of ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096")]
+    UnsupportedAlgorithm(String),
+    #[error("bad public key: {0}")]
+    BadPublicKey(String),
+    #[error("bad signature from the signer: {0}")]
+    BadSignature(String),
+    #[error("signature check failed ({0}): the signature does not verify under the key's public key")]
+    SignatureInvalid(SignatureAlgorithm),
+    #[error("signature algorithm {sig} cannot be made with a {key} key")]
+    SignatureMismatch { sig: SignatureAlgorithm, key: KeyAlgorithm },
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Pkcs11Error),
+    #[error(transparent)]
+    Soft(#[from] soft::SoftError),
+    #[error(transparent)]
+    Uri(#[from] uri::UriError),
+}

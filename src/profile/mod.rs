@@ -1,0 +1,1 @@
+//! The `profile` room (being built).

@@ -1,0 +1,1 @@
+//! The `shares` room (being built).
