@@ -118,10 +118,11 @@ impl fmt::Display for SignatureAlgorithm {
 ///
 /// `sign` returns the signature exactly as X.509 carries it: DER
 /// `Ecdsa-Sig-Value` for ECDSA (PKCS#11 `CKM_ECDSA` gives raw r‖s, which the
-/// PKCS#11 backend converts), the plain octets for RSA. The trait is `Send`
-/// but not `Sync`: a PKCS#11 session has one owner, so callers that share a
-/// signer between threads put it behind a single owner thread.
-pub trait Signer: Send {
+/// PKCS#11 backend converts), the plain octets for RSA. The trait asks for
+/// neither `Send` nor `Sync`: a PKCS#11 key borrows its session, which has one
+/// owner, so a server that signs from many tasks runs the signer on a single
+/// owner thread and sends it requests.
+pub trait Signer {
     /// The key's type.
     fn key_algorithm(&self) -> KeyAlgorithm;
     /// The signature this signer makes.
