@@ -6,6 +6,7 @@
 //! Nothing outside this room ever sees private key bytes; the rest of keyrite
 //! deals in SubjectPublicKeyInfo DER and X.509-ready signatures.
 
+pub mod keystore;
 pub mod pkcs11;
 pub mod soft;
 pub mod uri;

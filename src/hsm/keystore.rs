@@ -1,0 +1,144 @@
+//! One face for both backends, as a ceremony sees them: open (log in or
+//! unseal), check, generate, find, draw random bytes.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::pkcs11::{Extractability, Module, Token, TokenFacts, TokenSelector};
+use super::soft::{SealingKey, SoftStore, SystemRng};
+use super::{HsmError, KeyAlgorithm, RandomSource, SignatureAlgorithm, Signer};
+use crate::secret::Secret;
+
+/// Where keys live for this run, opened and logged in.
+pub enum KeyStore {
+    Pkcs11 { module: Module, token: Token },
+    Soft { store: SoftStore, sealing: SealingKey },
+}
+
+/// What the audit log records about the key store: never a PIN or path to
+/// one.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "kebab-case")]
+pub enum StoreFacts {
+    Pkcs11(TokenFacts),
+    Soft { dir: String },
+}
+
+impl StoreFacts {
+    /// The token label (or store directory) to show operators.
+    pub fn label(&self) -> String {
+        match self {
+            StoreFacts::Pkcs11(t) => t.label.clone(),
+            StoreFacts::Soft { dir } => dir.clone(),
+        }
+    }
+}
+
+impl KeyStore {
+    /// Loads the module, finds the token by label and serial and logs in.
+    pub fn open_pkcs11(module: &std::path::Path, token: &TokenSelector, pin: &Secret) -> Result<Self, HsmError> {
+        let module = Module::load(module)?;
+        let token = module.open(token, pin)?;
+        Ok(KeyStore::Pkcs11 { module, token })
+    }
+
+    /// Opens a software key store; the passphrase is checked when a key is
+    /// unsealed (a new store has nothing to check it against).
+    pub fn open_soft(dir: &std::path::Path, sealing: SealingKey) -> Result<Self, HsmError> {
+        Ok(KeyStore::Soft { store: SoftStore::open(dir)?, sealing })
+    }
+
+    pub fn facts(&self) -> StoreFacts {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => StoreFacts::Pkcs11(token.facts().clone()),
+            KeyStore::Soft { store, .. } => StoreFacts::Soft { dir: store.dir().display().to_string() },
+        }
+    }
+
+    /// Everything that can be checked about a new key before any is made:
+    /// a free label, and a token that can generate and sign with it.
+    pub fn check_new_key(&self, label: &str, algorithm: KeyAlgorithm, signature: SignatureAlgorithm) -> Result<(), HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => {
+                token.check_algorithm(algorithm, signature)?;
+                token.check_label_free(label)
+            }
+            KeyStore::Soft { store, .. } => store.check_new_label(label),
+        }
+    }
+
+    /// Generates a key that never leaves the store.
+    pub fn generate(&self, label: &str, algorithm: KeyAlgorithm, signature: SignatureAlgorithm) -> Result<GeneratedKey<'_>, HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => {
+                let key = token.generate(label, algorithm, signature, Extractability::Never)?;
+                let uri = key.uri();
+                Ok(GeneratedKey { signer: Box::new(key), uri })
+            }
+            KeyStore::Soft { store, sealing } => {
+                let key = store.generate(label, algorithm, sealing)?.with_signature(signature)?;
+                let uri = format!("keyrite-soft:{}", store.key_path(label).display());
+                Ok(GeneratedKey { signer: Box::new(key), uri })
+            }
+        }
+    }
+
+    /// Finds an existing key.
+    pub fn find(&self, label: &str, signature: Option<SignatureAlgorithm>) -> Result<GeneratedKey<'_>, HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => {
+                let key = token.find_key(label, None, signature)?;
+                let uri = key.uri();
+                Ok(GeneratedKey { signer: Box::new(key), uri })
+            }
+            KeyStore::Soft { store, sealing } => {
+                let mut key = store.load(label, sealing)?;
+                if let Some(sig) = signature {
+                    key = key.with_signature(sig)?;
+                }
+                let uri = format!("keyrite-soft:{}", store.key_path(label).display());
+                Ok(GeneratedKey { signer: Box::new(key), uri })
+            }
+        }
+    }
+
+    /// The path of a software key's sealed file, for the log's outputs.
+    pub fn soft_key_path(&self, label: &str) -> Option<PathBuf> {
+        match self {
+            KeyStore::Soft { store, .. } => Some(store.key_path(label)),
+            KeyStore::Pkcs11 { .. } => None,
+        }
+    }
+
+    pub fn token(&self) -> Option<&Token> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => Some(token),
+            KeyStore::Soft { .. } => None,
+        }
+    }
+
+    pub fn module_path(&self) -> Option<&std::path::Path> {
+        match self {
+            KeyStore::Pkcs11 { module, .. } => Some(module.path()),
+            KeyStore::Soft { .. } => None,
+        }
+    }
+}
+
+impl RandomSource for KeyStore {
+    /// From the token's RNG when there is a token, so serial numbers and key
+    /// IDs come from the HSM, as the Baseline Requirements expect.
+    fn random_bytes(&self, len: usize) -> Result<Vec<u8>, HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => token.random_bytes(len),
+            KeyStore::Soft { .. } => SystemRng.random_bytes(len),
+        }
+    }
+}
+
+/// A key just generated or found, with the URI that names it.
+pub struct GeneratedKey<'s> {
+    pub signer: Box<dyn Signer + 's>,
+    pub uri: String,
+}
