@@ -52,12 +52,11 @@ fn python(request: &Value) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {interpreter} ({e}): {INSTALL_HINT}"));
-    child
+    // A write error means python already exited; its stderr says why.
+    let written = child
         .stdin
         .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write request");
+        .map(|mut stdin| stdin.write_all(request.to_string().as_bytes()));
     let out = child.wait_with_output().expect("wait for python");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("MISSING-SHAMIR-MNEMONIC") {
@@ -67,6 +66,10 @@ fn python(request: &Value) -> Value {
         out.status.success(),
         "python failed ({}): {stderr}",
         out.status
+    );
+    assert!(
+        matches!(written, Some(Ok(()))),
+        "could not send the request to python: {written:?}"
     );
     serde_json::from_slice(&out.stdout).expect("python answers JSON")
 }
@@ -193,6 +196,6 @@ fn python_group_shares_recombine_in_keyrite() {
         .expect("combine groups")
         .ct_eq(&ms));
     // One group alone is not enough.
-    let err = combine_mnemonics(&[groups[1][0].as_str()], b"TREZOR").unwrap_err();
+    let err = combine_mnemonics(&[groups[1][0].as_str()], b"TREZOR").expect_err("must fail");
     assert!(err.to_string().starts_with("too few groups"), "{err}");
 }

@@ -36,7 +36,7 @@ impl RandomSource for TestRng {
 const PASS: &[u8] = b"custodian passphrase";
 
 fn secret(rng: &TestRng, len: usize) -> Secret {
-    Secret::new(rng.random_bytes(len).unwrap())
+    Secret::new(rng.random_bytes(len).expect("must succeed"))
 }
 
 /// All k-subsets of 0..n, in lexicographic order.
@@ -75,7 +75,7 @@ fn every_quorum_recombines_and_every_smaller_set_fails() {
         (5, 16, 16),
     ] {
         let ms = secret(&rng, len);
-        let shares = split(&ms, t, n, PASS, 0, &rng).unwrap();
+        let shares = split(&ms, t, n, PASS, 0, &rng).expect("must succeed");
         assert_eq!(shares.len(), usize::from(n));
         for (i, s) in shares.iter().enumerate() {
             assert_eq!(usize::from(s.member_index()), i);
@@ -102,7 +102,7 @@ fn every_quorum_recombines_and_every_smaller_set_fails() {
         }
 
         for q in subsets(usize::from(n), usize::from(t) - 1) {
-            let err = combine(&pick(&shares, &q), PASS).unwrap_err();
+            let err = combine(&pick(&shares, &q), PASS).expect_err("must fail");
             let want_have = usize::from(t) - 1;
             assert!(
                 matches!(err, SharesError::TooFew { group: None, have, need } if have == want_have && need == usize::from(t)),
@@ -120,34 +120,37 @@ fn every_quorum_recombines_and_every_smaller_set_fails() {
 fn quorums_recombine_from_mnemonics() {
     let rng = TestRng::new(0x5eed_0002);
     let ms = secret(&rng, 32);
-    let shares = split(&ms, 3, 5, PASS, 1, &rng).unwrap();
+    let shares = split(&ms, 3, 5, PASS, 1, &rng).expect("must succeed");
     let mnemonics: Vec<Secret> = shares.iter().map(Share::to_mnemonic).collect();
-    let text: Vec<&str> = mnemonics.iter().map(|m| m.expose_str().unwrap()).collect();
+    let text: Vec<&str> = mnemonics
+        .iter()
+        .map(|m| m.expose_str().expect("ASCII words"))
+        .collect();
     for m in &text {
         assert_eq!(m.split(' ').count(), 33);
     }
     // Shouting and stray whitespace are normalised away.
     let loud = text[4].to_uppercase().replace(' ', " \t\n ");
     assert!(combine_mnemonics(&[text[0], &loud, text[2]], PASS)
-        .unwrap()
+        .expect("must succeed")
         .ct_eq(&ms));
     // A different passphrase decrypts, to a different secret.
     assert!(!combine_mnemonics(&[text[0], text[1], text[2]], b"other")
-        .unwrap()
+        .expect("must succeed")
         .ct_eq(&ms));
 }
 
 #[test]
 fn a_changed_word_is_a_checksum_error_naming_that_share() {
     let rng = TestRng::new(0x5eed_0003);
-    let shares = split(&secret(&rng, 16), 3, 5, PASS, 0, &rng).unwrap();
+    let shares = split(&secret(&rng, 16), 3, 5, PASS, 0, &rng).expect("must succeed");
     let mnemonics: Vec<Secret> = shares.iter().map(Share::to_mnemonic).collect();
     let list = keyrite::words::wordlist();
     for target in 0..3 {
         for word in 0..20 {
             let mut texts: Vec<String> = mnemonics[..3]
                 .iter()
-                .map(|m| m.expose_str().unwrap().to_string())
+                .map(|m| m.expose_str().expect("ASCII words").to_string())
                 .collect();
             let mut words: Vec<&str> = texts[target].split(' ').collect();
             let original = words[word];
@@ -160,7 +163,7 @@ fn a_changed_word_is_a_checksum_error_naming_that_share() {
             words[word] = replacement;
             texts[target] = words.join(" ");
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let err = combine_mnemonics(&refs, PASS).unwrap_err();
+            let err = combine_mnemonics(&refs, PASS).expect_err("must fail");
             assert!(
                 matches!(err, SharesError::BadChecksum { share } if share == target + 1),
                 "share {target} word {word}: {err:?}"
@@ -180,10 +183,10 @@ fn a_changed_word_is_a_checksum_error_naming_that_share() {
 fn shares_of_different_sets_are_named() {
     let rng = TestRng::new(0x5eed_0004);
     let ms = secret(&rng, 16);
-    let a = split(&ms, 3, 5, PASS, 0, &rng).unwrap();
-    let b = split(&ms, 3, 5, PASS, 0, &rng).unwrap();
+    let a = split(&ms, 3, 5, PASS, 0, &rng).expect("must succeed");
+    let b = split(&ms, 3, 5, PASS, 0, &rng).expect("must succeed");
     assert_ne!(a[0].identifier(), b[0].identifier());
-    let err = combine(&[a[0].clone(), a[1].clone(), b[2].clone()], PASS).unwrap_err();
+    let err = combine(&[a[0].clone(), a[1].clone(), b[2].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -202,8 +205,8 @@ fn shares_of_different_sets_are_named() {
     );
 
     // Different iteration exponents (same secret) are another set too.
-    let c = split(&ms, 3, 5, PASS, 1, &rng).unwrap();
-    let err = combine(&[c[0].clone(), a[1].clone(), a[2].clone()], PASS).unwrap_err();
+    let c = split(&ms, 3, 5, PASS, 1, &rng).expect("must succeed");
+    let err = combine(&[c[0].clone(), a[1].clone(), a[2].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -220,12 +223,12 @@ fn shares_of_different_sets_are_named() {
 #[test]
 fn a_duplicate_share_is_named() {
     let rng = TestRng::new(0x5eed_0005);
-    let shares = split(&secret(&rng, 16), 3, 5, PASS, 0, &rng).unwrap();
+    let shares = split(&secret(&rng, 16), 3, 5, PASS, 0, &rng).expect("must succeed");
     let err = combine(
         &[shares[3].clone(), shares[1].clone(), shares[3].clone()],
         PASS,
     )
-    .unwrap_err();
+    .expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -247,10 +250,12 @@ fn a_duplicate_share_is_named() {
 fn a_share_of_another_secret_under_the_same_identifier_fails_the_digest() {
     // Two splits drawing the same random bytes share an identifier, so only
     // the digest can tell their shares apart.
-    let a = split(&Secret::new(vec![1; 16]), 2, 3, PASS, 0, &TestRng::new(42)).unwrap();
-    let b = split(&Secret::new(vec![2; 16]), 2, 3, PASS, 0, &TestRng::new(42)).unwrap();
+    let a =
+        split(&Secret::new(vec![1; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
+    let b =
+        split(&Secret::new(vec![2; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
     assert_eq!(a[0].identifier(), b[0].identifier());
-    let err = combine(&[a[0].clone(), b[1].clone()], PASS).unwrap_err();
+    let err = combine(&[a[0].clone(), b[1].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(err, SharesError::DigestMismatch { group: None }),
         "{err:?}"
@@ -260,7 +265,7 @@ fn a_share_of_another_secret_under_the_same_identifier_fails_the_digest() {
         "the shares combine but the digest does not match: at least one share is wrong; try another combination of shares"
     );
     // Extra shares are refused rather than silently ignored.
-    let err = combine(&[a[0].clone(), a[1].clone(), a[2].clone()], PASS).unwrap_err();
+    let err = combine(&[a[0].clone(), a[1].clone(), a[2].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -278,14 +283,19 @@ fn a_share_of_another_secret_under_the_same_identifier_fails_the_digest() {
 fn reshare_makes_a_new_set_that_does_not_mix_with_the_old() {
     let rng = TestRng::new(0x5eed_0007);
     let ms = secret(&rng, 32);
-    let old = split(&ms, 3, 5, PASS, 0, &rng).unwrap();
-    let new = reshare(&old[1..4], PASS, 2, 4, &rng).unwrap();
+    let old = split(&ms, 3, 5, PASS, 0, &rng).expect("must succeed");
+    let new = reshare(&old[1..4], PASS, 2, 4, &rng).expect("must succeed");
     assert_eq!(new.len(), 4);
     assert_ne!(new[0].identifier(), old[0].identifier());
     for q in subsets(4, 2) {
-        assert!(combine(&pick(&new, &q), PASS).unwrap().ct_eq(&ms), "{q:?}");
+        assert!(
+            combine(&pick(&new, &q), PASS)
+                .expect("must succeed")
+                .ct_eq(&ms),
+            "{q:?}"
+        );
     }
-    let err = combine(&[old[0].clone(), new[1].clone()], PASS).unwrap_err();
+    let err = combine(&[old[0].clone(), new[1].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -297,7 +307,8 @@ fn reshare_makes_a_new_set_that_does_not_mix_with_the_old() {
         ),
         "{err:?}"
     );
-    let err = combine(&[new[0].clone(), old[1].clone(), old[2].clone()], PASS).unwrap_err();
+    let err =
+        combine(&[new[0].clone(), old[1].clone(), old[2].clone()], PASS).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -337,13 +348,13 @@ fn reshare_of_a_non_extendable_set_keeps_the_secret() {
         "shadow pistol academic acid actress prayer class unknown daughter sweater depict flip twice unkind craft early superior advocate guest smoking",
     ]
     .iter()
-    .map(|m| Share::parse(m).unwrap())
+    .map(|m| Share::parse(m).expect("must succeed"))
     .collect();
     assert!(!old[0].extendable());
     let rng = TestRng::new(0x5eed_0008);
-    let new = reshare(&old, b"TREZOR", 3, 5, &rng).unwrap();
+    let new = reshare(&old, b"TREZOR", 3, 5, &rng).expect("must succeed");
     assert!(new[0].extendable());
-    let got = combine(&new[2..5], b"TREZOR").unwrap();
+    let got = combine(&new[2..5], b"TREZOR").expect("must succeed");
     assert_eq!(
         hex::encode(got.expose()),
         "b43ceb7e57a0ea8766221624d01b0864"

@@ -159,15 +159,19 @@ mod tests {
     fn decrypt_inverts_encrypt() {
         let ms: Vec<u8> = (0u8..16).collect();
         for ext in [false, true] {
-            let ems = encrypt(&ms, b"TREZOR", 0, 7, ext).unwrap();
+            let ems = encrypt(&ms, b"TREZOR", 0, 7, ext).expect("must succeed");
             assert_ne!(ems.as_slice(), ms.as_slice());
             assert_eq!(
-                decrypt(&ems, b"TREZOR", 0, 7, ext).unwrap().as_slice(),
+                decrypt(&ems, b"TREZOR", 0, 7, ext)
+                    .expect("must succeed")
+                    .as_slice(),
                 ms.as_slice()
             );
             // A wrong passphrase still decrypts, to a different secret.
             assert_ne!(
-                decrypt(&ems, b"trezor", 0, 7, ext).unwrap().as_slice(),
+                decrypt(&ems, b"trezor", 0, 7, ext)
+                    .expect("must succeed")
+                    .as_slice(),
                 ms.as_slice()
             );
         }
@@ -177,12 +181,12 @@ mod tests {
     fn the_identifier_matters_only_when_not_extendable() {
         let ms = [0x42u8; 32];
         assert_eq!(
-            encrypt(&ms, b"", 0, 1, true).unwrap(),
-            encrypt(&ms, b"", 0, 2, true).unwrap()
+            encrypt(&ms, b"", 0, 1, true).expect("must succeed"),
+            encrypt(&ms, b"", 0, 2, true).expect("must succeed")
         );
         assert_ne!(
-            encrypt(&ms, b"", 0, 1, false).unwrap(),
-            encrypt(&ms, b"", 0, 2, false).unwrap()
+            encrypt(&ms, b"", 0, 1, false).expect("must succeed"),
+            encrypt(&ms, b"", 0, 2, false).expect("must succeed")
         );
     }
 

@@ -176,7 +176,7 @@ mod tests {
             .collect();
         let refs: Vec<(u8, &[u8])> = pts.iter().map(|(x, y)| (*x, y.as_slice())).collect();
         for x in 0..=255u8 {
-            let got = interpolate(&refs, x).unwrap();
+            let got = interpolate(&refs, x).expect("must succeed");
             assert_eq!(got.as_slice(), &[f(x, c1), f(x, c2)]);
         }
     }

@@ -521,14 +521,17 @@ mod tests {
     #[test]
     fn split_and_combine_round_trip() {
         let rng = CountingRng(Cell::new(3));
-        let shares = split(&secret16(), 3, 5, b"pw", 0, &rng).unwrap();
+        let shares = split(&secret16(), 3, 5, b"pw", 0, &rng).expect("must succeed");
         assert_eq!(shares.len(), 5);
-        let got = combine(&shares[1..4], b"pw").unwrap();
+        let got = combine(&shares[1..4], b"pw").expect("must succeed");
         assert!(got.ct_eq(&secret16()));
         let mnemonics: Vec<Secret> = shares.iter().map(Share::to_mnemonic).collect();
-        let strs: Vec<&str> = mnemonics.iter().map(|m| m.expose_str().unwrap()).collect();
+        let strs: Vec<&str> = mnemonics
+            .iter()
+            .map(|m| m.expose_str().expect("ASCII words"))
+            .collect();
         assert!(combine_mnemonics(&[strs[4], strs[0], strs[2]], b"pw")
-            .unwrap()
+            .expect("must succeed")
             .ct_eq(&secret16()));
     }
 
@@ -566,8 +569,8 @@ mod tests {
     #[test]
     fn too_many_shares_are_refused() {
         let rng = CountingRng(Cell::new(9));
-        let shares = split(&secret16(), 2, 3, b"", 0, &rng).unwrap();
-        let err = combine(&shares, b"").unwrap_err();
+        let shares = split(&secret16(), 2, 3, b"", 0, &rng).expect("must succeed");
+        let err = combine(&shares, b"").expect_err("must fail");
         assert!(
             matches!(
                 err,
@@ -584,7 +587,7 @@ mod tests {
     #[test]
     fn commitment_encoding_is_as_documented() {
         let rng = CountingRng(Cell::new(1));
-        let share = &split(&secret16(), 2, 2, b"", 0, &rng).unwrap()[1];
+        let share = &split(&secret16(), 2, 2, b"", 0, &rng).expect("must succeed")[1];
         let mnemonic = share.to_mnemonic();
         let mut buf = Vec::new();
         for f in [
@@ -610,15 +613,20 @@ mod tests {
     #[test]
     fn card_lists_every_word_numbered() {
         let rng = CountingRng(Cell::new(4));
-        let share = &split(&Secret::new(vec![7; 32]), 2, 3, b"", 0, &rng).unwrap()[2];
+        let share = &split(&Secret::new(vec![7; 32]), 2, 3, b"", 0, &rng).expect("must succeed")[2];
         let card = render_card("root-2025", "Alice\nEvil", share, 3);
-        let text = card.expose_str().unwrap();
+        let text = card.expose_str().expect("ASCII words");
         assert!(text.contains("Ceremony:        root-2025"));
         assert!(text.contains("Custodian:       Alice?Evil"));
         assert!(text.contains("share 3 of 3, threshold 2"));
         assert!(text.contains("Custodian signature:"));
         let mnemonic = share.to_mnemonic();
-        for (i, w) in mnemonic.expose_str().unwrap().split(' ').enumerate() {
+        for (i, w) in mnemonic
+            .expose_str()
+            .expect("ASCII words")
+            .split(' ')
+            .enumerate()
+        {
             assert!(
                 text.contains(&format!("{:>2}. {w}", i + 1)),
                 "word {}",
@@ -633,9 +641,9 @@ mod tests {
     #[test]
     fn errors_name_positions_and_carry_no_words() {
         let rng = CountingRng(Cell::new(2));
-        let shares = split(&secret16(), 2, 3, b"", 0, &rng).unwrap();
+        let shares = split(&secret16(), 2, 3, b"", 0, &rng).expect("must succeed");
         let m = shares[0].to_mnemonic();
-        let text = m.expose_str().unwrap();
+        let text = m.expose_str().expect("ASCII words");
         let mut words: Vec<&str> = text.split(' ').collect();
         words[5] = if words[5] == "academic" {
             "acid"
@@ -643,7 +651,7 @@ mod tests {
             "academic"
         };
         let bad = words.join(" ");
-        let err = combine_mnemonics(&[text, &bad], b"").unwrap_err();
+        let err = combine_mnemonics(&[text, &bad], b"").expect_err("must fail");
         assert!(matches!(err, SharesError::BadChecksum { share: 2 }));
         let msg = err.to_string();
         assert_eq!(

@@ -269,6 +269,9 @@ fn unpack_value(value_words: &[u16], padding: usize) -> Option<Zeroizing<Vec<u8>
     Some(out)
 }
 
+/// An x coordinate and the secret y vector there.
+pub(super) type SharePoint = (u8, Zeroizing<Vec<u8>>);
+
 /// SLIP-0039 SplitSecret: `count` shares at x = 0.., any `threshold` of
 /// which give back `secret` and a digest that checks it.
 pub(super) fn split_secret(
@@ -276,7 +279,7 @@ pub(super) fn split_secret(
     count: u8,
     secret: &[u8],
     rng: &dyn RandomSource,
-) -> Result<Vec<(u8, Zeroizing<Vec<u8>>)>, SharesError> {
+) -> Result<Vec<SharePoint>, SharesError> {
     if threshold == 0 || threshold > count || count > MAX_SHARES {
         return Err(SharesError::InvalidThreshold { threshold, count });
     }
@@ -303,7 +306,7 @@ pub(super) fn split_secret(
 
     // The first threshold-2 shares are uniformly random points (every byte
     // 0..=255); with the digest and secret points they fix the polynomial.
-    let mut out: Vec<(u8, Zeroizing<Vec<u8>>)> = Vec::with_capacity(usize::from(count));
+    let mut out: Vec<SharePoint> = Vec::with_capacity(usize::from(count));
     for x in 0..threshold - 2 {
         let y = Zeroizing::new(rng.random_bytes(n)?);
         if y.len() != n {
@@ -358,7 +361,9 @@ mod tests {
             assert_eq!(words.len(), (len * 8).div_ceil(10));
             let padding = (10 * words.len()) % 16;
             assert_eq!(
-                unpack_value(&words, padding).unwrap().as_slice(),
+                unpack_value(&words, padding)
+                    .expect("must succeed")
+                    .as_slice(),
                 value.as_slice()
             );
         }
@@ -388,9 +393,10 @@ mod tests {
                 value: Secret::new(vec![0xa5; len]),
             };
             let m = share.to_mnemonic();
-            let text = m.expose_str().unwrap();
+            let text = m.expose_str().expect("ASCII words");
             assert_eq!(text.split(' ').count(), expect);
-            let back = Share::parse(&text.to_uppercase().replace(' ', "  \n\t")).unwrap();
+            let back =
+                Share::parse(&text.to_uppercase().replace(' ', "  \n\t")).expect("must succeed");
             assert_eq!(back.identifier, 0x7fff);
             assert!(back.extendable);
             assert_eq!(back.iteration_exponent, 15);
@@ -420,12 +426,12 @@ mod tests {
         let m = share.to_mnemonic();
         let mut words: Vec<String> = m
             .expose_str()
-            .unwrap()
+            .expect("must succeed")
             .split(' ')
             .map(String::from)
             .collect();
         words[6].truncate(4);
-        let err = Share::parse_nth(&words.join(" "), 3).unwrap_err();
+        let err = Share::parse_nth(&words.join(" "), 3).expect_err("must fail");
         assert!(
             matches!(err, SharesError::UnknownWord { share: 3, word: 7 }),
             "{err:?}"
