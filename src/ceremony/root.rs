@@ -146,7 +146,7 @@ fn preflight(plan: &Plan, env: &Environment, operator: &mut dyn Operator, option
         store.check_new_key(&key.label, key.algorithm, key.signature)?;
     }
     if let Some(nb) = plan.not_before {
-        let na = nb + plan.template.validity();
+        let na = plan.template.not_after_for(nb);
         if na <= OffsetDateTime::now_utc() {
             return Err(CeremonyError::Step { step: 0, message: format!("certificate.not_before {nb} plus the template's validity has already passed") });
         }
@@ -341,7 +341,7 @@ fn sign_root(plan: &Plan, step: &Step, state: &mut State<'_>) -> Result<profile:
         Some(t) => t,
         None => OffsetDateTime::now_utc().replace_nanosecond(0).map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
     };
-    let not_after = not_before + plan.template.validity();
+    let not_after = plan.template.not_after_for(not_before);
     let request = IssueRequest {
         profile: &plan.template,
         subject: None,

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::{read_toml, ConfigError};
 use crate::hsm::{KeyAlgorithm, SignatureAlgorithm};
-use crate::profile::{Profile, ProfileKind};
+use crate::profile::{CertKind, Profile};
 use crate::words::Fingerprint;
 
 #[derive(Debug, Deserialize)]
@@ -269,7 +269,7 @@ impl Plan {
         let template = Profile::load(&template_path)
             .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
         let wanted = match kind {
-            CeremonyKind::RootInit => ProfileKind::RootCa,
+            CeremonyKind::RootInit => CertKind::RootCa,
         };
         if template.kind() != wanted {
             return Err(invalid(
