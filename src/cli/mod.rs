@@ -206,7 +206,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &VerifyOptions { pinned_audit_keys: audit_keys, expect_closed: !allow_open, expected_checkpoint },
             )?;
             println!("{}: OK", log.display());
-            println!("{report}");
+            println!("entries      {} ({} after the last checkpoint)", report.entries, report.uncovered_entries);
+            println!("checkpoints  {}", report.checkpoints);
+            println!("ceremonies   {}", report.ceremonies.join(", "));
+            println!("closed       {}", if report.closed { "yes" } else { "no (still open)" });
+            for key in &report.audit_keys {
+                println!("audit key    {} SHA-256 {}", key.name, key.fingerprint.hex);
+            }
+            if let Some(cp) = &report.last_checkpoint {
+                println!("last checkpoint: {} entries, root {}\n  note SHA-256 {}\n  words {}", cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words);
+            }
+            if let Some(size) = report.matched_expected_checkpoint {
+                println!("the paper checkpoint matches the log's checkpoint over {size} entries");
+            }
         }
         Command::Hsm(HsmCommand::List { module }) => {
             let module = crate::hsm::pkcs11::Module::load(&module)?;
