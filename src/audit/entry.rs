@@ -353,7 +353,7 @@ mod tests {
             .expect_err("spacing")
             .contains("not canonical"));
         // Canonical JSON, but an explicit null where keyrite omits the field.
-        let null_role = line.replacen("\"result\"", "\"role\":null,\"result\"", 1);
+        let null_role = line.replacen("\"seq\"", "\"role\":null,\"seq\"", 1);
         assert!(Entry::parse_line(null_role.as_bytes())
             .expect_err("null role")
             .contains("explicit null"));

@@ -91,8 +91,8 @@ impl MerkleTree {
 }
 
 /// The Merkle Tree Hash of `leaves` (their data), by the recursive definition
-/// of RFC 6962 §2.1. Quadratic-free but allocation-heavy: for tests and for
-/// auditors who want the textbook form.
+/// of RFC 6962 §2.1: the textbook form, which the tests hold [`MerkleTree`]
+/// to.
 pub fn root_of<T: AsRef<[u8]>>(leaves: &[T]) -> Hash {
     match leaves.len() {
         0 => empty_root(),
