@@ -1,0 +1,115 @@
+//! Test harness: a real SoftHSM token directory per test, the real keyrite
+//! binary, and the real openssl and pkcs11-tool to check what it makes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MODULE_CANDIDATES: &[&str] =
+    &["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so"];
+
+/// The SoftHSM module; fails the test (never skips) when it is missing.
+pub fn softhsm_module() -> PathBuf {
+    MODULE_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("SoftHSM is not installed: apt-get install softhsm2 opensc (tests need a real token)"))
+}
+
+/// Checks a command-line tool is installed, failing with what to install.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
+    assert!(matches!(found, Ok(true)), "{tool} is not installed: apt-get install {package}");
+}
+
+/// A SoftHSM token directory of its own, so tests never share a token.
+pub struct SoftHsm {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub module: PathBuf,
+}
+
+impl SoftHsm {
+    pub fn new() -> Self {
+        let module = softhsm_module();
+        require_tool("softhsm2-util", "softhsm2");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("tokens dir");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+        )
+        .expect("conf");
+        SoftHsm { dir, conf, module }
+    }
+
+    /// Initialises a token. The PINs are throwaway test values; softhsm2-util
+    /// only takes them on argv, which is acceptable for test tokens alone.
+    pub fn init_token(&self, label: &str, so_pin: &str, user_pin: &str) {
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args(["--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", user_pin])
+            .output()
+            .expect("softhsm2-util");
+        assert!(out.status.success(), "init token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs pkcs11-tool against this token directory.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        require_tool("pkcs11-tool", "opensc");
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .arg("--module")
+            .arg(&self.module)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool")
+    }
+}
+
+/// The keyrite binary built for these tests.
+pub fn keyrite() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keyrite"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `openssl` with arguments, returning its output.
+pub fn openssl(args: &[&str]) -> Output {
+    require_tool("openssl", "openssl");
+    Command::new("openssl").args(args).output().expect("openssl")
+}
+
+/// Copies the repository's ceremony and template files into `dir`, keeping
+/// their relative layout, so a test can change them without touching the repo.
+pub fn copy_plan_files(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["ceremonies", "templates"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(root.join(sub)).expect("read repo dir") {
+            let entry = entry.expect("entry");
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+    }
+}
+
+/// Lists a directory's entries (names), sorted: "nothing written" checks.
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}

@@ -1,0 +1,353 @@
+//! The root key ceremony, run by the real binary against a real SoftHSM
+//! token, its outputs checked with openssl and pkcs11-tool.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use keyrite::words::Fingerprint;
+
+const PIN: &str = "314159";
+const SO_PIN: &str = "27182818";
+
+/// A prepared ceremony: token initialised, plan files copied, environment
+/// and answers written, output directory created (empty).
+struct Setup {
+    hsm: SoftHsm,
+    work: tempfile::TempDir,
+    label: String,
+}
+
+impl Setup {
+    fn new(token_label: &str) -> Self {
+        let hsm = SoftHsm::new();
+        hsm.init_token(token_label, SO_PIN, PIN);
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_plan_files(work.path());
+        std::fs::create_dir(work.path().join("out")).expect("out");
+        let s = Setup { hsm, work, label: token_label.into() };
+        s.write_env(token_label);
+        s.write_answers(None);
+        s
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    fn write_env(&self, token_label: &str) {
+        std::fs::write(
+            self.path("env.toml"),
+            format!(
+                "output_dir = \"out\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token_label}\"\npin = {{ env = \"KEYRITE_TEST_PIN\" }}\n",
+                self.hsm.module.display()
+            ),
+        )
+        .expect("env");
+    }
+
+    /// Answers with the real plan read-back (the first three words of the
+    /// plan hash), or `plan_words` to simulate a witness misreading.
+    fn write_answers(&self, plan_words: Option<&str>) {
+        let plan = std::fs::read(self.path("ceremonies/root-init.toml")).expect("plan");
+        let words = plan_words.map(str::to_string).unwrap_or_else(|| Fingerprint::sha256(&plan).first_words(3));
+        std::fs::write(
+            self.path("answers.toml"),
+            format!(
+                "[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\nsecurity-officer = [\"Sam Officer\"]\n\n[answers]\nroom-sealed = true\nplan-hash = \"{words}\"\nroot-fingerprint = \"(as shown)\"\n"
+            ),
+        )
+        .expect("answers");
+    }
+
+    fn run(&self, pin: &str) -> std::process::Output {
+        keyrite()
+            .current_dir(self.work.path())
+            .env("SOFTHSM2_CONF", &self.hsm.conf)
+            .env("KEYRITE_TEST_PIN", pin)
+            .args(["ceremony", "run", "ceremonies/root-init.toml", "--env", "env.toml", "--answers", "answers.toml", "--allow-network"])
+            .output()
+            .expect("run keyrite")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+}
+
+fn assert_ok(o: &std::process::Output) {
+    assert!(o.status.success(), "keyrite failed:\nstdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+}
+
+fn assert_fails_with(o: &std::process::Output, needle: &str) {
+    assert!(!o.status.success(), "keyrite should have failed; stdout:\n{}", stdout(o));
+    let err = stderr(o);
+    assert!(err.contains(needle), "error should mention {needle:?}; got:\n{err}");
+}
+
+#[test]
+fn a_root_made_on_softhsm_verifies_and_its_key_never_leaves_the_token() {
+    let s = Setup::new("root-token");
+    let o = s.run(PIN);
+    assert_ok(&o);
+    let out = s.out();
+    let pem = out.join("root-r1.pem");
+    let pem_s = pem.to_str().expect("utf8");
+
+    let v = openssl(&["verify", "-CAfile", pem_s, pem_s]);
+    assert!(v.status.success(), "openssl verify: {}{}", stdout(&v), stderr(&v));
+
+    let text = stdout(&openssl(&["x509", "-in", pem_s, "-noout", "-text"]));
+    assert!(text.contains("X509v3 Basic Constraints: critical\n                CA:TRUE"), "{text}");
+    assert!(text.contains("X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign"), "{text}");
+    assert!(text.contains("X509v3 Subject Key Identifier"), "{text}");
+    assert!(text.contains("Subject: C = DE, O = keyrite Example, OU = Certificate Authority, CN = keyrite Example Root CA R1"), "{text}");
+    assert!(text.contains("ASN1 OID: secp384r1") && text.contains("ecdsa-with-SHA384"), "{text}");
+
+    // The DER output is the same certificate as the PEM one.
+    let der_from_pem = openssl(&["x509", "-in", pem_s, "-outform", "DER"]).stdout;
+    assert_eq!(der_from_pem, std::fs::read(out.join("root-r1.der")).expect("der"));
+
+    // On the token: the private key is sensitive, never extractable, local.
+    let objects = stdout(&s.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects", "--type", "privkey"]));
+    let root = objects.split("Private Key Object").find(|o| o.contains("label:      root-r1\n")).expect("root private key listed");
+    for flag in ["sensitive", "always sensitive", "never extractable", "local"] {
+        assert!(root.contains(flag), "private key should be {flag}: {root}");
+    }
+    assert!(root.contains("Usage:      sign"), "{root}");
+
+    // The certificate's public key is the token's public key.
+    let token_pub = s.path("token-pub.der");
+    let r = s.hsm.pkcs11_tool(&["--read-object", "--type", "pubkey", "--label", "root-r1", "-o", token_pub.to_str().expect("utf8")]);
+    assert!(r.status.success(), "read pubkey: {}", stderr(&r));
+    let cert_pub = s.path("cert-pub.pem");
+    let p = openssl(&["x509", "-in", pem_s, "-noout", "-pubkey", "-out", cert_pub.to_str().expect("utf8")]);
+    assert!(p.status.success());
+    let cert_pub_der = openssl(&["pkey", "-pubin", "-in", cert_pub.to_str().expect("utf8"), "-outform", "DER"]).stdout;
+    assert_eq!(std::fs::read(&token_pub).expect("token pub"), cert_pub_der, "certificate key must be the token's key");
+
+    // The audit log verifies offline, and records the token without the PIN.
+    let log = out.join("root-r1-audit.jsonl");
+    let verified = keyrite().args(["audit", "verify"]).arg(&log).output().expect("verify");
+    assert_ok(&verified);
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    assert!(log_text.contains("\"model\":\"SoftHSM v2\"") && log_text.contains("\"firmware\":"), "token facts logged");
+    assert!(!log_text.contains(PIN), "the PIN must never reach the log");
+    assert!(!stdout(&o).contains(PIN) && !stderr(&o).contains(PIN), "nor the terminal");
+}
+
+#[test]
+fn the_audit_log_names_an_edit_a_deleted_line_a_swap_and_a_cut_tail() {
+    let s = Setup::new("audit-token");
+    assert_ok(&s.run(PIN));
+    let log = std::fs::read_to_string(s.out().join("root-r1-audit.jsonl")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() > 10);
+
+    let check = |name: &str, tampered: String, needle: &str| {
+        let path = s.path(&format!("{name}.jsonl"));
+        std::fs::write(&path, tampered).expect("write");
+        let o = keyrite().args(["audit", "verify"]).arg(&path).output().expect("verify");
+        assert!(!o.status.success(), "{name}: tampered log must fail");
+        let err = stderr(&o);
+        assert!(err.contains(needle), "{name}: expected {needle:?} in:\n{err}");
+    };
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+
+    // One byte changed in line 5: a participant's name.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[4] = edited[4].replacen("\"ok\"", "\"ko\"", 1);
+    assert_ne!(edited[4], lines[4], "the edit must change the line");
+    check("edited", edited.iter().map(|l| format!("{l}\n")).collect(), "line 5");
+
+    let mut deleted = lines.clone();
+    deleted.remove(6);
+    check("deleted", join(&deleted), "line 7");
+
+    let mut swapped = lines.clone();
+    swapped.swap(8, 9);
+    check("swapped", join(&swapped), "line 9");
+
+    // Cut right after the first checkpoint: still a valid prefix, but the
+    // ceremony's closing checkpoint is gone.
+    let first_checkpoint = lines.iter().position(|l| l.contains("\"event\":\"checkpoint\"")).expect("checkpoint");
+    check("cut", join(&lines[..=first_checkpoint]), "the tail may have been cut");
+}
+
+#[test]
+fn a_ceremony_file_with_an_unknown_key_is_refused_before_anything_happens() {
+    let s = Setup::new("unknown-key-token");
+    let plan = s.path("ceremonies/root-init.toml");
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    std::fs::write(&plan, text.replace("[key]\n", "[key]\nslot = 0\n")).expect("write");
+    let o = s.run(PIN);
+    assert_fails_with(&o, "unknown field `slot`");
+    assert!(stderr(&o).contains("root-init.toml"), "the message names the file");
+    assert!(list(&s.out()).is_empty(), "nothing written: {:?}", list(&s.out()));
+}
+
+#[test]
+fn an_existing_output_is_never_overwritten() {
+    let s = Setup::new("exists-token");
+    std::fs::write(s.out().join("root-r1.pem"), "keep me").expect("write");
+    let o = s.run(PIN);
+    assert_fails_with(&o, "root-r1.pem: already exists");
+    assert_eq!(std::fs::read_to_string(s.out().join("root-r1.pem")).expect("read"), "keep me");
+    assert_eq!(list(&s.out()), vec!["root-r1.pem"]);
+    // And no key was made on the token.
+    let objects = stdout(&s.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]));
+    assert!(!objects.contains("root-r1"), "no key may be generated: {objects}");
+}
+
+#[test]
+fn a_wrong_pin_stops_the_ceremony_with_nothing_written() {
+    let s = Setup::new("pin-token");
+    let o = s.run("000000");
+    assert_fails_with(&o, "C_Login failed");
+    assert!(stderr(&o).contains("the PIN is wrong"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("000000"), "the PIN is never echoed");
+    assert!(list(&s.out()).is_empty());
+}
+
+#[test]
+fn a_token_that_does_not_exist_is_named_with_the_tokens_present() {
+    let s = Setup::new("present-token");
+    s.write_env("absent-token");
+    let o = s.run(PIN);
+    assert_fails_with(&o, "no token labelled \"absent-token\"");
+    assert!(stderr(&o).contains("\"present-token\""), "lists what is there: {}", stderr(&o));
+    assert!(list(&s.out()).is_empty());
+}
+
+#[test]
+fn a_key_label_already_on_the_token_is_refused() {
+    let s = Setup::new("label-token");
+    assert_ok(&s.run(PIN));
+    // Same token, fresh output directory: the labels are taken now.
+    std::fs::rename(s.out(), s.path("first-run")).expect("move");
+    std::fs::create_dir(s.out()).expect("out");
+    let o = s.run(PIN);
+    assert_fails_with(&o, "is already used by an object on token \"label-token\"");
+    assert!(list(&s.out()).is_empty());
+}
+
+#[test]
+fn an_unsupported_algorithm_is_refused_by_name() {
+    let s = Setup::new("alg-token");
+    let plan = s.path("ceremonies/root-init.toml");
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    std::fs::write(&plan, text.replacen("algorithm = \"ecdsa-p384\"", "algorithm = \"ecdsa-p521\"", 1)).expect("write");
+    let o = s.run(PIN);
+    assert_fails_with(&o, "key.algorithm");
+    assert!(stderr(&o).contains("unsupported key algorithm \"ecdsa-p521\""), "{}", stderr(&o));
+    assert!(list(&s.out()).is_empty());
+}
+
+#[test]
+fn a_witness_who_reads_back_the_wrong_plan_words_stops_the_ceremony_before_any_key_exists() {
+    let s = Setup::new("readback-token");
+    s.write_answers(Some("zero zero zero"));
+    let o = s.run(PIN);
+    assert_fails_with(&o, "the witness read back \"zero zero zero\"");
+    // The log keeps the deviation as evidence; no certificate, no key.
+    assert_eq!(list(&s.out()), vec!["root-r1-audit.jsonl"]);
+    let log = std::fs::read_to_string(s.out().join("root-r1-audit.jsonl")).expect("log");
+    assert!(log.contains("\"event\":\"deviation\"") && log.contains("\"event\":\"ceremony-aborted\""), "{log}");
+    let objects = stdout(&s.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]));
+    assert!(!objects.contains("root-r1"), "{objects}");
+}
+
+#[test]
+fn rsa_roots_are_generated_in_the_token_too() {
+    let s = Setup::new("rsa-token");
+    let plan = s.path("ceremonies/root-init.toml");
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    std::fs::write(&plan, text.replacen("algorithm = \"ecdsa-p384\"", "algorithm = \"rsa-3072\"", 1)).expect("write");
+    s.write_answers(None);
+    assert_ok(&s.run(PIN));
+    let pem = s.out().join("root-r1.pem");
+    let pem_s = pem.to_str().expect("utf8");
+    let v = openssl(&["verify", "-CAfile", pem_s, pem_s]);
+    assert!(v.status.success(), "{}", stderr(&v));
+    let text = stdout(&openssl(&["x509", "-in", pem_s, "-noout", "-text"]));
+    assert!(text.contains("Public-Key: (3072 bit)") && text.contains("sha256WithRSAEncryption"), "{text}");
+}
+
+/// Runs `script` in a new network namespace with sysfs remounted, so the
+/// air-gap guard sees only the namespace's interfaces.
+fn in_netns(s: &Setup, script: &str) -> std::process::Output {
+    require_tool("unshare", "util-linux");
+    require_tool("ip", "iproute2");
+    std::process::Command::new("unshare")
+        .args(["-n", "-m", "sh", "-c"])
+        .arg(format!("mount -t sysfs none /sys && ip link set lo up && {script}"))
+        .current_dir(s.work.path())
+        .env("SOFTHSM2_CONF", &s.hsm.conf)
+        .env("KEYRITE_TEST_PIN", PIN)
+        .env("KEYRITE", env!("CARGO_BIN_EXE_keyrite"))
+        .output()
+        .expect("unshare")
+}
+
+#[test]
+fn the_air_gap_guard_refuses_an_interface_that_is_up_and_allows_an_isolated_laptop() {
+    let s = Setup::new("airgap-token");
+    let run = "\"$KEYRITE\" ceremony run ceremonies/root-init.toml --env env.toml --answers answers.toml";
+    let refused = in_netns(&s, &format!("ip link add kr0 type veth peer name kr1 && ip link set kr0 up && {run}"));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("network interfaces are up: kr0"), "{}", stderr(&refused));
+    assert!(list(&s.out()).is_empty());
+
+    let isolated = in_netns(&s, run);
+    assert!(isolated.status.success(), "{}\n{}", stdout(&isolated), stderr(&isolated));
+    let log = std::fs::read_to_string(s.out().join("root-r1-audit.jsonl")).expect("log");
+    assert!(log.contains("\"network_interfaces_up\":[]"), "the log records the empty interface list");
+}
+
+fn rehearse(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = keyrite().args(["rehearse", "--dir"]).arg(dir).args(extra).output().expect("rehearse");
+    assert_ok(&o);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rehearsal.json")).expect("rehearsal.json")).expect("json");
+    for key in ["backend", "module", "token_label", "root_cert", "audit_log"] {
+        assert!(json.get(key).is_some(), "rehearsal.json lacks {key}: {json}");
+    }
+    let cert = json["root_cert"].as_str().expect("root_cert");
+    let v = openssl(&["verify", "-CAfile", cert, cert]);
+    assert!(v.status.success(), "{}", stderr(&v));
+    let log = json["audit_log"].as_str().expect("audit_log");
+    assert_ok(&keyrite().args(["audit", "verify", log]).output().expect("verify"));
+    json
+}
+
+#[test]
+fn rehearse_runs_the_bundled_ceremony_on_softhsm() {
+    softhsm_module();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = rehearse(&dir.path().join("r"), &[]);
+    assert_eq!(json["backend"], "softhsm");
+    assert!(json["module"].as_str().expect("module").ends_with("libsofthsm2.so"));
+    assert_eq!(json["token_label"], "keyrite-rehearsal");
+    // The rehearsal ran the repository's ceremony file byte for byte.
+    let repo_plan = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("ceremonies/root-init.toml")).expect("plan");
+    let copied = std::fs::read(dir.path().join("r/ceremonies/root-init.toml")).expect("copy");
+    assert_eq!(repo_plan, copied);
+}
+
+#[test]
+fn rehearse_runs_on_the_software_key_store_without_an_hsm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = rehearse(&dir.path().join("r"), &["--backend", "soft"]);
+    assert_eq!(json["backend"], "soft");
+    assert!(json["module"].is_null());
+}
+
+#[test]
+fn rehearse_refuses_a_directory_that_is_not_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("keep"), "x").expect("write");
+    let o = keyrite().args(["rehearse", "--dir"]).arg(dir.path()).output().expect("rehearse");
+    assert_fails_with(&o, "is not empty");
+    assert_eq!(list(dir.path()), vec!["keep"]);
+}
