@@ -119,9 +119,8 @@ fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<Pat
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for attempt in 0..16u32 {
         let mut nonce = [0u8; 6];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| {
-            FileError::io(target, "drawing a temp name", io::Error::other("RNG failure"))
-        })?;
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| FileError::io(target, "drawing a temp name", io::Error::other("RNG failure")))?;
         let tmp = dir.join(format!(".{name}.{}.{attempt}.tmp", hex::encode(nonce)));
         let mut file = match OpenOptions::new().write(true).create_new(true).mode(mode.bits()).open(&tmp) {
             Ok(f) => f,
@@ -139,9 +138,7 @@ fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<Pat
 }
 
 fn sync_dir(dir: &Path) -> Result<(), FileError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FileError::io(dir, "fsync of directory", e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| FileError::io(dir, "fsync of directory", e))
 }
 
 #[cfg(test)]

@@ -13,9 +13,7 @@ use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, ProfileEr
 use time::{Duration, OffsetDateTime};
 
 fn template(name: &str) -> Profile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("templates")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name);
     Profile::load(&path).expect("shipped template loads")
 }
 
@@ -33,14 +31,8 @@ fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
         .args(args)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("the openssl binary is required for these tests and could not run: {e}")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("the openssl binary is required for these tests and could not run: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -51,13 +43,7 @@ fn write(dir: &Path, name: &str, cert: &Issued) -> PathBuf {
 }
 
 fn text(path: &Path) -> String {
-    let (ok, out) = openssl(&[
-        "x509",
-        "-noout",
-        "-text",
-        "-in",
-        path.to_str().expect("utf-8 path"),
-    ]);
+    let (ok, out) = openssl(&["x509", "-noout", "-text", "-in", path.to_str().expect("utf-8 path")]);
     assert!(ok, "{out}");
     out
 }
@@ -65,10 +51,7 @@ fn text(path: &Path) -> String {
 /// The trimmed line after the one containing `header`.
 fn after<'a>(text: &'a str, header: &str) -> &'a str {
     let mut lines = text.lines();
-    lines
-        .by_ref()
-        .find(|l| l.contains(header))
-        .unwrap_or_else(|| panic!("no {header:?} in\n{text}"));
+    lines.by_ref().find(|l| l.contains(header)).unwrap_or_else(|| panic!("no {header:?} in\n{text}"));
     lines.next().map(str::trim).unwrap_or("")
 }
 
@@ -96,23 +79,12 @@ fn check_root(key: &dyn Signer) {
     let (ok, out) = openssl(&["verify", "-CAfile", p, p]);
     assert!(ok && out.contains(": OK"), "{out}");
     let t = text(&path);
-    assert_eq!(
-        after(&t, "X509v3 Basic Constraints: critical"),
-        "CA:TRUE",
-        "{t}"
-    );
-    assert_eq!(
-        after(&t, "X509v3 Key Usage: critical"),
-        "Certificate Sign, CRL Sign",
-        "{t}"
-    );
+    assert_eq!(after(&t, "X509v3 Basic Constraints: critical"), "CA:TRUE", "{t}");
+    assert_eq!(after(&t, "X509v3 Key Usage: critical"), "Certificate Sign, CRL Sign", "{t}");
     assert!(t.contains("X509v3 Subject Key Identifier"), "{t}");
     assert!(!t.contains("Extended Key Usage"), "{t}");
     let summary = profile::certificate_summary(&root.der).expect("summary");
-    assert_eq!(
-        summary.subject,
-        "CN=keyrite Example Root CA R1,OU=Certificate Authority,O=keyrite Example,C=DE"
-    );
+    assert_eq!(summary.subject, "CN=keyrite Example Root CA R1,OU=Certificate Authority,O=keyrite Example,C=DE");
     assert_eq!(summary.subject, summary.issuer);
     assert_eq!(summary.serial_hex, root.serial_hex);
     assert_eq!(summary.fingerprint, root.fingerprint);
@@ -150,11 +122,7 @@ fn rsa_4096_root_verifies_with_openssl() {
     check_root(&SoftKey::generate("root", KeyAlgorithm::Rsa4096).expect("key"));
 }
 
-fn issue_intermediate(
-    root: &Issued,
-    root_key: &dyn Signer,
-    subject_key: &dyn Signer,
-) -> Result<Issued, ProfileError> {
+fn issue_intermediate(root: &Issued, root_key: &dyn Signer, subject_key: &dyn Signer) -> Result<Issued, ProfileError> {
     let inter = template("intermediate-ca.toml");
     let nb = now();
     let req = IssueRequest {
@@ -181,30 +149,16 @@ fn root_intermediate_leaf_chain_verifies_with_openssl() {
     let inter = issue_intermediate(&root, &root_key, &inter_key).expect("intermediate issues");
     let root_pem = write(dir.path(), "root.pem", &root);
     let inter_pem = write(dir.path(), "intermediate.pem", &inter);
-    let (r, i) = (
-        root_pem.to_str().expect("utf-8"),
-        inter_pem.to_str().expect("utf-8"),
-    );
+    let (r, i) = (root_pem.to_str().expect("utf-8"), inter_pem.to_str().expect("utf-8"));
     let (ok, out) = openssl(&["verify", "-CAfile", r, i]);
     assert!(ok && out.contains(": OK"), "{out}");
     let t = text(&inter_pem);
-    assert_eq!(
-        after(&t, "X509v3 Basic Constraints: critical"),
-        "CA:TRUE, pathlen:0",
-        "{t}"
-    );
-    assert_eq!(
-        after(&t, "X509v3 Key Usage: critical"),
-        "Digital Signature, Certificate Sign, CRL Sign",
-        "{t}"
-    );
+    assert_eq!(after(&t, "X509v3 Basic Constraints: critical"), "CA:TRUE, pathlen:0", "{t}");
+    assert_eq!(after(&t, "X509v3 Key Usage: critical"), "Digital Signature, Certificate Sign, CRL Sign", "{t}");
     assert!(t.contains("X509v3 Name Constraints: critical"), "{t}");
     assert!(t.contains("X509v3 Authority Key Identifier"), "{t}");
     assert!(t.contains("URI:http://crl.example.com/root-r1.crl"), "{t}");
-    assert!(
-        t.contains("CA Issuers - URI:http://pki.example.com/root-r1.der"),
-        "{t}"
-    );
+    assert!(t.contains("CA Issuers - URI:http://pki.example.com/root-r1.der"), "{t}");
     assert!(t.contains("Policy: 2.23.140.1.2.1"), "{t}");
 
     let leaf_profile = template("tls-leaf.toml");
@@ -213,10 +167,7 @@ fn root_intermediate_leaf_chain_verifies_with_openssl() {
         profile: &leaf_profile,
         subject: None,
         subject_spki: leaf_key.spki_der(),
-        sans: vec![
-            San::Dns("www.example.com".into()),
-            San::Ip("10.1.2.3".parse().expect("ip")),
-        ],
+        sans: vec![San::Dns("www.example.com".into()), San::Ip("10.1.2.3".parse().expect("ip"))],
         serial: serial(),
         not_before: nb,
         not_after: leaf_profile.not_after_for(nb),
@@ -228,59 +179,25 @@ fn root_intermediate_leaf_chain_verifies_with_openssl() {
     let (ok, out) = openssl(&["verify", "-CAfile", r, "-untrusted", i, l]);
     assert!(ok && out.contains(": OK"), "{out}");
     let t = text(&leaf_pem);
-    assert_eq!(
-        after(&t, "X509v3 Key Usage: critical"),
-        "Digital Signature",
-        "EC leaf: no Key Encipherment\n{t}"
-    );
-    assert_eq!(
-        after(&t, "X509v3 Extended Key Usage"),
-        "TLS Web Server Authentication",
-        "{t}"
-    );
+    assert_eq!(after(&t, "X509v3 Key Usage: critical"), "Digital Signature", "EC leaf: no Key Encipherment\n{t}");
+    assert_eq!(after(&t, "X509v3 Extended Key Usage"), "TLS Web Server Authentication", "{t}");
     let san = after(&t, "X509v3 Subject Alternative Name: critical");
-    assert!(
-        san.contains("DNS:www.example.com") && san.contains("IP Address:10.1.2.3"),
-        "{t}"
-    );
+    assert!(san.contains("DNS:www.example.com") && san.contains("IP Address:10.1.2.3"), "{t}");
     assert!(!t.contains("CA:TRUE"), "{t}");
-    assert!(leaf
-        .findings
-        .iter()
-        .all(|f| f.severity == profile::Severity::Warning));
+    assert!(leaf.findings.iter().all(|f| f.severity == profile::Severity::Warning));
 
     // An RSA leaf keeps key-encipherment from the template.
     let rsa_leaf_key = SoftKey::generate("leaf-rsa", KeyAlgorithm::Rsa3072).expect("key");
-    let req = IssueRequest {
-        subject_spki: rsa_leaf_key.spki_der(),
-        serial: serial(),
-        ..req
-    };
+    let req = IssueRequest { subject_spki: rsa_leaf_key.spki_der(), serial: serial(), ..req };
     let rsa_leaf = profile::issue(&req, &inter_key).expect("rsa leaf issues");
     let t = text(&write(dir.path(), "rsa-leaf.pem", &rsa_leaf));
-    assert_eq!(
-        after(&t, "X509v3 Key Usage: critical"),
-        "Digital Signature, Key Encipherment",
-        "{t}"
-    );
+    assert_eq!(after(&t, "X509v3 Key Usage: critical"), "Digital Signature, Key Encipherment", "{t}");
 
     // The name constraints bite: openssl refuses a leaf outside them.
-    let req = IssueRequest {
-        sans: vec![San::Dns("www.example.org".into())],
-        serial: serial(),
-        ..req
-    };
-    let outside =
-        profile::issue(&req, &inter_key).expect("keyrite does not check the issuer's constraints");
+    let req = IssueRequest { sans: vec![San::Dns("www.example.org".into())], serial: serial(), ..req };
+    let outside = profile::issue(&req, &inter_key).expect("keyrite does not check the issuer's constraints");
     let o = write(dir.path(), "outside.pem", &outside);
-    let (ok, out) = openssl(&[
-        "verify",
-        "-CAfile",
-        r,
-        "-untrusted",
-        i,
-        o.to_str().expect("utf-8"),
-    ]);
+    let (ok, out) = openssl(&["verify", "-CAfile", r, "-untrusted", i, o.to_str().expect("utf-8")]);
     assert!(!ok, "{out}");
 }
 
@@ -317,11 +234,7 @@ impl Signer for Counting<'_> {
 }
 
 fn counting(inner: &SoftKey, flip: bool) -> Counting<'_> {
-    Counting {
-        inner,
-        signs: Cell::new(0),
-        flip,
-    }
+    Counting { inner, signs: Cell::new(0), flip }
 }
 
 #[test]
@@ -332,11 +245,7 @@ fn a_signer_that_is_not_the_issuer_is_refused_before_signing() {
     let impostor = counting(&other, false);
     let err = issue_intermediate(&root, &impostor, &other).expect_err("refused");
     assert!(matches!(err, ProfileError::WrongSigner { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("not the issuer certificate's public key"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not the issuer certificate's public key"), "{err}");
     assert_eq!(impostor.signs.get(), 0);
 
     // And a self-signed root whose signer is not the subject key.
@@ -375,27 +284,12 @@ fn a_validity_over_the_maximum_is_refused() {
     };
     let err = profile::issue(&req, &signer).expect_err("refused");
     let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            ProfileError::Request {
-                field: "not_after",
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("max_validity") && msg.contains("root-ca.toml"),
-        "{msg}"
-    );
+    assert!(matches!(err, ProfileError::Request { field: "not_after", .. }), "{msg}");
+    assert!(msg.contains("max_validity") && msg.contains("root-ca.toml"), "{msg}");
     assert_eq!(signer.signs.get(), 0);
 
     // Exactly the maximum (inclusive end) is fine.
-    let req = IssueRequest {
-        not_after: nb + Duration::days(9132) - Duration::seconds(1),
-        ..req
-    };
+    let req = IssueRequest { not_after: nb + Duration::days(9132) - Duration::seconds(1), ..req };
     profile::issue(&req, &signer).expect("max validity is allowed");
 }
 
@@ -417,24 +311,15 @@ fn empty_subject_ca(key: &SoftKey) -> Vec<u8> {
             self.0.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)
         }
     }
-    let bits = spki::SubjectPublicKeyInfoRef::try_from(key.spki_der())
-        .expect("spki")
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
+    let bits =
+        spki::SubjectPublicKeyInfoRef::try_from(key.spki_der()).expect("spki").subject_public_key.raw_bytes().to_vec();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     p.not_before = now() - Duration::days(1);
     p.not_after = now() + Duration::days(3650);
-    p.self_signed(&Rc(key, bits))
-        .expect("rcgen signs")
-        .der()
-        .to_vec()
+    p.self_signed(&Rc(key, bits)).expect("rcgen signs").der().to_vec()
 }
 
 #[test]
@@ -456,30 +341,14 @@ fn a_failing_lint_stops_issuance_before_the_real_key_signs() {
         issuer: IssuerRef::Certificate { der: &bad_root },
     };
     let err = profile::issue(&req, &signer).expect_err("lint refuses");
-    let ProfileError::Lint { findings, .. } = &err else {
-        panic!("expected a lint error, got {err}")
-    };
-    assert!(
-        findings.iter().any(|f| f.rule == "issuer-not-empty"),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("nothing was signed with the real key"),
-        "{err}"
-    );
-    assert_eq!(
-        signer.signs.get(),
-        0,
-        "the real key must not sign a certificate that failed lint"
-    );
+    let ProfileError::Lint { findings, .. } = &err else { panic!("expected a lint error, got {err}") };
+    assert!(findings.iter().any(|f| f.rule == "issuer-not-empty"), "{err}");
+    assert!(err.to_string().contains("nothing was signed with the real key"), "{err}");
+    assert_eq!(signer.signs.get(), 0, "the real key must not sign a certificate that failed lint");
 
     // lint_certificate on its own flags the issuer too (its subject is empty).
     let findings = profile::lint_certificate(&bad_root).expect("parses");
-    assert!(
-        findings.iter().any(|f| f.rule == "issuer-not-empty"),
-        "{findings:?}"
-    );
+    assert!(findings.iter().any(|f| f.rule == "issuer-not-empty"), "{findings:?}");
 }
 
 #[test]
@@ -499,16 +368,7 @@ fn a_corrupted_signature_is_caught_by_verification() {
         issuer: IssuerRef::SelfSigned,
     };
     let err = profile::issue(&req, &flipper).expect_err("verification fails");
-    assert!(
-        matches!(
-            err,
-            ProfileError::Verify {
-                check: "signature",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ProfileError::Verify { check: "signature", .. }), "{err}");
     assert!(err.to_string().contains("must not be used"), "{err}");
     assert_eq!(flipper.signs.get(), 1, "signed exactly once");
 }
@@ -547,13 +407,7 @@ fn signer_errors_come_back_as_hsm_errors() {
         issuer: IssuerRef::SelfSigned,
     };
     let err = profile::issue(&req, &key).expect_err("fails");
-    let ProfileError::Signer {
-        source: HsmError::BadSignature(m),
-        signer,
-    } = &err
-    else {
-        panic!("{err}")
-    };
+    let ProfileError::Signer { source: HsmError::BadSignature(m), signer } = &err else { panic!("{err}") };
     assert_eq!(m, "token removed");
     assert_eq!(signer, "broken token");
 }

@@ -40,7 +40,8 @@ elif req["op"] == "generate":
     json.dump({"groups": groups}, sys.stdout)
 "#;
 
-const INSTALL_HINT: &str = "the cross-check needs Python 3 with the reference implementation: run `pip install shamir-mnemonic`";
+const INSTALL_HINT: &str =
+    "the cross-check needs Python 3 with the reference implementation: run `pip install shamir-mnemonic`";
 
 /// Runs the helper script with `request` on stdin and returns its JSON answer.
 fn python(request: &Value) -> Value {
@@ -53,32 +54,19 @@ fn python(request: &Value) -> Value {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {interpreter} ({e}): {INSTALL_HINT}"));
     // A write error means python already exited; its stderr says why.
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(request.to_string().as_bytes()));
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(request.to_string().as_bytes()));
     let out = child.wait_with_output().expect("wait for python");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("MISSING-SHAMIR-MNEMONIC") {
         panic!("the Python package shamir_mnemonic is not installed: {INSTALL_HINT}");
     }
-    assert!(
-        out.status.success(),
-        "python failed ({}): {stderr}",
-        out.status
-    );
-    assert!(
-        matches!(written, Some(Ok(()))),
-        "could not send the request to python: {written:?}"
-    );
+    assert!(out.status.success(), "python failed ({}): {stderr}", out.status);
+    assert!(matches!(written, Some(Ok(()))), "could not send the request to python: {written:?}");
     serde_json::from_slice(&out.stdout).expect("python answers JSON")
 }
 
 fn python_combine(mnemonics: &[Secret], passphrase: &str) -> String {
-    let list: Vec<&str> = mnemonics
-        .iter()
-        .map(|m| m.expose_str().expect("ASCII words"))
-        .collect();
+    let list: Vec<&str> = mnemonics.iter().map(|m| m.expose_str().expect("ASCII words")).collect();
     let answer = python(&json!({"op": "combine", "mnemonics": list, "passphrase": passphrase}));
     answer["secret"].as_str().expect("secret hex").to_string()
 }
@@ -114,24 +102,13 @@ fn keyrite_shares_recombine_in_python() {
         (1u8, 1u8, 16usize, "", 0u8, vec![0usize]),
         (2, 3, 16, "TREZOR", 0, vec![2, 0]),
         (3, 5, 32, "", 1, vec![4, 1, 3]),
-        (
-            5,
-            16,
-            32,
-            "a longer passphrase, with punctuation!",
-            0,
-            vec![15, 3, 7, 0, 9],
-        ),
+        (5, 16, 32, "a longer passphrase, with punctuation!", 0, vec![15, 3, 7, 0, 9]),
         (4, 7, 20, "x", 2, vec![6, 5, 4, 3]),
     ] {
         let ms = random_secret(len);
         let shares = split(&ms, t, n, passphrase.as_bytes(), exponent, &SystemRng).expect("split");
         let mnemonics: Vec<Secret> = quorum.iter().map(|&i| shares[i].to_mnemonic()).collect();
-        assert_eq!(
-            python_combine(&mnemonics, passphrase),
-            hex::encode(ms.expose()),
-            "{t}-of-{n}"
-        );
+        assert_eq!(python_combine(&mnemonics, passphrase), hex::encode(ms.expose()), "{t}-of-{n}");
     }
 }
 
@@ -146,26 +123,17 @@ fn reshared_keyrite_shares_recombine_in_python() {
 
 #[test]
 fn python_shares_recombine_in_keyrite() {
-    for (extendable, exponent, len, passphrase) in
-        [(true, 0u8, 16usize, ""), (false, 1, 32, "TREZOR")]
-    {
+    for (extendable, exponent, len, passphrase) in [(true, 0u8, 16usize, ""), (false, 1, 32, "TREZOR")] {
         let ms = random_secret(len);
         let groups = python_generate(1, &[(3, 5)], ms.expose(), passphrase, extendable, exponent);
         let members = &groups[0];
         assert_eq!(members.len(), 5);
-        let quorum = [
-            members[4].as_str(),
-            members[0].as_str(),
-            members[2].as_str(),
-        ];
+        let quorum = [members[4].as_str(), members[0].as_str(), members[2].as_str()];
         let got = combine_mnemonics(&quorum, passphrase.as_bytes()).expect("combine python shares");
         assert!(got.ct_eq(&ms), "extendable {extendable}");
         // The parsed shares re-encode to the very same words.
         for m in members {
-            assert_eq!(
-                Share::parse(m).expect("parse").to_mnemonic().expose_str(),
-                Some(m.as_str())
-            );
+            assert_eq!(Share::parse(m).expect("parse").to_mnemonic().expose_str(), Some(m.as_str()));
         }
     }
 }
@@ -182,19 +150,10 @@ fn python_group_shares_recombine_in_keyrite() {
         groups[0][2].as_str(),
         groups[2][3].as_str(),
     ];
-    assert!(combine_mnemonics(&quorum, b"TREZOR")
-        .expect("combine groups")
-        .ct_eq(&ms));
+    assert!(combine_mnemonics(&quorum, b"TREZOR").expect("combine groups").ct_eq(&ms));
     // Groups 2 and 3: the single-member group counts as a whole group.
-    let quorum = [
-        groups[1][0].as_str(),
-        groups[2][1].as_str(),
-        groups[2][2].as_str(),
-        groups[2][3].as_str(),
-    ];
-    assert!(combine_mnemonics(&quorum, b"TREZOR")
-        .expect("combine groups")
-        .ct_eq(&ms));
+    let quorum = [groups[1][0].as_str(), groups[2][1].as_str(), groups[2][2].as_str(), groups[2][3].as_str()];
+    assert!(combine_mnemonics(&quorum, b"TREZOR").expect("combine groups").ct_eq(&ms));
     // One group alone is not enough.
     let err = combine_mnemonics(&[groups[1][0].as_str()], b"TREZOR").expect_err("must fail");
     assert!(err.to_string().starts_with("too few groups"), "{err}");

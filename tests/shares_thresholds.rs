@@ -67,13 +67,7 @@ const MAX_QUORUMS: usize = 1000;
 #[test]
 fn every_quorum_recombines_and_every_smaller_set_fails() {
     let rng = TestRng::new(0x5eed_0001);
-    for (t, n, len) in [
-        (2u8, 2u8, 16usize),
-        (2, 3, 32),
-        (3, 5, 16),
-        (4, 7, 32),
-        (5, 16, 16),
-    ] {
+    for (t, n, len) in [(2u8, 2u8, 16usize), (2, 3, 32), (3, 5, 16), (4, 7, 32), (5, 16, 16)] {
         let ms = secret(&rng, len);
         let shares = split(&ms, t, n, PASS, 0, &rng).expect("must succeed");
         assert_eq!(shares.len(), usize::from(n));
@@ -108,10 +102,7 @@ fn every_quorum_recombines_and_every_smaller_set_fails() {
                 matches!(err, SharesError::TooFew { group: None, have, need } if have == want_have && need == usize::from(t)),
                 "{t}-of-{n} {q:?}: {err:?}"
             );
-            assert_eq!(
-                err.to_string(),
-                format!("too few shares: have {want_have}, need {t}; bring 1 more")
-            );
+            assert_eq!(err.to_string(), format!("too few shares: have {want_have}, need {t}; bring 1 more"));
         }
     }
 }
@@ -122,22 +113,15 @@ fn quorums_recombine_from_mnemonics() {
     let ms = secret(&rng, 32);
     let shares = split(&ms, 3, 5, PASS, 1, &rng).expect("must succeed");
     let mnemonics: Vec<Secret> = shares.iter().map(Share::to_mnemonic).collect();
-    let text: Vec<&str> = mnemonics
-        .iter()
-        .map(|m| m.expose_str().expect("ASCII words"))
-        .collect();
+    let text: Vec<&str> = mnemonics.iter().map(|m| m.expose_str().expect("ASCII words")).collect();
     for m in &text {
         assert_eq!(m.split(' ').count(), 33);
     }
     // Shouting and stray whitespace are normalised away.
     let loud = text[4].to_uppercase().replace(' ', " \t\n ");
-    assert!(combine_mnemonics(&[text[0], &loud, text[2]], PASS)
-        .expect("must succeed")
-        .ct_eq(&ms));
+    assert!(combine_mnemonics(&[text[0], &loud, text[2]], PASS).expect("must succeed").ct_eq(&ms));
     // A different passphrase decrypts, to a different secret.
-    assert!(!combine_mnemonics(&[text[0], text[1], text[2]], b"other")
-        .expect("must succeed")
-        .ct_eq(&ms));
+    assert!(!combine_mnemonics(&[text[0], text[1], text[2]], b"other").expect("must succeed").ct_eq(&ms));
 }
 
 #[test]
@@ -148,10 +132,8 @@ fn a_changed_word_is_a_checksum_error_naming_that_share() {
     let list = keyrite::words::wordlist();
     for target in 0..3 {
         for word in 0..20 {
-            let mut texts: Vec<String> = mnemonics[..3]
-                .iter()
-                .map(|m| m.expose_str().expect("ASCII words").to_string())
-                .collect();
+            let mut texts: Vec<String> =
+                mnemonics[..3].iter().map(|m| m.expose_str().expect("ASCII words").to_string()).collect();
             let mut words: Vec<&str> = texts[target].split(' ').collect();
             let original = words[word];
             let replacement = loop {
@@ -170,10 +152,7 @@ fn a_changed_word_is_a_checksum_error_naming_that_share() {
             );
             assert_eq!(
                 err.to_string(),
-                format!(
-                    "share {} has a bad checksum: a word is mistyped; re-enter it",
-                    target + 1
-                )
+                format!("share {} has a bad checksum: a word is mistyped; re-enter it", target + 1)
             );
         }
     }
@@ -187,96 +166,40 @@ fn shares_of_different_sets_are_named() {
     let b = split(&ms, 3, 5, PASS, 0, &rng).expect("must succeed");
     assert_ne!(a[0].identifier(), b[0].identifier());
     let err = combine(&[a[0].clone(), a[1].clone(), b[2].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::DifferentSets {
-                first: 1,
-                second: 3,
-                what: "identifiers"
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with("shares 1 and 3 come from different share sets"),
-        "{err}"
-    );
+    assert!(matches!(err, SharesError::DifferentSets { first: 1, second: 3, what: "identifiers" }), "{err:?}");
+    assert!(err.to_string().starts_with("shares 1 and 3 come from different share sets"), "{err}");
 
     // Different iteration exponents (same secret) are another set too.
     let c = split(&ms, 3, 5, PASS, 1, &rng).expect("must succeed");
     let err = combine(&[c[0].clone(), a[1].clone(), a[2].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::DifferentSets {
-                first: 1,
-                second: 2,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, SharesError::DifferentSets { first: 1, second: 2, .. }), "{err:?}");
 }
 
 #[test]
 fn a_duplicate_share_is_named() {
     let rng = TestRng::new(0x5eed_0005);
     let shares = split(&secret(&rng, 16), 3, 5, PASS, 0, &rng).expect("must succeed");
-    let err = combine(
-        &[shares[3].clone(), shares[1].clone(), shares[3].clone()],
-        PASS,
-    )
-    .expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::DuplicateMember {
-                first: 1,
-                second: 3
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with("shares 1 and 3 have the same member index"),
-        "{err}"
-    );
+    let err = combine(&[shares[3].clone(), shares[1].clone(), shares[3].clone()], PASS).expect_err("must fail");
+    assert!(matches!(err, SharesError::DuplicateMember { first: 1, second: 3 }), "{err:?}");
+    assert!(err.to_string().starts_with("shares 1 and 3 have the same member index"), "{err}");
 }
 
 #[test]
 fn a_share_of_another_secret_under_the_same_identifier_fails_the_digest() {
     // Two splits drawing the same random bytes share an identifier, so only
     // the digest can tell their shares apart.
-    let a =
-        split(&Secret::new(vec![1; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
-    let b =
-        split(&Secret::new(vec![2; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
+    let a = split(&Secret::new(vec![1; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
+    let b = split(&Secret::new(vec![2; 16]), 2, 3, PASS, 0, &TestRng::new(42)).expect("must succeed");
     assert_eq!(a[0].identifier(), b[0].identifier());
     let err = combine(&[a[0].clone(), b[1].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(err, SharesError::DigestMismatch { group: None }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SharesError::DigestMismatch { group: None }), "{err:?}");
     assert_eq!(
         err.to_string(),
         "the shares combine but the digest does not match: at least one share is wrong; try another combination of shares"
     );
     // Extra shares are refused rather than silently ignored.
     let err = combine(&[a[0].clone(), a[1].clone(), a[2].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::TooMany {
-                group: None,
-                have: 3,
-                need: 2
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, SharesError::TooMany { group: None, have: 3, need: 2 }), "{err:?}");
 }
 
 #[test]
@@ -288,56 +211,17 @@ fn reshare_makes_a_new_set_that_does_not_mix_with_the_old() {
     assert_eq!(new.len(), 4);
     assert_ne!(new[0].identifier(), old[0].identifier());
     for q in subsets(4, 2) {
-        assert!(
-            combine(&pick(&new, &q), PASS)
-                .expect("must succeed")
-                .ct_eq(&ms),
-            "{q:?}"
-        );
+        assert!(combine(&pick(&new, &q), PASS).expect("must succeed").ct_eq(&ms), "{q:?}");
     }
     let err = combine(&[old[0].clone(), new[1].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::DifferentSets {
-                first: 1,
-                second: 2,
-                what: "identifiers"
-            }
-        ),
-        "{err:?}"
-    );
-    let err =
-        combine(&[new[0].clone(), old[1].clone(), old[2].clone()], PASS).expect_err("must fail");
-    assert!(
-        matches!(
-            err,
-            SharesError::DifferentSets {
-                first: 1,
-                second: 2,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, SharesError::DifferentSets { first: 1, second: 2, what: "identifiers" }), "{err:?}");
+    let err = combine(&[new[0].clone(), old[1].clone(), old[2].clone()], PASS).expect_err("must fail");
+    assert!(matches!(err, SharesError::DifferentSets { first: 1, second: 2, .. }), "{err:?}");
 
     // A quorum is needed, and the new parameters must be valid.
-    assert!(matches!(
-        reshare(&old[..2], PASS, 2, 4, &rng),
-        Err(SharesError::TooFew {
-            have: 2,
-            need: 3,
-            ..
-        })
-    ));
-    assert!(matches!(
-        reshare(&old[..3], PASS, 1, 4, &rng),
-        Err(SharesError::InvalidThreshold { .. })
-    ));
-    assert!(matches!(
-        reshare(&[], PASS, 2, 3, &rng),
-        Err(SharesError::NoShares)
-    ));
+    assert!(matches!(reshare(&old[..2], PASS, 2, 4, &rng), Err(SharesError::TooFew { have: 2, need: 3, .. })));
+    assert!(matches!(reshare(&old[..3], PASS, 1, 4, &rng), Err(SharesError::InvalidThreshold { .. })));
+    assert!(matches!(reshare(&[], PASS, 2, 3, &rng), Err(SharesError::NoShares)));
 }
 
 #[test]
@@ -355,8 +239,5 @@ fn reshare_of_a_non_extendable_set_keeps_the_secret() {
     let new = reshare(&old, b"TREZOR", 3, 5, &rng).expect("must succeed");
     assert!(new[0].extendable());
     let got = combine(&new[2..5], b"TREZOR").expect("must succeed");
-    assert_eq!(
-        hex::encode(got.expose()),
-        "b43ceb7e57a0ea8766221624d01b0864"
-    );
+    assert_eq!(hex::encode(got.expose()), "b43ceb7e57a0ea8766221624d01b0864");
 }

@@ -38,16 +38,12 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 if u > MAX_SAFE_INTEGER {
-                    return Err(CanonicalError(format!(
-                        "{at}: integer {u} is beyond 2^53-1; store it as a string"
-                    )));
+                    return Err(CanonicalError(format!("{at}: integer {u} is beyond 2^53-1; store it as a string")));
                 }
                 out.push_str(&u.to_string());
             } else if let Some(i) = n.as_i64() {
                 if i.unsigned_abs() > MAX_SAFE_INTEGER {
-                    return Err(CanonicalError(format!(
-                        "{at}: integer {i} is beyond 2^53-1; store it as a string"
-                    )));
+                    return Err(CanonicalError(format!("{at}: integer {i} is beyond 2^53-1; store it as a string")));
                 }
                 out.push_str(&i.to_string());
             } else {
@@ -71,10 +67,7 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
             // RFC 8785 §3.2.3 orders by UTF-16 code units, which differs from
             // UTF-8 byte order only for some non-BMP characters; do it right
             // anyway so the rule holds for any key.
-            let mut keys: Vec<(&String, Vec<u16>)> = map
-                .keys()
-                .map(|k| (k, k.encode_utf16().collect()))
-                .collect();
+            let mut keys: Vec<(&String, Vec<u16>)> = map.keys().map(|k| (k, k.encode_utf16().collect())).collect();
             keys.sort_by(|a, b| a.1.cmp(&b.1));
             out.push('{');
             for (i, (key, _)) in keys.iter().enumerate() {
@@ -122,19 +115,13 @@ mod tests {
     #[test]
     fn keys_are_sorted_and_output_is_compact() {
         let v = json!({"b": 1, "a": {"z": [true, null, "x"], "y": -5}, "A": ""});
-        assert_eq!(
-            to_canonical_string(&v).expect("canonical"),
-            r#"{"A":"","a":{"y":-5,"z":[true,null,"x"]},"b":1}"#
-        );
+        assert_eq!(to_canonical_string(&v).expect("canonical"), r#"{"A":"","a":{"y":-5,"z":[true,null,"x"]},"b":1}"#);
     }
 
     #[test]
     fn strings_are_escaped_like_jcs() {
         let v = json!("a\"b\\c\n\t\u{1}/é€😀");
-        assert_eq!(
-            to_canonical_string(&v).expect("canonical"),
-            "\"a\\\"b\\\\c\\n\\t\\u0001/é€😀\""
-        );
+        assert_eq!(to_canonical_string(&v).expect("canonical"), "\"a\\\"b\\\\c\\n\\t\\u0001/é€😀\"");
     }
 
     #[test]
@@ -142,10 +129,7 @@ mod tests {
         // U+FF61 sorts before U+1F600 in UTF-8 bytes (EF.. < F0..) but after
         // it in UTF-16 code units (FF61 > D83D), as RFC 8785 requires.
         let v = json!({"\u{1F600}": 1, "\u{FF61}": 2});
-        assert_eq!(
-            to_canonical_string(&v).expect("canonical"),
-            "{\"\u{1F600}\":1,\"\u{FF61}\":2}"
-        );
+        assert_eq!(to_canonical_string(&v).expect("canonical"), "{\"\u{1F600}\":1,\"\u{FF61}\":2}");
     }
 
     #[test]
@@ -153,10 +137,7 @@ mod tests {
         assert!(to_canonical_string(&json!({"x": 1.5})).is_err());
         assert!(to_canonical_string(&json!(MAX_SAFE_INTEGER + 1)).is_err());
         assert!(to_canonical_string(&json!(-(MAX_SAFE_INTEGER as i64) - 1)).is_err());
-        assert_eq!(
-            to_canonical_string(&json!(MAX_SAFE_INTEGER)).expect("ok"),
-            MAX_SAFE_INTEGER.to_string()
-        );
+        assert_eq!(to_canonical_string(&json!(MAX_SAFE_INTEGER)).expect("ok"), MAX_SAFE_INTEGER.to_string());
     }
 
     #[test]

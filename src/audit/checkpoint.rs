@@ -77,13 +77,8 @@ pub fn check_key_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 200 {
         return Err(format!("key name {name:?} must be 1 to 200 bytes"));
     }
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || c == '+' || c.is_control())
-    {
-        return Err(format!(
-            "key name {name:?} must not contain spaces, '+' or control characters"
-        ));
+    if name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control()) {
+        return Err(format!("key name {name:?} must not contain spaces, '+' or control characters"));
     }
     Ok(())
 }
@@ -104,10 +99,7 @@ pub fn sign_note(text: &str, key_name: &str, signer: &dyn Signer) -> Result<Stri
     hsm::verify_signature(signer.spki_der(), algorithm, text.as_bytes(), &signature)?;
     let mut blob = key_id(key_name, signer.spki_der(), algorithm).to_vec();
     blob.extend_from_slice(&signature);
-    Ok(format!(
-        "{text}\n\u{2014} {key_name} {}\n",
-        B64.encode(blob)
-    ))
+    Ok(format!("{text}\n\u{2014} {key_name} {}\n", B64.encode(blob)))
 }
 
 /// One `— name base64(keyID || signature)` line.
@@ -135,9 +127,7 @@ impl SignedNote {
         if note.len() > 64 * 1024 {
             return Err("the note is larger than 64 KiB".into());
         }
-        let split = note
-            .rfind("\n\n")
-            .ok_or("the note has no blank line before its signatures")?;
+        let split = note.rfind("\n\n").ok_or("the note has no blank line before its signatures")?;
         let text = &note[..=split];
         let sigs = &note[split + 2..];
         if sigs.is_empty() || !sigs.ends_with('\n') {
@@ -145,20 +135,16 @@ impl SignedNote {
         }
         let mut signatures = Vec::new();
         for line in sigs[..sigs.len() - 1].split('\n') {
-            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
-                format!("signature line {line:?} does not start with an em dash and a space")
-            })?;
-            let (name, b64) = rest.split_once(' ').ok_or_else(|| {
-                format!("signature line {line:?} has no space between key name and signature")
-            })?;
+            let rest = line
+                .strip_prefix("\u{2014} ")
+                .ok_or_else(|| format!("signature line {line:?} does not start with an em dash and a space"))?;
+            let (name, b64) = rest
+                .split_once(' ')
+                .ok_or_else(|| format!("signature line {line:?} has no space between key name and signature"))?;
             check_key_name(name)?;
-            let blob = B64
-                .decode(b64)
-                .map_err(|e| format!("signature line {line:?}: bad base64: {e}"))?;
+            let blob = B64.decode(b64).map_err(|e| format!("signature line {line:?}: bad base64: {e}"))?;
             if blob.len() < 5 {
-                return Err(format!(
-                    "signature line {line:?} is too short to hold a key ID and a signature"
-                ));
+                return Err(format!("signature line {line:?} is too short to hold a key ID and a signature"));
             }
             signatures.push(NoteSignature {
                 key_name: name.to_string(),
@@ -169,10 +155,7 @@ impl SignedNote {
         if signatures.len() > 16 {
             return Err("the note has more than 16 signatures".into());
         }
-        Ok(SignedNote {
-            text: text.to_string(),
-            signatures,
-        })
+        Ok(SignedNote { text: text.to_string(), signatures })
     }
 }
 
@@ -191,30 +174,18 @@ pub struct NoteKey<'a> {
 pub fn verify_note(note: &SignedNote, keys: &[NoteKey<'_>]) -> Result<Vec<usize>, String> {
     let mut verified = Vec::new();
     for sig in &note.signatures {
-        let known = keys.iter().position(|k| {
-            k.name == sig.key_name && key_id(k.name, k.spki_der, k.algorithm) == sig.key_id
-        });
+        let known =
+            keys.iter().position(|k| k.name == sig.key_name && key_id(k.name, k.spki_der, k.algorithm) == sig.key_id);
         let Some(index) = known else { continue };
         let key = &keys[index];
-        hsm::verify_signature(
-            key.spki_der,
-            key.algorithm,
-            note.text.as_bytes(),
-            &sig.signature,
-        )
-        .map_err(|_| format!("the signature by key {:?} does not verify", sig.key_name))?;
+        hsm::verify_signature(key.spki_der, key.algorithm, note.text.as_bytes(), &sig.signature)
+            .map_err(|_| format!("the signature by key {:?} does not verify", sig.key_name))?;
         verified.push(index);
     }
     if verified.is_empty() {
-        let names: Vec<String> = note
-            .signatures
-            .iter()
-            .map(|s| format!("{} ({})", s.key_name, hex::encode(s.key_id)))
-            .collect();
-        return Err(format!(
-            "no signature is by an announced audit key (the note is signed by {})",
-            names.join(", ")
-        ));
+        let names: Vec<String> =
+            note.signatures.iter().map(|s| format!("{} ({})", s.key_name, hex::encode(s.key_id))).collect();
+        return Err(format!("no signature is by an announced audit key (the note is signed by {})", names.join(", ")));
     }
     Ok(verified)
 }
@@ -231,41 +202,23 @@ impl CheckpointBody {
     /// Parses the note text of a checkpoint (tlog-checkpoint "Note text").
     /// Extension lines are refused: keyrite never writes them.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let body = text
-            .strip_suffix('\n')
-            .ok_or("the checkpoint text does not end in a newline")?;
+        let body = text.strip_suffix('\n').ok_or("the checkpoint text does not end in a newline")?;
         let lines: Vec<&str> = body.split('\n').collect();
         let [origin, size, root] = lines.as_slice() else {
-            return Err(format!(
-                "the checkpoint text has {} lines, keyrite writes exactly 3",
-                lines.len()
-            ));
+            return Err(format!("the checkpoint text has {} lines, keyrite writes exactly 3", lines.len()));
         };
         if origin.is_empty() {
             return Err("the checkpoint origin line is empty".into());
         }
-        let size_ok = !size.is_empty()
-            && size.bytes().all(|b| b.is_ascii_digit())
-            && (*size == "0" || !size.starts_with('0'));
+        let size_ok =
+            !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) && (*size == "0" || !size.starts_with('0'));
         if !size_ok {
-            return Err(format!(
-                "tree size {size:?} is not a decimal number without leading zeros"
-            ));
+            return Err(format!("tree size {size:?} is not a decimal number without leading zeros"));
         }
-        let size: u64 = size
-            .parse()
-            .map_err(|_| format!("tree size {size:?} is out of range"))?;
-        let raw = B64
-            .decode(root)
-            .map_err(|e| format!("root hash {root:?} is not base64: {e}"))?;
-        let root: Hash = raw
-            .try_into()
-            .map_err(|_| format!("root hash {root:?} is not 32 bytes"))?;
-        Ok(CheckpointBody {
-            origin: origin.to_string(),
-            size,
-            root,
-        })
+        let size: u64 = size.parse().map_err(|_| format!("tree size {size:?} is out of range"))?;
+        let raw = B64.decode(root).map_err(|e| format!("root hash {root:?} is not base64: {e}"))?;
+        let root: Hash = raw.try_into().map_err(|_| format!("root hash {root:?} is not 32 bytes"))?;
+        Ok(CheckpointBody { origin: origin.to_string(), size, root })
     }
 }
 
@@ -289,26 +242,12 @@ mod tests {
         assert_eq!(parsed.text, body);
         assert_eq!(parsed.signatures.len(), 1);
         let id = sha256(key.spki_der());
-        assert_eq!(
-            parsed.signatures[0].key_id,
-            [id[0], id[1], id[2], id[3]],
-            "type 0x02 key ID is SHA-256(SPKI)[:4]"
-        );
+        assert_eq!(parsed.signatures[0].key_id, [id[0], id[1], id[2], id[3]], "type 0x02 key ID is SHA-256(SPKI)[:4]");
         let cp = CheckpointBody::parse(&parsed.text).expect("body");
-        assert_eq!(
-            cp,
-            CheckpointBody {
-                origin: "keyrite/root-2025".into(),
-                size: 2,
-                root
-            }
-        );
+        assert_eq!(cp, CheckpointBody { origin: "keyrite/root-2025".into(), size: 2, root });
 
-        let keys = [NoteKey {
-            name: "keyrite/root-2025",
-            spki_der: key.spki_der(),
-            algorithm: key.signature_algorithm(),
-        }];
+        let keys =
+            [NoteKey { name: "keyrite/root-2025", spki_der: key.spki_der(), algorithm: key.signature_algorithm() }];
         assert_eq!(verify_note(&parsed, &keys).expect("verifies"), vec![0]);
     }
 
@@ -319,78 +258,41 @@ mod tests {
         let body = checkpoint_body("o", 0, &crate::audit::merkle::empty_root());
         let note = sign_note(&body, "audit", &other).expect("sign");
         let parsed = SignedNote::parse(&note).expect("parse");
-        let keys = [NoteKey {
-            name: "audit",
-            spki_der: key.spki_der(),
-            algorithm: key.signature_algorithm(),
-        }];
-        assert!(verify_note(&parsed, &keys)
-            .expect_err("unknown key")
-            .contains("no signature"));
+        let keys = [NoteKey { name: "audit", spki_der: key.spki_der(), algorithm: key.signature_algorithm() }];
+        assert!(verify_note(&parsed, &keys).expect_err("unknown key").contains("no signature"));
 
         let good = sign_note(&body, "audit", &key).expect("sign");
         let mut tampered = SignedNote::parse(&good).expect("parse");
         tampered.text = checkpoint_body("o", 1, &crate::audit::merkle::empty_root());
-        assert!(verify_note(&tampered, &keys)
-            .expect_err("bad sig")
-            .contains("does not verify"));
+        assert!(verify_note(&tampered, &keys).expect_err("bad sig").contains("does not verify"));
     }
 
     #[test]
     fn p384_and_rsa_use_the_unassigned_type_with_an_identifier() {
-        assert_eq!(
-            signature_type_label(SignatureAlgorithm::EcdsaSha256),
-            "0x02"
-        );
-        assert_eq!(
-            signature_type_label(SignatureAlgorithm::EcdsaSha384),
-            "0xff keyrite/ecdsa-sha384"
-        );
+        assert_eq!(signature_type_label(SignatureAlgorithm::EcdsaSha256), "0x02");
+        assert_eq!(signature_type_label(SignatureAlgorithm::EcdsaSha384), "0xff keyrite/ecdsa-sha384");
         let key = SoftKey::generate("audit", KeyAlgorithm::EcdsaP384).expect("key");
         let body = checkpoint_body("o", 0, &crate::audit::merkle::empty_root());
         let note = sign_note(&body, "audit", &key).expect("sign");
         let parsed = SignedNote::parse(&note).expect("parse");
-        let keys = [NoteKey {
-            name: "audit",
-            spki_der: key.spki_der(),
-            algorithm: key.signature_algorithm(),
-        }];
+        let keys = [NoteKey { name: "audit", spki_der: key.spki_der(), algorithm: key.signature_algorithm() }];
         assert!(verify_note(&parsed, &keys).is_ok());
-        assert_ne!(
-            key_id("audit", key.spki_der(), SignatureAlgorithm::EcdsaSha384),
-            {
-                let d = sha256(key.spki_der());
-                [d[0], d[1], d[2], d[3]]
-            }
-        );
+        assert_ne!(key_id("audit", key.spki_der(), SignatureAlgorithm::EcdsaSha384), {
+            let d = sha256(key.spki_der());
+            [d[0], d[1], d[2], d[3]]
+        });
     }
 
     #[test]
     fn malformed_notes_and_bodies_are_refused() {
         assert!(SignedNote::parse("no blank line\n\u{2014} k AAAAAAA=\n").is_err());
-        assert!(
-            SignedNote::parse("text\n\n- k AAAAAAA=\n").is_err(),
-            "hyphen is not an em dash"
-        );
-        assert!(
-            SignedNote::parse("text\n\n\u{2014} k AAAAAAA=").is_err(),
-            "missing final newline"
-        );
+        assert!(SignedNote::parse("text\n\n- k AAAAAAA=\n").is_err(), "hyphen is not an em dash");
+        assert!(SignedNote::parse("text\n\n\u{2014} k AAAAAAA=").is_err(), "missing final newline");
         assert!(SignedNote::parse("te\rxt\n\n\u{2014} k AAAAAAA=\n").is_err());
         assert!(CheckpointBody::parse("o\n01\nAAAA\n").is_err());
         assert!(CheckpointBody::parse("o\n1\n").is_err());
-        assert!(
-            CheckpointBody::parse("o\n1\nAAAA\n").is_err(),
-            "root not 32 bytes"
-        );
-        assert!(
-            CheckpointBody::parse("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\next\n")
-                .is_err()
-        );
-        assert!(
-            check_key_name("a b").is_err()
-                && check_key_name("a+b").is_err()
-                && check_key_name("").is_err()
-        );
+        assert!(CheckpointBody::parse("o\n1\nAAAA\n").is_err(), "root not 32 bytes");
+        assert!(CheckpointBody::parse("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\next\n").is_err());
+        assert!(check_key_name("a b").is_err() && check_key_name("a+b").is_err() && check_key_name("").is_err());
     }
 }

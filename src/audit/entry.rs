@@ -21,15 +21,8 @@ pub const EVENT_CEREMONY_CLOSED: &str = "ceremony-closed";
 /// case-insensitive substring, so it errs towards refusing (`"spin"`
 /// contains "pin"): a refused fact can be renamed, a logged PIN cannot be
 /// unlogged.
-pub const FORBIDDEN_DETAIL_KEYS: &[&str] = &[
-    "pin",
-    "passphrase",
-    "password",
-    "secret",
-    "share",
-    "private_key",
-    "mnemonic",
-];
+pub const FORBIDDEN_DETAIL_KEYS: &[&str] =
+    &["pin", "passphrase", "password", "secret", "share", "private_key", "mnemonic"];
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,10 +45,7 @@ pub struct Artifact {
 impl Artifact {
     /// Names `bytes` by their SHA-256.
     pub fn of(name: impl Into<String>, bytes: &[u8]) -> Self {
-        Artifact {
-            name: name.into(),
-            sha256: sha256_hex(bytes),
-        }
+        Artifact { name: name.into(), sha256: sha256_hex(bytes) }
     }
 }
 
@@ -146,8 +136,7 @@ pub struct Entry {
 impl Entry {
     /// The entry's canonical line, without newline.
     pub fn to_line(&self) -> Result<String, String> {
-        let value =
-            serde_json::to_value(self).map_err(|e| format!("cannot serialise entry: {e}"))?;
+        let value = serde_json::to_value(self).map_err(|e| format!("cannot serialise entry: {e}"))?;
         to_canonical_string(&value).map_err(|e| e.0)
     }
 
@@ -156,27 +145,20 @@ impl Entry {
     /// checks that need to remove a field and re-serialise.
     pub fn parse_line(line: &[u8]) -> Result<(Entry, Value), String> {
         let text = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8".to_string())?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| format!("the line is not JSON: {e}"))?;
-        let canonical = to_canonical_string(&value)
-            .map_err(|e| format!("the line has no canonical form: {e}"))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| format!("the line is not JSON: {e}"))?;
+        let canonical = to_canonical_string(&value).map_err(|e| format!("the line has no canonical form: {e}"))?;
         if canonical != text {
             return Err("the line is JSON but not canonical JSON (key order, spacing, escaping or a duplicate key differ from what keyrite writes)".into());
         }
         if let Some(v) = value.get("v") {
             if v != &Value::from(FORMAT_VERSION) {
-                return Err(format!(
-                    "unknown format version {v}: this keyrite reads version {FORMAT_VERSION}"
-                ));
+                return Err(format!("unknown format version {v}: this keyrite reads version {FORMAT_VERSION}"));
             }
         }
-        let entry: Entry = serde_json::from_value(value.clone())
-            .map_err(|e| format!("the line is not a keyrite audit entry: {e}"))?;
+        let entry: Entry =
+            serde_json::from_value(value.clone()).map_err(|e| format!("the line is not a keyrite audit entry: {e}"))?;
         if entry.to_line()? != text {
-            return Err(
-                "the line's fields are not in the form keyrite writes (e.g. an explicit null)"
-                    .into(),
-            );
+            return Err("the line's fields are not in the form keyrite writes (e.g. an explicit null)".into());
         }
         entry.check_fields()?;
         Ok((entry, value))
@@ -185,10 +167,7 @@ impl Entry {
     /// Field rules shared by writing and verifying.
     pub fn check_fields(&self) -> Result<(), String> {
         if self.v != FORMAT_VERSION {
-            return Err(format!(
-                "unknown format version {}: this keyrite reads version {FORMAT_VERSION}",
-                self.v
-            ));
+            return Err(format!("unknown format version {}: this keyrite reads version {FORMAT_VERSION}", self.v));
         }
         check_timestamp(&self.ts)?;
         check_ceremony_id(&self.ceremony_id)?;
@@ -203,10 +182,7 @@ impl Entry {
         for a in self.inputs.iter().chain(&self.outputs) {
             check_text("artifact name", &a.name, true)?;
             if !is_sha256_hex(&a.sha256) {
-                return Err(format!(
-                    "artifact {:?}: sha256 must be 64 lowercase hex digits",
-                    a.name
-                ));
+                return Err(format!("artifact {:?}: sha256 must be 64 lowercase hex digits", a.name));
             }
         }
         check_no_secrets(&self.details, "details")?;
@@ -222,9 +198,8 @@ pub const TS_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
 fn check_timestamp(ts: &str) -> Result<(), String> {
-    let parsed = time::PrimitiveDateTime::parse(ts, TS_FORMAT).map_err(|_| {
-        format!("ts {ts:?} is not UTC RFC 3339 to the second (YYYY-MM-DDTHH:MM:SSZ)")
-    })?;
+    let parsed = time::PrimitiveDateTime::parse(ts, TS_FORMAT)
+        .map_err(|_| format!("ts {ts:?} is not UTC RFC 3339 to the second (YYYY-MM-DDTHH:MM:SSZ)"))?;
     match parsed.format(TS_FORMAT) {
         Ok(again) if again == ts => Ok(()),
         _ => Err(format!("ts {ts:?} is not in canonical form")),
@@ -236,15 +211,11 @@ fn check_timestamp(ts: &str) -> Result<(), String> {
 pub fn check_ceremony_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 100
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "ceremony id {id:?} must be 1 to 100 characters of A-Z a-z 0-9 - _ . :"
-        ))
+        Err(format!("ceremony id {id:?} must be 1 to 100 characters of A-Z a-z 0-9 - _ . :"))
     }
 }
 
@@ -265,18 +236,13 @@ fn check_text(what: &str, s: &str, required: bool) -> Result<(), String> {
 pub fn check_event_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.split('-').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        });
+        && name
+            .split('-')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "event name {name:?} must be short kebab-case, like \"key-generated\""
-        ))
+        Err(format!("event name {name:?} must be short kebab-case, like \"key-generated\""))
     }
 }
 
@@ -307,9 +273,9 @@ fn check_value_not_secret(value: &Value, at: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        Value::String(s) if s.contains("PRIVATE KEY") => Err(format!(
-            "{at}: the value looks like a PEM private key, which must never enter the audit log"
-        )),
+        Value::String(s) if s.contains("PRIVATE KEY") => {
+            Err(format!("{at}: the value looks like a PEM private key, which must never enter the audit log"))
+        }
         _ => Ok(()),
     }
 }
@@ -349,18 +315,12 @@ mod tests {
     fn non_canonical_lines_are_refused() {
         let line = sample().to_line().expect("line");
         let spaced = line.replacen(':', ": ", 1);
-        assert!(Entry::parse_line(spaced.as_bytes())
-            .expect_err("spacing")
-            .contains("not canonical"));
+        assert!(Entry::parse_line(spaced.as_bytes()).expect_err("spacing").contains("not canonical"));
         // Canonical JSON, but an explicit null where keyrite omits the field.
         let null_role = line.replacen("\"seq\"", "\"role\":null,\"seq\"", 1);
-        assert!(Entry::parse_line(null_role.as_bytes())
-            .expect_err("null role")
-            .contains("explicit null"));
+        assert!(Entry::parse_line(null_role.as_bytes()).expect_err("null role").contains("explicit null"));
         let v2 = line.replace("\"v\":1}", "\"v\":2}");
-        assert!(Entry::parse_line(v2.as_bytes())
-            .expect_err("v2")
-            .contains("version"));
+        assert!(Entry::parse_line(v2.as_bytes()).expect_err("v2").contains("version"));
     }
 
     #[test]

@@ -130,11 +130,7 @@ mod tests {
                 tree.push(d);
             }
             assert_eq!(tree.size(), n as u64);
-            assert_eq!(
-                hex::encode(tree.root()),
-                hex::encode(root_of(&data)),
-                "size {n}"
-            );
+            assert_eq!(hex::encode(tree.root()), hex::encode(root_of(&data)), "size {n}");
         }
     }
 
@@ -167,10 +163,7 @@ mod tests {
     #[test]
     fn known_answers() {
         let cases = [
-            (
-                0usize,
-                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-            ),
+            (0usize, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
             (1, KNOWN_1),
             (3, KNOWN_3),
             (7, KNOWN_7),
@@ -190,19 +183,11 @@ mod tests {
     /// 0x606162636465666768696a6b6c6d6e6f; root of all eight.
     #[test]
     fn rfc6962_reference_vector_root_of_eight() {
-        let data: Vec<Vec<u8>> = [
-            "",
-            "00",
-            "10",
-            "2021",
-            "3031",
-            "40414243",
-            "5051525354555657",
-            "606162636465666768696a6b6c6d6e6f",
-        ]
-        .iter()
-        .map(|h| hex::decode(h).expect("hex"))
-        .collect();
+        let data: Vec<Vec<u8>> =
+            ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+                .iter()
+                .map(|h| hex::decode(h).expect("hex"))
+                .collect();
         let mut tree = MerkleTree::new();
         for d in &data {
             tree.push(d);
@@ -213,6 +198,5 @@ mod tests {
     const KNOWN_1: &str = "773885a613489e24ce2cf76199d6a423f042e4bbf12d7eecee912ef276c65701";
     const KNOWN_3: &str = "94fbd0dd836f50301692e6d0eade728ee19ec52bfff1606ed807c8575d5aaa19";
     const KNOWN_7: &str = "98c97f0ba3175cd08b031dd084b9dc4e649b64d1a28e6ea694646503173ab587";
-    const KNOWN_RFC6962_8: &str =
-        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328";
+    const KNOWN_RFC6962_8: &str = "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328";
 }

@@ -120,46 +120,19 @@ pub enum AuditError {
     #[error("{path}: an earlier write failed, so the file's end is unknown; stop, run `keyrite audit verify` on it, and record the incident on the paper log")]
     Poisoned { path: PathBuf },
     #[error("{path}: line {line}: {reason}; compare the file with its backup and the paper log's final checkpoint")]
-    Malformed {
-        path: PathBuf,
-        line: u64,
-        reason: String,
-    },
+    Malformed { path: PathBuf, line: u64, reason: String },
     #[error("{path}: line {line}: expected seq {expected} but found seq {found}: an entry was deleted, inserted or moved here; compare with the paper log's final checkpoint")]
-    Sequence {
-        path: PathBuf,
-        line: u64,
-        expected: u64,
-        found: u64,
-    },
+    Sequence { path: PathBuf, line: u64, expected: u64, found: u64 },
     #[error("{path}: line {line} (seq {seq}) was altered: {reason}; compare it with a backup copy and the paper log's final checkpoint")]
-    Altered {
-        path: PathBuf,
-        line: u64,
-        seq: u64,
-        reason: String,
-    },
-    #[error("{path}: line {line} (seq {seq}): {reason}; compare with a backup copy and the paper log's final checkpoint")]
-    Invalid {
-        path: PathBuf,
-        line: u64,
-        seq: u64,
-        reason: String,
-    },
+    Altered { path: PathBuf, line: u64, seq: u64, reason: String },
+    #[error(
+        "{path}: line {line} (seq {seq}): {reason}; compare with a backup copy and the paper log's final checkpoint"
+    )]
+    Invalid { path: PathBuf, line: u64, seq: u64, reason: String },
     #[error("{path}: line {line} (seq {seq}): checkpoint fails: {reason}; compare with a backup copy and the paper log's checkpoints")]
-    Checkpoint {
-        path: PathBuf,
-        line: u64,
-        seq: u64,
-        reason: String,
-    },
+    Checkpoint { path: PathBuf, line: u64, seq: u64, reason: String },
     #[error("{path}: log ends at entry {seq} (line {line}) without its closing checkpoint: the tail may have been cut ({reason}); compare with the paper log's final checkpoint and restore the tail from a backup")]
-    NotClosed {
-        path: PathBuf,
-        line: u64,
-        seq: u64,
-        reason: String,
-    },
+    NotClosed { path: PathBuf, line: u64, seq: u64, reason: String },
     #[error("{path}: {reason}; the log differs from what the paper log recorded: treat it as rewritten or truncated and restore it from a backup")]
     PaperMismatch { path: PathBuf, reason: String },
 }
@@ -218,19 +191,11 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Creates a new, empty log for `ceremony_id`. The file must not exist.
     pub fn create(path: &Path, ceremony_id: &str) -> Result<Self, AuditError> {
-        entry::check_ceremony_id(ceremony_id).map_err(|reason| AuditError::Rejected {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => FileError::Exists {
-                    path: path.to_path_buf(),
-                },
+        entry::check_ceremony_id(ceremony_id)
+            .map_err(|reason| AuditError::Rejected { path: path.to_path_buf(), reason })?;
+        let file =
+            OpenOptions::new().append(true).create_new(true).mode(0o644).open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => FileError::Exists { path: path.to_path_buf() },
                 _ => FileError::io(path, "creating audit log", e),
             })?;
         // The new name must survive a crash too, or the first entries' fsyncs
@@ -239,9 +204,7 @@ impl AuditLog {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| FileError::io(&dir, "fsync of directory", e))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| FileError::io(&dir, "fsync of directory", e))?;
         Ok(AuditLog {
             path: path.to_path_buf(),
             file,
@@ -259,18 +222,15 @@ impl AuditLog {
     /// whole file is verified first (chain, checkpoints, signatures), so a
     /// ceremony never builds on a tampered record.
     pub fn open_append(path: &Path, ceremony_id: &str) -> Result<Self, AuditError> {
-        entry::check_ceremony_id(ceremony_id).map_err(|reason| AuditError::Rejected {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        entry::check_ceremony_id(ceremony_id)
+            .map_err(|reason| AuditError::Rejected { path: path.to_path_buf(), reason })?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(path)
             .map_err(|e| FileError::io(path, "opening audit log", e))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| FileError::io(path, "reading audit log", e))?;
+        file.read_to_end(&mut bytes).map_err(|e| FileError::io(path, "reading audit log", e))?;
         let scan = verify::scan(path, &bytes, &VerifyOptions::default())?;
         let origin = scan.origin.unwrap_or_else(|| origin_for(ceremony_id));
         Ok(AuditLog {
@@ -325,18 +285,11 @@ impl AuditLog {
             return Err(self.rejected(format!(
                 "event name {:?} is reserved; use AuditLog::{}",
                 event.event,
-                if event.event == EVENT_CHECKPOINT {
-                    "checkpoint"
-                } else {
-                    "announce_key"
-                }
+                if event.event == EVENT_CHECKPOINT { "checkpoint" } else { "announce_key" }
             )));
         }
         if let Err(reason) = entry::check_no_secrets(&event.details, "details") {
-            return Err(AuditError::SecretRefused {
-                path: self.path.clone(),
-                reason,
-            });
+            return Err(AuditError::SecretRefused { path: self.path.clone(), reason });
         }
         let entry = self.entry_for(event);
         entry.check_fields().map_err(|r| self.rejected(r))?;
@@ -354,12 +307,12 @@ impl AuditLog {
         algorithm: SignatureAlgorithm,
     ) -> Result<AnnouncedKey, AuditError> {
         checkpoint::check_key_name(name).map_err(|r| self.rejected(r))?;
-        let key_algorithm = hsm::spki_algorithm(spki_der)
-            .map_err(|e| self.rejected(format!("audit key {name:?}: {e}")))?;
+        let key_algorithm =
+            hsm::spki_algorithm(spki_der).map_err(|e| self.rejected(format!("audit key {name:?}: {e}")))?;
         if !algorithm.fits(key_algorithm) {
-            return Err(self.rejected(format!(
-                "audit key {name:?}: {algorithm} cannot be made with a {key_algorithm} key"
-            )));
+            return Err(
+                self.rejected(format!("audit key {name:?}: {algorithm} cannot be made with a {key_algorithm} key"))
+            );
         }
         if let Some(k) = self.keys.iter().find(|k| k.name == name) {
             if k.spki_der != spki_der || k.algorithm != algorithm {
@@ -376,16 +329,9 @@ impl AuditLog {
         details.insert("key_algorithm".into(), Value::from(key_algorithm.name()));
         details.insert("spki".into(), Value::from(B64.encode(spki_der)));
         details.insert("spki_sha256".into(), Value::from(fingerprint.hex.clone()));
-        details.insert(
-            "note_key_id".into(),
-            Value::from(hex::encode(checkpoint::key_id(name, spki_der, algorithm))),
-        );
-        details.insert(
-            "signature_type".into(),
-            Value::from(checkpoint::signature_type_label(algorithm)),
-        );
-        let mut event = Event::new(AUDIT_STEP, EVENT_KEY_ANNOUNCED)
-            .output(Artifact::of("audit-public-key", spki_der));
+        details.insert("note_key_id".into(), Value::from(hex::encode(checkpoint::key_id(name, spki_der, algorithm))));
+        details.insert("signature_type".into(), Value::from(checkpoint::signature_type_label(algorithm)));
+        let mut event = Event::new(AUDIT_STEP, EVENT_KEY_ANNOUNCED).output(Artifact::of("audit-public-key", spki_der));
         event.details = details;
         let entry = self.entry_for(event);
         let info = self.write(&entry)?;
@@ -407,15 +353,9 @@ impl AuditLog {
     ///
     /// `signer` must hold the audit key announced as `key_name`; any other
     /// key (in particular a CA key) is refused before it signs anything.
-    pub fn checkpoint(
-        &mut self,
-        signer: &dyn Signer,
-        key_name: &str,
-    ) -> Result<Checkpoint, AuditError> {
+    pub fn checkpoint(&mut self, signer: &dyn Signer, key_name: &str) -> Result<Checkpoint, AuditError> {
         if self.poisoned {
-            return Err(AuditError::Poisoned {
-                path: self.path.clone(),
-            });
+            return Err(AuditError::Poisoned { path: self.path.clone() });
         }
         let Some(key) = self.keys.iter().find(|k| k.name == key_name) else {
             return Err(AuditError::WrongSigner {
@@ -423,9 +363,7 @@ impl AuditLog {
                 reason: format!("no audit key named {key_name:?} was announced in this log"),
             });
         };
-        if signer.spki_der() != key.spki_der.as_slice()
-            || signer.signature_algorithm() != key.algorithm
-        {
+        if signer.spki_der() != key.spki_der.as_slice() || signer.signature_algorithm() != key.algorithm {
             return Err(AuditError::WrongSigner {
                 path: self.path.clone(),
                 reason: format!(
@@ -440,23 +378,17 @@ impl AuditLog {
         let size = self.tree.size();
         let root = self.tree.root();
         let body = checkpoint::checkpoint_body(&self.origin, size, &root);
-        let note = checkpoint::sign_note(&body, key_name, signer).map_err(|source| {
-            AuditError::Signer {
-                path: self.path.clone(),
-                what: format!("signing checkpoint {size} with {}", signer.describe()),
-                source,
-            }
+        let note = checkpoint::sign_note(&body, key_name, signer).map_err(|source| AuditError::Signer {
+            path: self.path.clone(),
+            what: format!("signing checkpoint {size} with {}", signer.describe()),
+            source,
         })?;
         let root_hex = hex::encode(root);
-        let mut event = Event::new(AUDIT_STEP, EVENT_CHECKPOINT)
-            .output(Artifact::of("checkpoint-note", note.as_bytes()));
+        let mut event =
+            Event::new(AUDIT_STEP, EVENT_CHECKPOINT).output(Artifact::of("checkpoint-note", note.as_bytes()));
         event.details.insert("key".into(), Value::from(key_name));
-        event
-            .details
-            .insert("note".into(), Value::from(note.clone()));
-        event
-            .details
-            .insert("root".into(), Value::from(root_hex.clone()));
+        event.details.insert("note".into(), Value::from(note.clone()));
+        event.details.insert("root".into(), Value::from(root_hex.clone()));
         event.details.insert("size".into(), Value::from(size));
         let mut entry = self.entry_for(event);
         let message = verify::seal_message(&entry).map_err(|r| self.rejected(r))?;
@@ -465,20 +397,14 @@ impl AuditLog {
             what: format!("sealing checkpoint entry {size} with {}", signer.describe()),
             source,
         })?;
-        hsm::verify_signature(
-            signer.spki_der(),
-            signer.signature_algorithm(),
-            &message,
-            &seal,
-        )
-        .map_err(|source| AuditError::Signer {
-            path: self.path.clone(),
-            what: format!("checking the seal from {}", signer.describe()),
-            source,
+        hsm::verify_signature(signer.spki_der(), signer.signature_algorithm(), &message, &seal).map_err(|source| {
+            AuditError::Signer {
+                path: self.path.clone(),
+                what: format!("checking the seal from {}", signer.describe()),
+                source,
+            }
         })?;
-        entry
-            .details
-            .insert("seal".into(), Value::from(B64.encode(seal)));
+        entry.details.insert("seal".into(), Value::from(B64.encode(seal)));
         let info = self.write(&entry)?;
         Ok(Checkpoint {
             entry_seq: info.seq,
@@ -491,10 +417,7 @@ impl AuditLog {
     }
 
     fn rejected(&self, reason: String) -> AuditError {
-        AuditError::Rejected {
-            path: self.path.clone(),
-            reason,
-        }
+        AuditError::Rejected { path: self.path.clone(), reason }
     }
 
     fn entry_for(&self, event: Event) -> Entry {
@@ -517,9 +440,7 @@ impl AuditLog {
 
     fn write(&mut self, entry: &Entry) -> Result<EntryInfo, AuditError> {
         if self.poisoned {
-            return Err(AuditError::Poisoned {
-                path: self.path.clone(),
-            });
+            return Err(AuditError::Poisoned { path: self.path.clone() });
         }
         let line = entry.to_line().map_err(|r| self.rejected(r))?;
         let mut bytes = Vec::with_capacity(line.len() + 1);
@@ -543,6 +464,5 @@ fn now_ts() -> String {
     let now = time::OffsetDateTime::now_utc();
     // Formatting a valid UTC time with a fixed description cannot fail for
     // years 0..=9999; fall back to the epoch rather than panic.
-    now.format(entry::TS_FORMAT)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+    now.format(entry::TS_FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }

@@ -22,9 +22,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::checkpoint::{self, CheckpointBody, NoteKey, SignedNote};
-use super::entry::{
-    Entry, EVENT_CEREMONY_CLOSED, EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, GENESIS_PREV,
-};
+use super::entry::{Entry, EVENT_CEREMONY_CLOSED, EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, GENESIS_PREV};
 use super::merkle::MerkleTree;
 use super::{origin_for, AnnouncedKey, AuditError, Checkpoint, SEAL_CONTEXT};
 use crate::files::FileError;
@@ -102,24 +100,17 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
         return Err(AuditError::Malformed {
             path: p(),
             line: lines.len() as u64,
-            reason: "the last line has no newline: the file was cut mid-line (a crash during a write, or a truncation)".into(),
+            reason: "the last line has no newline: the file was cut mid-line (a crash during a write, or a truncation)"
+                .into(),
         });
     }
     let mut entries = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let n = i as u64 + 1;
-        let (entry, _) = Entry::parse_line(line).map_err(|reason| AuditError::Malformed {
-            path: p(),
-            line: n,
-            reason,
-        })?;
+        let (entry, _) =
+            Entry::parse_line(line).map_err(|reason| AuditError::Malformed { path: p(), line: n, reason })?;
         if entry.seq != i as u64 {
-            return Err(AuditError::Sequence {
-                path: p(),
-                line: n,
-                expected: i as u64,
-                found: entry.seq,
-            });
+            return Err(AuditError::Sequence { path: p(), line: n, expected: i as u64, found: entry.seq });
         }
         entries.push(entry);
     }
@@ -132,11 +123,7 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
 
     // Pass 3: announcements, Merkle roots, checkpoint signatures and seals.
     let origin = entries.first().map(|e| origin_for(&e.ceremony_id));
-    let pinned: Vec<String> = options
-        .pinned_audit_keys
-        .iter()
-        .map(|k| k.trim().to_ascii_lowercase())
-        .collect();
+    let pinned: Vec<String> = options.pinned_audit_keys.iter().map(|k| k.trim().to_ascii_lowercase()).collect();
     let mut tree = MerkleTree::new();
     let mut keys: Vec<AnnouncedKey> = Vec::new();
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
@@ -172,15 +159,9 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
                 }
             }
             EVENT_CHECKPOINT => {
-                let cp_err = |reason: String| AuditError::Checkpoint {
-                    path: p(),
-                    line: n,
-                    seq,
-                    reason,
-                };
+                let cp_err = |reason: String| AuditError::Checkpoint { path: p(), line: n, seq, reason };
                 let origin = origin.as_deref().unwrap_or_default();
-                let cp = check_checkpoint(entry, origin, &tree, &keys, &pinned, &checkpoints)
-                    .map_err(cp_err)?;
+                let cp = check_checkpoint(entry, origin, &tree, &keys, &pinned, &checkpoints).map_err(cp_err)?;
                 checkpoints.push(cp);
             }
             _ => {}
@@ -202,31 +183,15 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
     if options.expect_closed && !closed {
         let (line, seq, reason) = match entries.last() {
             None => (0, 0, "the log is empty".to_string()),
-            Some(last) if last.event == EVENT_CHECKPOINT => (
-                total,
-                last.seq,
-                "the last checkpoint does not follow a \"ceremony-closed\" entry".to_string(),
-            ),
-            Some(last) if last.event == EVENT_CEREMONY_CLOSED => (
-                total,
-                last.seq,
-                "\"ceremony-closed\" is not followed by its final checkpoint".to_string(),
-            ),
-            Some(last) => (
-                total,
-                last.seq,
-                format!(
-                    "the last entry is {:?}, not the final checkpoint",
-                    last.event
-                ),
-            ),
+            Some(last) if last.event == EVENT_CHECKPOINT => {
+                (total, last.seq, "the last checkpoint does not follow a \"ceremony-closed\" entry".to_string())
+            }
+            Some(last) if last.event == EVENT_CEREMONY_CLOSED => {
+                (total, last.seq, "\"ceremony-closed\" is not followed by its final checkpoint".to_string())
+            }
+            Some(last) => (total, last.seq, format!("the last entry is {:?}, not the final checkpoint", last.event)),
         };
-        return Err(AuditError::NotClosed {
-            path: p(),
-            line,
-            seq,
-            reason,
-        });
+        return Err(AuditError::NotClosed { path: p(), line, seq, reason });
     }
     let matched = match &options.expected_checkpoint {
         None => None,
@@ -245,10 +210,7 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
         Some(cp) => total - cp.size,
         None => total,
     };
-    let prev = hashes
-        .last()
-        .cloned()
-        .unwrap_or_else(|| GENESIS_PREV.to_string());
+    let prev = hashes.last().cloned().unwrap_or_else(|| GENESIS_PREV.to_string());
     Ok(Scan {
         report: VerifyReport {
             entries: total,
@@ -279,11 +241,7 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
 /// if it is a checkpoint, its `seal` signature over its own content decides.
 fn locate_chain_break(path: &Path, entries: &[Entry], hashes: &[String]) -> Option<AuditError> {
     let broken = |i: usize| -> bool {
-        let expected = if i == 0 {
-            GENESIS_PREV
-        } else {
-            hashes[i - 1].as_str()
-        };
+        let expected = if i == 0 { GENESIS_PREV } else { hashes[i - 1].as_str() };
         entries[i].prev != expected
     };
     let i = (0..entries.len()).find(|&i| broken(i))?;
@@ -299,12 +257,7 @@ fn locate_chain_break(path: &Path, entries: &[Entry], hashes: &[String]) -> Opti
     let edited_line_before = |note: &str| {
         altered(
             i - 1,
-            format!(
-                "its SHA-256 is {} but line {} recorded prev {}{note}",
-                hashes[i - 1],
-                i + 1,
-                entries[i].prev
-            ),
+            format!("its SHA-256 is {} but line {} recorded prev {}{note}", hashes[i - 1], i + 1, entries[i].prev),
         )
     };
     if i + 1 < entries.len() {
@@ -328,13 +281,8 @@ fn locate_chain_break(path: &Path, entries: &[Entry], hashes: &[String]) -> Opti
     if entries[i].event == EVENT_CHECKPOINT {
         let keys = lenient_keys(&entries[..i]);
         return Some(match check_seal(&entries[i], &keys) {
-            Ok(()) => {
-                edited_line_before(" (the last line, a checkpoint, is intact: its seal verifies)")
-            }
-            Err(_) => altered(
-                i,
-                "its prev does not match line before it and its seal does not verify".into(),
-            ),
+            Ok(()) => edited_line_before(" (the last line, a checkpoint, is intact: its seal verifies)"),
+            Err(_) => altered(i, "its prev does not match line before it and its seal does not verify".into()),
         });
     }
     Some(edited_line_before(&format!(
@@ -358,51 +306,33 @@ fn lenient_keys(entries: &[Entry]) -> Vec<AnnouncedKey> {
 }
 
 fn detail_str<'a>(entry: &'a Entry, key: &str) -> Result<&'a str, String> {
-    entry
-        .details
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("details.{key} is missing or not a string"))
+    entry.details.get(key).and_then(Value::as_str).ok_or_else(|| format!("details.{key} is missing or not a string"))
 }
 
 fn parse_announcement(entry: &Entry) -> Result<AnnouncedKey, String> {
     let name = detail_str(entry, "name")?;
     checkpoint::check_key_name(name)?;
-    let algorithm: SignatureAlgorithm =
-        serde_json::from_value(Value::from(detail_str(entry, "algorithm")?))
-            .map_err(|_| "details.algorithm is not a known signature algorithm".to_string())?;
-    let spki_der = B64
-        .decode(detail_str(entry, "spki")?)
-        .map_err(|e| format!("details.spki is not base64: {e}"))?;
+    let algorithm: SignatureAlgorithm = serde_json::from_value(Value::from(detail_str(entry, "algorithm")?))
+        .map_err(|_| "details.algorithm is not a known signature algorithm".to_string())?;
+    let spki_der = B64.decode(detail_str(entry, "spki")?).map_err(|e| format!("details.spki is not base64: {e}"))?;
     let key_algorithm = hsm::spki_algorithm(&spki_der).map_err(|e| format!("details.spki: {e}"))?;
-    if !algorithm.fits(key_algorithm) || detail_str(entry, "key_algorithm")? != key_algorithm.name()
-    {
-        return Err(format!(
-            "announced algorithm {algorithm} does not fit the announced {key_algorithm} key"
-        ));
+    if !algorithm.fits(key_algorithm) || detail_str(entry, "key_algorithm")? != key_algorithm.name() {
+        return Err(format!("announced algorithm {algorithm} does not fit the announced {key_algorithm} key"));
     }
     let fingerprint = Fingerprint::sha256(&spki_der);
     if detail_str(entry, "spki_sha256")? != fingerprint.hex {
         return Err("details.spki_sha256 is not the SHA-256 of details.spki".into());
     }
-    Ok(AnnouncedKey {
-        name: name.to_string(),
-        algorithm,
-        key_algorithm,
-        spki_der,
-        fingerprint,
-        seq: entry.seq,
-    })
+    Ok(AnnouncedKey { name: name.to_string(), algorithm, key_algorithm, spki_der, fingerprint, seq: entry.seq })
 }
 
 fn check_seal(entry: &Entry, keys: &[AnnouncedKey]) -> Result<(), String> {
     let key_name = detail_str(entry, "key")?;
-    let key = keys.iter().find(|k| k.name == key_name).ok_or_else(|| {
-        format!("it names audit key {key_name:?}, which no earlier entry announced")
-    })?;
-    let seal = B64
-        .decode(detail_str(entry, "seal")?)
-        .map_err(|e| format!("details.seal is not base64: {e}"))?;
+    let key = keys
+        .iter()
+        .find(|k| k.name == key_name)
+        .ok_or_else(|| format!("it names audit key {key_name:?}, which no earlier entry announced"))?;
+    let seal = B64.decode(detail_str(entry, "seal")?).map_err(|e| format!("details.seal is not base64: {e}"))?;
     let message = seal_message(entry)?;
     hsm::verify_signature(&key.spki_der, key.algorithm, &message, &seal).map_err(|_| {
         format!("the seal over the checkpoint line does not verify under audit key {key_name:?}: the line was edited")
@@ -420,24 +350,15 @@ fn check_checkpoint(
     let mut fields: Vec<&str> = entry.details.keys().map(String::as_str).collect();
     fields.sort_unstable();
     if fields != ["key", "note", "root", "seal", "size"] {
-        return Err(format!(
-            "details has fields {fields:?}, expected key, note, root, seal, size"
-        ));
+        return Err(format!("details has fields {fields:?}, expected key, note, root, seal, size"));
     }
     let note_text = detail_str(entry, "note")?;
     let key_name = detail_str(entry, "key")?;
-    let size = entry
-        .details
-        .get("size")
-        .and_then(Value::as_u64)
-        .ok_or("details.size is not a number")?;
+    let size = entry.details.get("size").and_then(Value::as_u64).ok_or("details.size is not a number")?;
     let note = SignedNote::parse(note_text)?;
     let body = CheckpointBody::parse(&note.text)?;
     if body.origin != origin {
-        return Err(format!(
-            "its origin is {:?} but this log's is {origin:?}: it belongs to another log",
-            body.origin
-        ));
+        return Err(format!("its origin is {:?} but this log's is {origin:?}: it belongs to another log", body.origin));
     }
     if body.size != entry.seq || size != entry.seq {
         return Err(format!(
@@ -457,25 +378,13 @@ fn check_checkpoint(
             entry.seq
         ));
     }
-    let note_keys: Vec<NoteKey<'_>> = keys
-        .iter()
-        .map(|k| NoteKey {
-            name: &k.name,
-            spki_der: &k.spki_der,
-            algorithm: k.algorithm,
-        })
-        .collect();
+    let note_keys: Vec<NoteKey<'_>> =
+        keys.iter().map(|k| NoteKey { name: &k.name, spki_der: &k.spki_der, algorithm: k.algorithm }).collect();
     let verified = checkpoint::verify_note(&note, &note_keys)?;
     if !verified.iter().any(|&k| keys[k].name == key_name) {
-        return Err(format!(
-            "details.key names {key_name:?} but the note is not signed by that key"
-        ));
+        return Err(format!("details.key names {key_name:?} but the note is not signed by that key"));
     }
-    if !pinned.is_empty()
-        && !verified
-            .iter()
-            .any(|&k| pinned.contains(&keys[k].fingerprint.hex))
-    {
+    if !pinned.is_empty() && !verified.iter().any(|&k| pinned.contains(&keys[k].fingerprint.hex)) {
         let k = &keys[verified[0]];
         return Err(format!(
             "it is signed by audit key {:?} (SPKI SHA-256 {}), which is not among the pinned audit keys: the log may have been rewritten and re-signed with another key",
@@ -512,9 +421,7 @@ fn match_expected(expected: &str, checkpoints: &[Checkpoint]) -> Option<u64> {
                 return c.root_hex == lower || c.fingerprint.hex == lower;
             }
             let note = c.note_text.trim();
-            let body = SignedNote::parse(&c.note_text)
-                .map(|n| n.text)
-                .unwrap_or_default();
+            let body = SignedNote::parse(&c.note_text).map(|n| n.text).unwrap_or_default();
             want == note || want == body.trim()
         })
         .map(|c| c.size)

@@ -47,7 +47,9 @@ pub enum CeremonyError {
     File(#[from] FileError),
     #[error("network interfaces are up: {interfaces}. A ceremony runs air-gapped: take them down (or unplug), or pass --allow-network for a rehearsal")]
     NetworkUp { interfaces: String },
-    #[error("step {step} ({title}): the {role} declined: {question}. The ceremony stopped; nothing further was signed")]
+    #[error(
+        "step {step} ({title}): the {role} declined: {question}. The ceremony stopped; nothing further was signed"
+    )]
     Declined { step: usize, title: String, role: String, question: String },
     #[error("step {step} ({title}): the witness read back {got:?}, but the value on screen begins {expected:?}. The ceremony stopped; compare the printed script with the file (`keyrite ceremony print`)")]
     ReadBackMismatch { step: usize, title: String, expected: String, got: String },

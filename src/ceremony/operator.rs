@@ -64,10 +64,7 @@ impl ScriptedOperator {
     }
 
     fn answer(&self, key: &str) -> Result<&Answer, CeremonyError> {
-        self.answers
-            .answers
-            .get(key)
-            .ok_or_else(|| CeremonyError::MissingAnswer { key: key.into(), file: self.file() })
+        self.answers.answers.get(key).ok_or_else(|| CeremonyError::MissingAnswer { key: key.into(), file: self.file() })
     }
 }
 
@@ -77,12 +74,10 @@ impl Operator for ScriptedOperator {
     }
 
     fn participants(&mut self, key: &str, role: &Role) -> Result<Vec<String>, CeremonyError> {
-        let names = self
-            .answers
-            .participants
-            .get(&role.id)
-            .cloned()
-            .ok_or_else(|| CeremonyError::MissingAnswer { key: format!("participants.{}", role.id), file: self.file() })?;
+        let names = self.answers.participants.get(&role.id).cloned().ok_or_else(|| CeremonyError::MissingAnswer {
+            key: format!("participants.{}", role.id),
+            file: self.file(),
+        })?;
         let _ = writeln!(self.out, "  [{key}] {}: {}", role.title, names.join(", "));
         Ok(names)
     }

@@ -92,12 +92,18 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
     let (backend, token_label) = match &module {
         Some(module) => {
             let token = softhsm_token(dir, module)?;
-            (Backend::Pkcs11 { module: module.clone(), token: token.0, pin: SecretSource::Memory(token.1) }, TOKEN_LABEL.to_string())
+            (
+                Backend::Pkcs11 { module: module.clone(), token: token.0, pin: SecretSource::Memory(token.1) },
+                TOKEN_LABEL.to_string(),
+            )
         }
         None => {
             let passphrase = random_secret()?;
             let store = dir.join("keystore");
-            (Backend::Soft { dir: store.clone(), passphrase: SecretSource::Memory(passphrase) }, store.display().to_string())
+            (
+                Backend::Soft { dir: store.clone(), passphrase: SecretSource::Memory(passphrase) },
+                store.display().to_string(),
+            )
         }
     };
     let backend_name = match &backend {
@@ -110,7 +116,9 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
     crate::ceremony::Operator::say(
         &mut operator,
         &match &module {
-            Some(m) => format!("Rehearsal on a throwaway SoftHSM token {TOKEN_LABEL:?} ({}) in {}", m.display(), dir.display()),
+            Some(m) => {
+                format!("Rehearsal on a throwaway SoftHSM token {TOKEN_LABEL:?} ({}) in {}", m.display(), dir.display())
+            }
             None => format!("SoftHSM is not installed: rehearsal on the software key store in {}", dir.display()),
         },
     );
@@ -124,7 +132,10 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
             expected_checkpoint: Some(outcome.final_checkpoint.note_text.clone()),
         },
     )?;
-    crate::ceremony::Operator::say(&mut operator, &format!("\nAudit log verified: {} entries, {} checkpoints.", report.entries, report.checkpoints));
+    crate::ceremony::Operator::say(
+        &mut operator,
+        &format!("\nAudit log verified: {} entries, {} checkpoints.", report.entries, report.checkpoints),
+    );
 
     let rehearsal = Rehearsal {
         backend: backend_name.into(),
@@ -133,7 +144,8 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         root_cert: absolute(&outcome.certificate_pem),
         audit_log: absolute(&outcome.audit_log),
     };
-    let json = serde_json::to_vec_pretty(&rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
+    let json =
+        serde_json::to_vec_pretty(&rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
     files::write_new(&dir.join("rehearsal.json"), &json, Mode::Public)?;
     crate::ceremony::Operator::say(&mut operator, &format!("Wrote {}", dir.join("rehearsal.json").display()));
     Ok(rehearsal)
@@ -145,7 +157,10 @@ fn prepare_dir(dir: &Path) -> Result<(), CeremonyError> {
             if entries.next().is_some() {
                 return Err(CeremonyError::Step {
                     step: 0,
-                    message: format!("{} is not empty; a rehearsal never overwrites: give a new or empty directory", dir.display()),
+                    message: format!(
+                        "{} is not empty; a rehearsal never overwrites: give a new or empty directory",
+                        dir.display()
+                    ),
                 });
             }
             Ok(())
@@ -168,7 +183,10 @@ fn softhsm_token(dir: &Path, module: &Path) -> Result<(crate::hsm::pkcs11::Token
     let tokens = dir.join("softhsm/tokens");
     files::create_dir(&tokens, Mode::Private)?;
     let conf = dir.join("softhsm/softhsm2.conf");
-    let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", absolute(&tokens));
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        absolute(&tokens)
+    );
     files::write_new(&conf, text.as_bytes(), Mode::Private)?;
     // SoftHSM reads its configuration from this variable when the module
     // initialises; the rehearsal is the only user of the module in-process.

@@ -42,7 +42,12 @@ pub struct RootOutcome {
 }
 
 /// Runs a root-init plan to the end, or stops at the first failure.
-pub fn run(plan: &Plan, env: &Environment, operator: &mut dyn Operator, options: &RunOptions) -> Result<RootOutcome, CeremonyError> {
+pub fn run(
+    plan: &Plan,
+    env: &Environment,
+    operator: &mut dyn Operator,
+    options: &RunOptions,
+) -> Result<RootOutcome, CeremonyError> {
     let preflight = preflight(plan, env, operator, options)?;
     show_plan(plan, &preflight, operator);
 
@@ -85,8 +90,14 @@ pub fn run(plan: &Plan, env: &Environment, operator: &mut dyn Operator, options:
         }
     }
 
-    let issued = state.issued.take().ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan signed no certificate".into() })?;
-    let final_checkpoint = state.final_checkpoint.take().ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan did not close".into() })?;
+    let issued = state
+        .issued
+        .take()
+        .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan signed no certificate".into() })?;
+    let final_checkpoint = state
+        .final_checkpoint
+        .take()
+        .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan did not close".into() })?;
     Ok(RootOutcome {
         certificate_pem: preflight.paths.certificate_pem.clone(),
         certificate_der: preflight.paths.certificate_der.clone(),
@@ -113,7 +124,12 @@ struct Preflight {
 }
 
 /// Checks everything that can fail before a file is written or a key made.
-fn preflight(plan: &Plan, env: &Environment, operator: &mut dyn Operator, options: &RunOptions) -> Result<Preflight, CeremonyError> {
+fn preflight(
+    plan: &Plan,
+    env: &Environment,
+    operator: &mut dyn Operator,
+    options: &RunOptions,
+) -> Result<Preflight, CeremonyError> {
     let out = &env.output_dir;
     let paths = Paths {
         certificate_pem: out.join(&plan.outputs.certificate_pem),
@@ -124,7 +140,10 @@ fn preflight(plan: &Plan, env: &Environment, operator: &mut dyn Operator, option
         files::ensure_absent(path)?;
     }
     if !out.is_dir() {
-        return Err(CeremonyError::Step { step: 0, message: format!("output directory {} does not exist; create it (the USB medium) first", out.display()) });
+        return Err(CeremonyError::Step {
+            step: 0,
+            message: format!("output directory {} does not exist; create it (the USB medium) first", out.display()),
+        });
     }
 
     let interfaces_up = airgap::interfaces_up();
@@ -138,7 +157,8 @@ fn preflight(plan: &Plan, env: &Environment, operator: &mut dyn Operator, option
             KeyStore::open_pkcs11(module, token, &pin)?
         }
         Backend::Soft { dir, passphrase } => {
-            let pass = resolve_secret(passphrase, operator, "store-passphrase", "Passphrase for the software key store")?;
+            let pass =
+                resolve_secret(passphrase, operator, "store-passphrase", "Passphrase for the software key store")?;
             KeyStore::open_soft(dir, SealingKey::Passphrase(pass))?
         }
     };
@@ -148,20 +168,31 @@ fn preflight(plan: &Plan, env: &Environment, operator: &mut dyn Operator, option
     if let Some(nb) = plan.not_before {
         let na = plan.template.not_after_for(nb);
         if na <= OffsetDateTime::now_utc() {
-            return Err(CeremonyError::Step { step: 0, message: format!("certificate.not_before {nb} plus the template's validity has already passed") });
+            return Err(CeremonyError::Step {
+                step: 0,
+                message: format!("certificate.not_before {nb} plus the template's validity has already passed"),
+            });
         }
     }
     Ok(Preflight { paths, store, interfaces_up })
 }
 
 /// Reads a PIN or passphrase from where the environment file says.
-pub fn resolve_secret(source: &SecretSource, operator: &mut dyn Operator, key: &str, question: &str) -> Result<Secret, CeremonyError> {
+pub fn resolve_secret(
+    source: &SecretSource,
+    operator: &mut dyn Operator,
+    key: &str,
+    question: &str,
+) -> Result<Secret, CeremonyError> {
     match source {
         SecretSource::Prompt => operator.secret(key, question),
         SecretSource::Memory(s) => Ok(s.clone()),
         SecretSource::Env(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Secret::from_string(v)),
-            _ => Err(CeremonyError::Input { what: format!("environment variable {var}"), detail: "it is not set or empty".into() }),
+            _ => Err(CeremonyError::Input {
+                what: format!("environment variable {var}"),
+                detail: "it is not set or empty".into(),
+            }),
         },
         SecretSource::File(path) => read_secret_file(path),
     }
@@ -172,7 +203,10 @@ fn read_secret_file(path: &Path) -> Result<Secret, CeremonyError> {
     let what = || format!("secret file {}", path.display());
     let meta = std::fs::metadata(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(CeremonyError::Input { what: what(), detail: "it is readable by group or others; chmod 600 it".into() });
+        return Err(CeremonyError::Input {
+            what: what(),
+            detail: "it is readable by group or others; chmod 600 it".into(),
+        });
     }
     let mut bytes = std::fs::read(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -219,7 +253,10 @@ fn show_plan(plan: &Plan, preflight: &Preflight, operator: &mut dyn Operator) {
         preflight.paths.audit_log.display(),
     ));
     if !preflight.interfaces_up.is_empty() {
-        operator.say(&format!("WARNING: network interfaces are up ({}); allowed for this run and logged", preflight.interfaces_up.join(", ")));
+        operator.say(&format!(
+            "WARNING: network interfaces are up ({}); allowed for this run and logged",
+            preflight.interfaces_up.join(", ")
+        ));
     }
 }
 
@@ -234,22 +271,36 @@ struct State<'a> {
     final_checkpoint: Option<Checkpoint>,
 }
 
-fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
+fn run_step<'a>(
+    plan: &Plan,
+    step: &Step,
+    state: &mut State<'a>,
+    operator: &mut dyn Operator,
+) -> Result<(), CeremonyError> {
     let performer = state.actor_of(&step.role);
     let base = || Event::new(&step.id, "").role(step.role.as_str()).actor(performer.clone());
     match step.kind {
         StepKind::Attendance => {
             for role in &plan.roles {
                 let names = operator.participants(&format!("{}.{}", step.id, role.id), role)?;
-                let names: Vec<String> = names.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+                let names: Vec<String> =
+                    names.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
                 if names.len() < role.min {
-                    return Err(CeremonyError::TooFewParticipants { step: step.number, role: role.id.clone(), min: role.min, got: names.len() });
+                    return Err(CeremonyError::TooFewParticipants {
+                        step: step.number,
+                        role: role.id.clone(),
+                        min: role.min,
+                        got: names.len(),
+                    });
                 }
                 for name in &names {
                     state.participants.push((role.id.clone(), name.clone()));
                 }
                 state.log.append(
-                    Event::new(&step.id, "participants-recorded").role(role.id.as_str()).detail("role_title", role.title.as_str()).detail("names", names.clone()),
+                    Event::new(&step.id, "participants-recorded")
+                        .role(role.id.as_str())
+                        .detail("role_title", role.title.as_str())
+                        .detail("names", names.clone()),
                 )?;
             }
         }
@@ -267,7 +318,9 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
             // The login happened in the preflight, so that a wrong PIN stopped
             // the ceremony before anything was written; this records it.
             let facts = state.preflight.store.facts();
-            state.log.append(base().named("token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default()))?;
+            state.log.append(
+                base().named("token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default()),
+            )?;
         }
         StepKind::GenerateAuditKey => {
             let spec = &plan.audit_key;
@@ -276,7 +329,10 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
             let fp = Fingerprint::sha256(&spki);
             state.log.append(key_event(base().named("key-generated"), "audit", spec, &key, &fp))?;
             state.log.announce_key(&spec.label, &spki, key.signer.signature_algorithm())?;
-            operator.say(&format!("Audit key {:?} generated. Public key SHA-256:\n  {}\n  {}", spec.label, fp.hex, fp.words));
+            operator.say(&format!(
+                "Audit key {:?} generated. Public key SHA-256:\n  {}\n  {}",
+                spec.label, fp.hex, fp.words
+            ));
             state.audit_key = Some(key);
         }
         StepKind::GenerateKey => {
@@ -284,7 +340,13 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
             let key = state.preflight.store.generate(&spec.label, spec.algorithm, spec.signature)?;
             let fp = Fingerprint::sha256(key.signer.spki_der());
             state.log.append(key_event(base().named("key-generated"), "root", spec, &key, &fp))?;
-            operator.say(&format!("Root key {:?} generated in {}. Public key SHA-256:\n  {}\n  {}", spec.label, state.preflight.store.facts().label(), fp.hex, fp.words));
+            operator.say(&format!(
+                "Root key {:?} generated in {}. Public key SHA-256:\n  {}\n  {}",
+                spec.label,
+                state.preflight.store.facts().label(),
+                fp.hex,
+                fp.words
+            ));
             state.root_key = Some(key);
         }
         StepKind::SignRoot => {
@@ -300,11 +362,10 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
             state.issued = Some(issued);
         }
         StepKind::WitnessRoot => {
-            let fp = state
-                .issued
-                .as_ref()
-                .map(|i| i.fingerprint.clone())
-                .ok_or_else(|| CeremonyError::Step { step: step.number, message: "no certificate has been signed yet".into() })?;
+            let fp = state.issued.as_ref().map(|i| i.fingerprint.clone()).ok_or_else(|| CeremonyError::Step {
+                step: step.number,
+                message: "no certificate has been signed yet".into(),
+            })?;
             witness_read_back(plan, step, state, operator, "root certificate SHA-256", &fp)?;
         }
         StepKind::Checkpoint => {
@@ -312,11 +373,15 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
             print_checkpoint(operator, "Audit checkpoint", &cp);
         }
         StepKind::Close => {
-            let outputs: Vec<Artifact> = [&state.preflight.paths.certificate_pem, &state.preflight.paths.certificate_der]
-                .into_iter()
-                .filter_map(|p| std::fs::read(p).ok().map(|b| Artifact::of(display_name(p), &b)))
-                .collect();
-            let mut closed = base().named("ceremony-closed").detail("participants", state.participants.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>());
+            let outputs: Vec<Artifact> =
+                [&state.preflight.paths.certificate_pem, &state.preflight.paths.certificate_der]
+                    .into_iter()
+                    .filter_map(|p| std::fs::read(p).ok().map(|b| Artifact::of(display_name(p), &b)))
+                    .collect();
+            let mut closed = base().named("ceremony-closed").detail(
+                "participants",
+                state.participants.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>(),
+            );
             for o in outputs {
                 closed = closed.output(o);
             }
@@ -330,16 +395,18 @@ fn run_step<'a>(plan: &Plan, step: &Step, state: &mut State<'a>, operator: &mut 
 }
 
 fn sign_root(plan: &Plan, step: &Step, state: &mut State<'_>) -> Result<profile::Issued, CeremonyError> {
-    let key = state
-        .root_key
-        .as_ref()
-        .ok_or_else(|| CeremonyError::Step { step: step.number, message: "no root key has been generated yet".into() })?;
+    let key = state.root_key.as_ref().ok_or_else(|| CeremonyError::Step {
+        step: step.number,
+        message: "no root key has been generated yet".into(),
+    })?;
     // Serial: 20 bytes from the token's RNG; the profile makes it positive
     // and at most 20 octets, keeping well over the 64 bits the BRs require.
     let serial = state.preflight.store.random_bytes(20)?;
     let not_before = match plan.not_before {
         Some(t) => t,
-        None => OffsetDateTime::now_utc().replace_nanosecond(0).map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
+        None => OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
     };
     let not_after = plan.template.not_after_for(not_before);
     let request = IssueRequest {
@@ -362,7 +429,10 @@ fn sign_root(plan: &Plan, step: &Step, state: &mut State<'_>) -> Result<profile:
         Event::new(&step.id, "certificate-signed")
             .role(step.role.as_str())
             .actor(performer)
-            .input(Artifact { name: format!("public key {}", plan.key.label), sha256: words::sha256_hex(key.signer.spki_der()) })
+            .input(Artifact {
+                name: format!("public key {}", plan.key.label),
+                sha256: words::sha256_hex(key.signer.spki_der()),
+            })
             .output(Artifact::of(display_name(&paths.certificate_der), &issued.der))
             .output(Artifact::of(display_name(&paths.certificate_pem), issued.pem.as_bytes()))
             .detail("serial", issued.serial_hex.as_str())
@@ -376,7 +446,14 @@ fn sign_root(plan: &Plan, step: &Step, state: &mut State<'_>) -> Result<profile:
     Ok(issued)
 }
 
-fn witness_read_back(plan: &Plan, step: &Step, state: &mut State<'_>, operator: &mut dyn Operator, what: &str, fp: &Fingerprint) -> Result<(), CeremonyError> {
+fn witness_read_back(
+    plan: &Plan,
+    step: &Step,
+    state: &mut State<'_>,
+    operator: &mut dyn Operator,
+    what: &str,
+    fp: &Fingerprint,
+) -> Result<(), CeremonyError> {
     let witness = step.witness.clone().unwrap_or_default();
     operator.say(&format!("{what} on screen:\n  {}\n  {}", fp.hex, fp.words));
     let expected = fp.first_words(READ_BACK_WORDS);
@@ -410,21 +487,31 @@ fn witness_read_back(plan: &Plan, step: &Step, state: &mut State<'_>, operator: 
 }
 
 fn checkpoint(state: &mut State<'_>, plan: &Plan) -> Result<Checkpoint, CeremonyError> {
-    let key = state
-        .audit_key
-        .as_ref()
-        .ok_or_else(|| CeremonyError::Step { step: 0, message: "a checkpoint needs the audit key, which is generated in the generate-audit-key step".into() })?;
+    let key = state.audit_key.as_ref().ok_or_else(|| CeremonyError::Step {
+        step: 0,
+        message: "a checkpoint needs the audit key, which is generated in the generate-audit-key step".into(),
+    })?;
     Ok(state.log.checkpoint(key.signer.as_ref(), &plan.audit_key.label)?)
 }
 
 fn print_checkpoint(operator: &mut dyn Operator, title: &str, cp: &Checkpoint) {
     operator.say(&format!(
         "{title}\n  entries     {}\n  tree root   {}\n  note SHA-256 {}\n  words       {}\n{}",
-        cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words, indent(&cp.note_text)
+        cp.size,
+        cp.root_hex,
+        cp.fingerprint.hex,
+        cp.fingerprint.words,
+        indent(&cp.note_text)
     ));
 }
 
-fn key_event(event: Event, purpose: &str, spec: &crate::config::ceremony::KeySpec, key: &GeneratedKey<'_>, fp: &Fingerprint) -> Event {
+fn key_event(
+    event: Event,
+    purpose: &str,
+    spec: &crate::config::ceremony::KeySpec,
+    key: &GeneratedKey<'_>,
+    fp: &Fingerprint,
+) -> Event {
     event
         .detail("purpose", purpose)
         .detail("label", spec.label.as_str())
@@ -433,11 +520,19 @@ fn key_event(event: Event, purpose: &str, spec: &crate::config::ceremony::KeySpe
         .detail("uri", key.uri.as_str())
         .detail("public_key_sha256", fp.hex.as_str())
         .detail("public_key_words", fp.words.as_str())
-        .detail("protection", "generated in the store; private key sensitive and never extractable (read back and checked)")
+        .detail(
+            "protection",
+            "generated in the store; private key sensitive and never extractable (read back and checked)",
+        )
 }
 
 fn declined(plan: &Plan, step: &Step, question: &str) -> CeremonyError {
-    CeremonyError::Declined { step: step.number, title: step.title.clone(), role: role_title(plan, &step.role), question: question.into() }
+    CeremonyError::Declined {
+        step: step.number,
+        title: step.title.clone(),
+        role: role_title(plan, &step.role),
+        question: question.into(),
+    }
 }
 
 fn role_title(plan: &Plan, role: &str) -> String {

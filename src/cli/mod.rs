@@ -198,7 +198,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify { log, audit_keys, checkpoint, allow_open }) => {
             let expected_checkpoint = match checkpoint {
-                Some(path) => Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?),
+                Some(path) => {
+                    Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
+                }
                 None => None,
             };
             let report = audit::verify(
@@ -214,7 +216,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("audit key    {} SHA-256 {}", key.name, key.fingerprint.hex);
             }
             if let Some(cp) = &report.last_checkpoint {
-                println!("last checkpoint: {} entries, root {}\n  note SHA-256 {}\n  words {}", cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words);
+                println!(
+                    "last checkpoint: {} entries, root {}\n  note SHA-256 {}\n  words {}",
+                    cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words
+                );
             }
             if let Some(size) = report.matched_expected_checkpoint {
                 println!("the paper checkpoint matches the log's checkpoint over {size} entries");

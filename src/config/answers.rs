@@ -77,7 +77,11 @@ impl Answers {
         }
         for (role, names) in &raw.participants {
             if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
-                return Err(ConfigError::invalid(path, format!("participants.{role}"), "list at least one non-empty name"));
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("participants.{role}"),
+                    "list at least one non-empty name",
+                ));
             }
         }
         Ok(Answers { participants: raw.participants, answers, source: Some(path.to_path_buf()) })

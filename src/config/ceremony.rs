@@ -231,7 +231,9 @@ impl Plan {
         let invalid = |field: &str, message: String| ConfigError::invalid(path, field, message);
         let kind = match raw.kind.as_str() {
             "root-init" => CeremonyKind::RootInit,
-            other => return Err(invalid("kind", format!("unknown ceremony kind {other:?}; this version runs: root-init"))),
+            other => {
+                return Err(invalid("kind", format!("unknown ceremony kind {other:?}; this version runs: root-init")))
+            }
         };
         check_id(&raw.id).map_err(|m| invalid("id", m))?;
         if raw.title.trim().is_empty() {
@@ -252,14 +254,20 @@ impl Plan {
         }
         for needed in ["ceremony-administrator", "internal-witness"] {
             if !role_ids.contains(needed) {
-                return Err(invalid("roles", format!("a ceremony needs a {needed:?} role (dual occupancy: one runs, one witnesses)")));
+                return Err(invalid(
+                    "roles",
+                    format!("a ceremony needs a {needed:?} role (dual occupancy: one runs, one witnesses)"),
+                ));
             }
         }
 
         let key = key_spec(raw.key, "key", path)?;
         let audit_key = key_spec(raw.audit_key, "audit_key", path)?;
         if key.label == audit_key.label {
-            return Err(invalid("audit_key.label", "must differ from key.label: checkpoints are never signed by the CA key".into()));
+            return Err(invalid(
+                "audit_key.label",
+                "must differ from key.label: checkpoints are never signed by the CA key".into(),
+            ));
         }
 
         let base = path.parent().unwrap_or(Path::new("."));
@@ -274,7 +282,12 @@ impl Plan {
         if template.kind() != wanted {
             return Err(invalid(
                 "certificate.template",
-                format!("{} is a {:?} template; a {} ceremony needs a {wanted:?} template", template_path.display(), template.kind(), kind.name()),
+                format!(
+                    "{} is a {:?} template; a {} ceremony needs a {wanted:?} template",
+                    template_path.display(),
+                    template.kind(),
+                    kind.name()
+                ),
             ));
         }
         let not_before = match raw.certificate.not_before {
@@ -297,7 +310,10 @@ impl Plan {
             ("outputs.audit_log", &outputs.audit_log),
         ] {
             if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
-                return Err(invalid(field, format!("{name:?} must be a plain file name; the environment file says which directory")));
+                return Err(invalid(
+                    field,
+                    format!("{name:?} must be a plain file name; the environment file says which directory"),
+                ));
             }
             if !names.insert(name.clone()) {
                 return Err(invalid(field, format!("{name:?} is used for two outputs")));
@@ -335,15 +351,27 @@ fn key_spec(raw: RawKey, field: &str, path: &Path) -> Result<KeySpec, ConfigErro
         .map_err(|e| ConfigError::invalid(path, format!("{field}.algorithm"), e.to_string()))?;
     let signature = raw.signature.unwrap_or(algorithm.default_signature());
     if !signature.fits(algorithm) {
-        return Err(ConfigError::invalid(path, format!("{field}.signature"), format!("{signature} cannot be made with a {algorithm} key")));
+        return Err(ConfigError::invalid(
+            path,
+            format!("{field}.signature"),
+            format!("{signature} cannot be made with a {algorithm} key"),
+        ));
     }
-    if raw.label.is_empty() || raw.label.len() > 64 || !raw.label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if raw.label.is_empty()
+        || raw.label.len() > 64
+        || !raw.label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(ConfigError::invalid(path, format!("{field}.label"), "use 1-64 characters from A-Z a-z 0-9 - _ ."));
     }
     Ok(KeySpec { label: raw.label, algorithm, signature })
 }
 
-fn steps(raw: Vec<RawStep>, roles: &BTreeSet<String>, kind: CeremonyKind, path: &Path) -> Result<Vec<Step>, ConfigError> {
+fn steps(
+    raw: Vec<RawStep>,
+    roles: &BTreeSet<String>,
+    kind: CeremonyKind,
+    path: &Path,
+) -> Result<Vec<Step>, ConfigError> {
     let mut ids = BTreeSet::new();
     let mut out = Vec::new();
     for (i, s) in raw.into_iter().enumerate() {
@@ -353,21 +381,45 @@ fn steps(raw: Vec<RawStep>, roles: &BTreeSet<String>, kind: CeremonyKind, path: 
             return Err(ConfigError::invalid(path, field("id"), format!("step id {:?} is used twice", s.id)));
         }
         if !roles.contains(&s.role) {
-            return Err(ConfigError::invalid(path, field("role"), format!("role {:?} is not declared in [[roles]]", s.role)));
+            return Err(ConfigError::invalid(
+                path,
+                field("role"),
+                format!("role {:?} is not declared in [[roles]]", s.role),
+            ));
         }
         match (&s.witness, s.kind.needs_witness()) {
             (Some(w), _) if !roles.contains(w) => {
-                return Err(ConfigError::invalid(path, field("witness"), format!("role {w:?} is not declared in [[roles]]")))
+                return Err(ConfigError::invalid(
+                    path,
+                    field("witness"),
+                    format!("role {w:?} is not declared in [[roles]]"),
+                ))
             }
             (Some(w), _) if *w == s.role => {
-                return Err(ConfigError::invalid(path, field("witness"), "the witness must be another role than the performer".to_string()))
+                return Err(ConfigError::invalid(
+                    path,
+                    field("witness"),
+                    "the witness must be another role than the performer".to_string(),
+                ))
             }
             (None, true) => {
-                return Err(ConfigError::invalid(path, field("witness"), format!("a {} step needs a witness role", s.kind.name())))
+                return Err(ConfigError::invalid(
+                    path,
+                    field("witness"),
+                    format!("a {} step needs a witness role", s.kind.name()),
+                ))
             }
             _ => {}
         }
-        out.push(Step { number: i + 1, id: s.id, kind: s.kind, role: s.role, witness: s.witness, title: s.title, text: s.text });
+        out.push(Step {
+            number: i + 1,
+            id: s.id,
+            kind: s.kind,
+            role: s.role,
+            witness: s.witness,
+            title: s.title,
+            text: s.text,
+        });
     }
     let required = kind.required_steps();
     let mut last_position = None;
@@ -375,19 +427,39 @@ fn steps(raw: Vec<RawStep>, roles: &BTreeSet<String>, kind: CeremonyKind, path: 
         let positions: Vec<usize> = out.iter().filter(|s| s.kind == *need).map(|s| s.number).collect();
         let position = match positions.as_slice() {
             [one] => *one,
-            [] => return Err(ConfigError::invalid(path, "steps", format!("a {} ceremony needs a {} step", kind.name(), need.name()))),
-            _ => return Err(ConfigError::invalid(path, "steps", format!("the {} step may appear only once", need.name()))),
+            [] => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "steps",
+                    format!("a {} ceremony needs a {} step", kind.name(), need.name()),
+                ))
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "steps",
+                    format!("the {} step may appear only once", need.name()),
+                ))
+            }
         };
         if let Some((prev_pos, prev)) = last_position {
             if position < prev_pos {
-                return Err(ConfigError::invalid(path, "steps", format!("step {position} ({}) must come after the {} step", need.name(), StepKind::name(prev))));
+                return Err(ConfigError::invalid(
+                    path,
+                    "steps",
+                    format!("step {position} ({}) must come after the {} step", need.name(), StepKind::name(prev)),
+                ));
             }
         }
         last_position = Some((position, *need));
     }
     let position_of = |k: StepKind| out.iter().find(|s| s.kind == k).map_or(0, |s| s.number);
     if out.first().map(|s| s.kind) != Some(StepKind::Attendance) {
-        return Err(ConfigError::invalid(path, "steps", "the first step must be attendance: the log records who is present before anything else"));
+        return Err(ConfigError::invalid(
+            path,
+            "steps",
+            "the first step must be attendance: the log records who is present before anything else",
+        ));
     }
     if out.last().map(|s| s.kind) != Some(StepKind::Close) {
         return Err(ConfigError::invalid(path, "steps", "the last step must be close"));
@@ -399,7 +471,11 @@ fn steps(raw: Vec<RawStep>, roles: &BTreeSet<String>, kind: CeremonyKind, path: 
             _ => false,
         };
         if too_early {
-            return Err(ConfigError::invalid(path, format!("steps[{}]", s.number - 1), format!("a {} step cannot come before what it checks", s.kind.name())));
+            return Err(ConfigError::invalid(
+                path,
+                format!("steps[{}]", s.number - 1),
+                format!("a {} step cannot come before what it checks", s.kind.name()),
+            ));
         }
     }
     Ok(out)

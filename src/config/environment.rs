@@ -106,7 +106,11 @@ impl Environment {
         let backend = match (raw.pkcs11, raw.soft) {
             (Some(p), None) => {
                 if p.token_label.is_empty() || p.token_label.len() > 32 {
-                    return Err(ConfigError::invalid(path, "pkcs11.token_label", "must be 1 to 32 characters (the PKCS#11 label field)"));
+                    return Err(ConfigError::invalid(
+                        path,
+                        "pkcs11.token_label",
+                        "must be 1 to 32 characters (the PKCS#11 label field)",
+                    ));
                 }
                 Backend::Pkcs11 {
                     module: p.module,
@@ -114,10 +118,9 @@ impl Environment {
                     pin: secret_source(p.pin, path, "pkcs11.pin")?,
                 }
             }
-            (None, Some(s)) => Backend::Soft {
-                dir: resolve(s.dir),
-                passphrase: secret_source(s.passphrase, path, "soft.passphrase")?,
-            },
+            (None, Some(s)) => {
+                Backend::Soft { dir: resolve(s.dir), passphrase: secret_source(s.passphrase, path, "soft.passphrase")? }
+            }
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(path, "pkcs11/soft", "name exactly one backend, not both"))
             }
@@ -163,7 +166,8 @@ mod tests {
 
     #[test]
     fn a_pin_written_in_the_file_is_refused_without_echoing_it() {
-        let err = load("[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin = \"123456\"\n").expect_err("literal pin");
+        let err =
+            load("[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin = \"123456\"\n").expect_err("literal pin");
         let msg = err.to_string();
         assert!(msg.contains("pkcs11.pin"), "{msg}");
         assert!(!msg.contains("123456"), "{msg}");
@@ -171,7 +175,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let err = load("[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin = \"prompt\"\nslot = 0\n").expect_err("slot");
+        let err =
+            load("[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin = \"prompt\"\nslot = 0\n").expect_err("slot");
         assert!(err.to_string().contains("slot"), "{err}");
     }
 }

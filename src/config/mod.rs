@@ -40,10 +40,7 @@ pub enum ConfigError {
     #[error("{path}: field `{field}`: {message}")]
     Invalid { path: PathBuf, field: String, message: String },
     #[error("{path}: {message}")]
-    Template {
-        path: PathBuf,
-        message: String,
-    },
+    Template { path: PathBuf, message: String },
 }
 
 impl ConfigError {
@@ -55,7 +52,8 @@ impl ConfigError {
 /// Reads a TOML file into a raw struct, naming the file and the offending
 /// key (serde's message includes it for unknown fields) on failure.
 pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<(String, T), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let value = parse_toml(&text, path)?;
     Ok((text, value))
 }

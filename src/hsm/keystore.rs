@@ -58,7 +58,12 @@ impl KeyStore {
 
     /// Everything that can be checked about a new key before any is made:
     /// a free label, and a token that can generate and sign with it.
-    pub fn check_new_key(&self, label: &str, algorithm: KeyAlgorithm, signature: SignatureAlgorithm) -> Result<(), HsmError> {
+    pub fn check_new_key(
+        &self,
+        label: &str,
+        algorithm: KeyAlgorithm,
+        signature: SignatureAlgorithm,
+    ) -> Result<(), HsmError> {
         match self {
             KeyStore::Pkcs11 { token, .. } => {
                 token.check_algorithm(algorithm, signature)?;
@@ -69,7 +74,12 @@ impl KeyStore {
     }
 
     /// Generates a key that never leaves the store.
-    pub fn generate(&self, label: &str, algorithm: KeyAlgorithm, signature: SignatureAlgorithm) -> Result<GeneratedKey<'_>, HsmError> {
+    pub fn generate(
+        &self,
+        label: &str,
+        algorithm: KeyAlgorithm,
+        signature: SignatureAlgorithm,
+    ) -> Result<GeneratedKey<'_>, HsmError> {
         match self {
             KeyStore::Pkcs11 { token, .. } => {
                 let key = token.generate(label, algorithm, signature, Extractability::Never)?;

@@ -267,10 +267,24 @@ pub enum HsmError {
     SignatureInvalid(SignatureAlgorithm),
     #[error("signature algorithm {sig} cannot be made with a {key} key")]
     SignatureMismatch { sig: SignatureAlgorithm, key: KeyAlgorithm },
+    // Boxed: the backends' errors carry several names each, and every
+    // `Result` in the crate would otherwise be as large as the largest.
     #[error(transparent)]
-    Pkcs11(#[from] pkcs11::Pkcs11Error),
+    Pkcs11(Box<pkcs11::Pkcs11Error>),
     #[error(transparent)]
-    Soft(#[from] soft::SoftError),
+    Soft(Box<soft::SoftError>),
     #[error(transparent)]
     Uri(#[from] uri::UriError),
+}
+
+impl From<pkcs11::Pkcs11Error> for HsmError {
+    fn from(e: pkcs11::Pkcs11Error) -> Self {
+        HsmError::Pkcs11(Box::new(e))
+    }
+}
+
+impl From<soft::SoftError> for HsmError {
+    fn from(e: soft::SoftError) -> Self {
+        HsmError::Soft(Box::new(e))
+    }
 }

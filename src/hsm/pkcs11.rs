@@ -53,10 +53,8 @@ impl Module {
         if !path.exists() {
             return Err(Pkcs11Error::ModuleMissing { path: path.to_path_buf() }.into());
         }
-        let ctx = Pkcs11::new(path).map_err(|e| Pkcs11Error::ModuleLoad {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let ctx = Pkcs11::new(path)
+            .map_err(|e| Pkcs11Error::ModuleLoad { path: path.to_path_buf(), detail: e.to_string() })?;
         ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .map_err(|e| call("C_Initialize", e, format!("module {}", path.display())))?;
         Ok(Module { ctx, path: path.to_path_buf() })
@@ -69,16 +67,10 @@ impl Module {
     /// Every token the module shows, as (label, serial): for error messages
     /// and for `keyrite hsm list`.
     pub fn tokens(&self) -> Result<Vec<(Slot, TokenInfo)>, HsmError> {
-        let slots = self
-            .ctx
-            .get_slots_with_token()
-            .map_err(|e| call("C_GetSlotList", e, "listing tokens".into()))?;
+        let slots = self.ctx.get_slots_with_token().map_err(|e| call("C_GetSlotList", e, "listing tokens".into()))?;
         let mut out = Vec::new();
         for slot in slots {
-            let info = self
-                .ctx
-                .get_token_info(slot)
-                .map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
+            let info = self.ctx.get_token_info(slot).map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
             out.push((slot, info));
         }
         Ok(out)
@@ -116,16 +108,10 @@ impl Module {
     /// its user PIN. Only rehearsals and tests do this; a real HSM is
     /// initialised with its vendor's tools before the ceremony.
     pub fn init_token(&self, label: &str, so_pin: &Secret, user_pin: &Secret) -> Result<TokenSelector, HsmError> {
-        let slots = self
-            .ctx
-            .get_slots_with_token()
-            .map_err(|e| call("C_GetSlotList", e, "listing tokens".into()))?;
+        let slots = self.ctx.get_slots_with_token().map_err(|e| call("C_GetSlotList", e, "listing tokens".into()))?;
         let mut free = None;
         for slot in slots {
-            let info = self
-                .ctx
-                .get_token_info(slot)
-                .map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
+            let info = self.ctx.get_token_info(slot).map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
             if !info.token_initialized() {
                 free = Some(slot);
                 break;
@@ -135,21 +121,14 @@ impl Module {
         self.ctx
             .init_token(slot, &auth_pin(so_pin)?, label)
             .map_err(|e| call("C_InitToken", e, format!("token {label:?}")))?;
-        let session = self
-            .ctx
-            .open_rw_session(slot)
-            .map_err(|e| call("C_OpenSession", e, format!("token {label:?}")))?;
+        let session =
+            self.ctx.open_rw_session(slot).map_err(|e| call("C_OpenSession", e, format!("token {label:?}")))?;
         session
             .login(UserType::So, Some(&auth_pin(so_pin)?))
             .map_err(|e| call("C_Login", e, format!("security officer of token {label:?}")))?;
-        session
-            .init_pin(&auth_pin(user_pin)?)
-            .map_err(|e| call("C_InitPIN", e, format!("token {label:?}")))?;
+        session.init_pin(&auth_pin(user_pin)?).map_err(|e| call("C_InitPIN", e, format!("token {label:?}")))?;
         let _ = session.logout();
-        let info = self
-            .ctx
-            .get_token_info(slot)
-            .map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
+        let info = self.ctx.get_token_info(slot).map_err(|e| call("C_GetTokenInfo", e, format!("slot {slot}")))?;
         Ok(TokenSelector { label: label.to_string(), serial: Some(info.serial_number().trim().to_string()) })
     }
 
@@ -172,10 +151,8 @@ impl Module {
             .ctx
             .get_mechanism_list(slot)
             .map_err(|e| call("C_GetMechanismList", e, format!("token {:?}", facts.label)))?;
-        let session = self
-            .ctx
-            .open_rw_session(slot)
-            .map_err(|e| call("C_OpenSession", e, format!("token {:?}", facts.label)))?;
+        let session =
+            self.ctx.open_rw_session(slot).map_err(|e| call("C_OpenSession", e, format!("token {:?}", facts.label)))?;
         session
             .login(UserType::User, Some(&auth_pin(pin)?))
             .map_err(|e| call("C_Login", e, format!("user of token {:?}", facts.label)))?;
@@ -272,7 +249,9 @@ impl Token {
             .find_objects(&[Attribute::Id(id.clone())])
             .map_err(|e| call("C_FindObjects", e, "checking the new key ID".into()))?;
         if !taken.is_empty() {
-            return Err(Pkcs11Error::Other(format!("a random key ID already exists on token {:?}", self.facts.label)).into());
+            return Err(
+                Pkcs11Error::Other(format!("a random key ID already exists on token {:?}", self.facts.label)).into()
+            );
         }
 
         let label_attr = Attribute::Label(label.as_bytes().to_vec());
@@ -380,15 +359,18 @@ impl Token {
     }
 
     /// Finds an existing key pair by label (and ID when given).
-    pub fn find_key(&self, label: &str, id: Option<&[u8]>, signature: Option<SignatureAlgorithm>) -> Result<TokenKey<'_>, HsmError> {
+    pub fn find_key(
+        &self,
+        label: &str,
+        id: Option<&[u8]>,
+        signature: Option<SignatureAlgorithm>,
+    ) -> Result<TokenKey<'_>, HsmError> {
         let find = |class: ObjectClass| {
             let mut template = vec![Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
             if let Some(id) = id {
                 template.push(Attribute::Id(id.to_vec()));
             }
-            self.session
-                .find_objects(&template)
-                .map_err(|e| call("C_FindObjects", e, format!("key {label:?}")))
+            self.session.find_objects(&template).map_err(|e| call("C_FindObjects", e, format!("key {label:?}")))
         };
         let privates = find(ObjectClass::PRIVATE_KEY)?;
         let private = match privates.as_slice() {
@@ -399,11 +381,20 @@ impl Token {
         let publics = find(ObjectClass::PUBLIC_KEY)?;
         let public = match publics.as_slice() {
             [one] => *one,
-            _ => return Err(Pkcs11Error::KeyNotFound { label: format!("{label} (public half)"), token: self.facts.label.clone() }.into()),
+            _ => {
+                return Err(Pkcs11Error::KeyNotFound {
+                    label: format!("{label} (public half)"),
+                    token: self.facts.label.clone(),
+                }
+                .into())
+            }
         };
         let attrs = self
             .session
-            .get_attributes(public, &[AttributeType::KeyType, AttributeType::Id, AttributeType::ModulusBits, AttributeType::EcParams])
+            .get_attributes(
+                public,
+                &[AttributeType::KeyType, AttributeType::Id, AttributeType::ModulusBits, AttributeType::EcParams],
+            )
             .map_err(|e| call("C_GetAttributeValue", e, format!("key {label:?}")))?;
         let mut key_type = None;
         let mut key_id = Vec::new();
@@ -546,7 +537,8 @@ impl TokenKey<'_> {
 
     /// An RFC 7512 URI that names this key without any secret.
     pub fn uri(&self) -> String {
-        super::uri::Pkcs11Uri::for_key(&self.token.facts.label, &self.token.facts.serial, &self.label, &self.id).to_string()
+        super::uri::Pkcs11Uri::for_key(&self.token.facts.label, &self.token.facts.serial, &self.label, &self.id)
+            .to_string()
     }
 }
 
@@ -720,9 +712,13 @@ fn hint(rv: RvError, function: Function) -> &'static str {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Pkcs11Error {
-    #[error("PKCS#11 module {path} does not exist; install the token's module or fix `module` in the environment file")]
+    #[error(
+        "PKCS#11 module {path} does not exist; install the token's module or fix `module` in the environment file"
+    )]
     ModuleMissing { path: PathBuf },
-    #[error("PKCS#11 module {path} could not be loaded ({detail}); check that it is a PKCS#11 library for this machine")]
+    #[error(
+        "PKCS#11 module {path} could not be loaded ({detail}); check that it is a PKCS#11 library for this machine"
+    )]
     ModuleLoad { path: PathBuf, detail: String },
     #[error("{function} failed for {context}: {rv}: {hint}")]
     Call { function: &'static str, context: String, rv: String, hint: &'static str },
@@ -735,7 +731,9 @@ pub enum Pkcs11Error {
     PinLocked { token: String },
     #[error("the PIN is not valid UTF-8 text; PKCS#11 PINs must be text")]
     PinNotText,
-    #[error("token {token:?} does not support {mechanism} ({purpose}); choose another key algorithm in the ceremony file")]
+    #[error(
+        "token {token:?} does not support {mechanism} ({purpose}); choose another key algorithm in the ceremony file"
+    )]
     MechanismUnsupported { token: String, mechanism: String, purpose: String },
     #[error("label {label:?} is already used by an object on token {token:?}; keyrite never reuses a label: choose a new one or clear the token")]
     LabelTaken { label: String, token: String },

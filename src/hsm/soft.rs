@@ -85,14 +85,7 @@ impl SoftKey {
         if super::spki_algorithm(&spki)? != algorithm {
             return Err(bad().into());
         }
-        Ok(SoftKey {
-            label: label.to_string(),
-            algorithm,
-            signature: algorithm.default_signature(),
-            spki,
-            pair,
-            pkcs8,
-        })
+        Ok(SoftKey { label: label.to_string(), algorithm, signature: algorithm.default_signature(), spki, pair, pkcs8 })
     }
 
     /// Chooses another signature scheme (RSA PSS, SHA-384), checked against the key.
@@ -168,9 +161,7 @@ pub struct SystemRng;
 impl RandomSource for SystemRng {
     fn random_bytes(&self, len: usize) -> Result<Vec<u8>, HsmError> {
         let mut out = vec![0u8; len];
-        SystemRandom::new()
-            .fill(&mut out)
-            .map_err(|_| SoftError::Crypto("the system RNG failed".into()))?;
+        SystemRandom::new().fill(&mut out).map_err(|_| SoftError::Crypto("the system RNG failed".into()))?;
         Ok(out)
     }
 }
@@ -263,8 +254,7 @@ impl SoftStore {
         let key = derive_key(sealing, &sealed.kdf, &path)?;
         let nonce = B64.decode(&sealed.nonce).map_err(|_| self.corrupt(label, "nonce is not base64"))?;
         let mut data = Zeroizing::new(
-            B64.decode(&sealed.ciphertext)
-                .map_err(|_| self.corrupt(label, "ciphertext is not base64"))?,
+            B64.decode(&sealed.ciphertext).map_err(|_| self.corrupt(label, "ciphertext is not base64"))?,
         );
         let nonce = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| self.corrupt(label, "nonce length"))?;
         let aad = header_aad(&sealed.label, sealed.algorithm, &sealed.public_key);
@@ -354,10 +344,17 @@ fn derive_key(sealing: &SealingKey, kdf: &Kdf, path: &Path) -> Result<LessSafeKe
             let salt = B64
                 .decode(salt)
                 .map_err(|_| SoftError::Corrupt { path: path.into(), what: "salt is not base64".into() })?;
-            let iterations = std::num::NonZeroU32::new(*iterations)
-                .filter(|n| n.get() >= 100_000)
-                .ok_or_else(|| SoftError::Corrupt { path: path.into(), what: "PBKDF2 iterations below 100000".into() })?;
-            aws_lc_rs::pbkdf2::derive(aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, pass.expose(), &mut *key);
+            let iterations =
+                std::num::NonZeroU32::new(*iterations).filter(|n| n.get() >= 100_000).ok_or_else(|| {
+                    SoftError::Corrupt { path: path.into(), what: "PBKDF2 iterations below 100000".into() }
+                })?;
+            aws_lc_rs::pbkdf2::derive(
+                aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+                iterations,
+                &salt,
+                pass.expose(),
+                &mut *key,
+            );
         }
         (SealingKey::Raw(raw), Kdf::Raw) => {
             if raw.len() != 32 {
@@ -365,10 +362,15 @@ fn derive_key(sealing: &SealingKey, kdf: &Kdf, path: &Path) -> Result<LessSafeKe
             }
             key.copy_from_slice(raw.expose());
         }
-        (SealingKey::Passphrase(_), Kdf::Raw) => return Err(SoftError::WrongUnlock { path: path.into(), needs: "custodians' shares" }.into()),
-        (SealingKey::Raw(_), _) => return Err(SoftError::WrongUnlock { path: path.into(), needs: "a passphrase" }.into()),
+        (SealingKey::Passphrase(_), Kdf::Raw) => {
+            return Err(SoftError::WrongUnlock { path: path.into(), needs: "custodians' shares" }.into())
+        }
+        (SealingKey::Raw(_), _) => {
+            return Err(SoftError::WrongUnlock { path: path.into(), needs: "a passphrase" }.into())
+        }
     }
-    let unbound = UnboundKey::new(&aead::AES_256_GCM, &*key).map_err(|_| SoftError::Crypto("AES key setup failed".into()))?;
+    let unbound =
+        UnboundKey::new(&aead::AES_256_GCM, &*key).map_err(|_| SoftError::Crypto("AES key setup failed".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -425,6 +427,7 @@ mod tests {
         super::super::verify_signature(key.spki_der(), SignatureAlgorithm::RsaPkcs1Sha256, b"m", &sig).expect("pkcs1");
         let key = key.with_signature(SignatureAlgorithm::RsaPssSha256).expect("pss");
         let sig = key.sign(b"m").expect("sign");
-        super::super::verify_signature(key.spki_der(), SignatureAlgorithm::RsaPssSha256, b"m", &sig).expect("pss verify");
+        super::super::verify_signature(key.spki_der(), SignatureAlgorithm::RsaPssSha256, b"m", &sig)
+            .expect("pss verify");
     }
 }

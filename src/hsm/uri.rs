@@ -39,9 +39,7 @@ impl Pkcs11Uri {
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         let shown = redact(uri);
         let bad = |what: String| UriError::Bad { uri: shown.clone(), what };
-        let rest = uri
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| bad("does not start with \"pkcs11:\"".into()))?;
+        let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| bad("does not start with \"pkcs11:\"".into()))?;
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
@@ -71,8 +69,12 @@ impl Pkcs11Uri {
                     }
                     continue;
                 }
-                "library-manufacturer" | "library-description" | "library-version" | "slot-manufacturer"
-                | "slot-description" | "slot-id" => continue,
+                "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-manufacturer"
+                | "slot-description"
+                | "slot-id" => continue,
                 other => return Err(bad(format!("unknown path attribute {other:?}"))),
             };
             set_once(slot, text()?, name).map_err(bad)?;
@@ -139,7 +141,27 @@ fn pct_decode(value: &str) -> Result<Vec<u8>, String> {
 /// they are; everything else is %-encoded.
 fn pct_encode(bytes: &[u8], out: &mut String) {
     for b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']' | b'@' | b'!' | b'$' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'&') {
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'@'
+                    | b'!'
+                    | b'$'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'&'
+            )
+        {
             out.push(*b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -215,7 +237,8 @@ mod tests {
         assert_eq!(u.token.as_deref(), Some("The Software PKCS#11 Softtoken"));
         assert_eq!(u.manufacturer.as_deref(), Some("Snake Oil, Inc."));
         assert_eq!(u.id.as_deref(), Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..]));
-        let u = Pkcs11Uri::parse("pkcs11:object=my-sign-key;type=private?module-path=/mnt/libmypkcs11.so.1").expect("q");
+        let u =
+            Pkcs11Uri::parse("pkcs11:object=my-sign-key;type=private?module-path=/mnt/libmypkcs11.so.1").expect("q");
         assert_eq!(u.module_path.as_deref(), Some("/mnt/libmypkcs11.so.1"));
     }
 

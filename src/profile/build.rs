@@ -15,12 +15,8 @@ use x509_cert::ext::pkix::{
 };
 
 use super::lint::{self, Finding, Severity};
-use super::template::{
-    check_dns_labels, CertKind, ExtendedKeyUsage, KeyFamily, KeyUsage, SubjectKeyType,
-};
-use super::{
-    verify, DistinguishedName, IssueRequest, Issued, IssuerRef, Profile, ProfileError, San,
-};
+use super::template::{check_dns_labels, CertKind, ExtendedKeyUsage, KeyFamily, KeyUsage, SubjectKeyType};
+use super::{verify, DistinguishedName, IssueRequest, Issued, IssuerRef, Profile, ProfileError, San};
 use crate::hsm::soft::SoftKey;
 use crate::hsm::{self, HsmError, SignatureAlgorithm, Signer};
 use crate::words::{self, Fingerprint};
@@ -38,19 +34,13 @@ pub fn issue(req: &IssueRequest<'_>, signer: &dyn Signer) -> Result<Issued, Prof
     // (c) Lint a throwaway-key signature over the very same TBS.
     let throwaway = SoftKey::generate("keyrite-lint-throwaway", signer.key_algorithm())
         .and_then(|k| k.with_signature(plan.alg))
-        .map_err(|source| ProfileError::Signer {
-            signer: "throwaway lint key".into(),
-            source,
-        })?;
+        .map_err(|source| ProfileError::Signer { signer: "throwaway lint key".into(), source })?;
     let lint_der = plan.sign(&params, &throwaway)?;
     let lint_tbs = verify::split(&lint_der)?.tbs;
     let mut findings = lint::lint_der(&lint_der, Some(plan.profile.kind()))?;
     findings.extend(plan.request_findings(&lint_der)?);
     if findings.iter().any(|f| f.severity == Severity::Error) {
-        return Err(ProfileError::Lint {
-            profile: plan.profile.source().to_string(),
-            findings,
-        });
+        return Err(ProfileError::Lint { profile: plan.profile.source().to_string(), findings });
     }
 
     // (d) The real signature.
@@ -99,17 +89,11 @@ impl<'a> Plan<'a> {
             field,
             problem,
         };
-        let wrong_signer = |problem: String| ProfileError::WrongSigner {
-            signer: signer.describe(),
-            problem,
-        };
+        let wrong_signer = |problem: String| ProfileError::WrongSigner { signer: signer.describe(), problem };
 
         let alg = signer.signature_algorithm();
         if !alg.fits(signer.key_algorithm()) {
-            return Err(wrong_signer(format!(
-                "it signs {alg} but holds a {} key",
-                signer.key_algorithm()
-            )));
+            return Err(wrong_signer(format!("it signs {alg} but holds a {} key", signer.key_algorithm())));
         }
         if let Some(wanted) = profile.signature() {
             if wanted != alg {
@@ -118,8 +102,7 @@ impl<'a> Plan<'a> {
                 )));
             }
         }
-        let signer_key =
-            hsm::spki_algorithm(signer.spki_der()).map_err(|e| wrong_signer(e.to_string()))?;
+        let signer_key = hsm::spki_algorithm(signer.spki_der()).map_err(|e| wrong_signer(e.to_string()))?;
         if signer_key != signer.key_algorithm() {
             return Err(wrong_signer(format!(
                 "its public key is {signer_key}, not the {} it claims",
@@ -127,24 +110,12 @@ impl<'a> Plan<'a> {
             )));
         }
 
-        let subject = req
-            .subject
-            .clone()
-            .or_else(|| profile.subject().cloned())
-            .unwrap_or_default();
-        subject
-            .check()
-            .map_err(|(f, p)| refuse("subject", format!("{f} {p}")))?;
+        let subject = req.subject.clone().or_else(|| profile.subject().cloned()).unwrap_or_default();
+        subject.check().map_err(|(f, p)| refuse("subject", format!("{f} {p}")))?;
         if kind.is_ca() && subject.common_name.is_none() {
-            return Err(refuse(
-                "subject",
-                "a CA certificate needs a common name".into(),
-            ));
+            return Err(refuse("subject", "a CA certificate needs a common name".into()));
         }
-        let subject_family = profile
-            .subject_keys()
-            .check(req.subject_spki)
-            .map_err(|p| refuse("subject_spki", p))?;
+        let subject_family = profile.subject_keys().check(req.subject_spki).map_err(|p| refuse("subject_spki", p))?;
         let subject_bits = spki::SubjectPublicKeyInfoRef::try_from(req.subject_spki)
             .map_err(|e| refuse("subject_spki", e.to_string()))?
             .subject_public_key
@@ -156,14 +127,8 @@ impl<'a> Plan<'a> {
 
         // rcgen writes whole seconds; truncating here keeps the checks on
         // the dates that end up in the certificate.
-        let not_before = req
-            .not_before
-            .replace_nanosecond(0)
-            .map_err(|e| refuse("not_before", e.to_string()))?;
-        let not_after = req
-            .not_after
-            .replace_nanosecond(0)
-            .map_err(|e| refuse("not_after", e.to_string()))?;
+        let not_before = req.not_before.replace_nanosecond(0).map_err(|e| refuse("not_before", e.to_string()))?;
+        let not_after = req.not_after.replace_nanosecond(0).map_err(|e| refuse("not_after", e.to_string()))?;
         if not_before >= not_after {
             return Err(refuse("not_after", "must be later than not_before".into()));
         }
@@ -193,19 +158,11 @@ impl<'a> Plan<'a> {
                 if signer.spki_der() != req.subject_spki {
                     return Err(wrong_signer("a self-signed certificate must be signed by its own key, and the signer's public key is not the subject key".into()));
                 }
-                (
-                    to_rcgen_dn(&subject),
-                    None,
-                    ski.clone(),
-                    req.subject_spki.to_vec(),
-                )
+                (to_rcgen_dn(&subject), None, ski.clone(), req.subject_spki.to_vec())
             }
             IssuerRef::Certificate { der } => {
                 if kind == CertKind::RootCa {
-                    return Err(refuse(
-                        "issuer",
-                        "a root is self-signed; use IssuerRef::SelfSigned".into(),
-                    ));
+                    return Err(refuse("issuer", "a root is self-signed; use IssuerRef::SelfSigned".into()));
                 }
                 let issuer = IssuerInfo::from_der(der, kind)?;
                 if signer.spki_der() != issuer.spki.as_slice() {
@@ -283,33 +240,21 @@ impl<'a> Plan<'a> {
             })
             .collect();
         p.name_constraints = profile.name_constraints().map(|nc| {
-            let dns = |l: &[String]| {
-                l.iter()
-                    .map(|d| rcgen::GeneralSubtree::DnsName(d.clone()))
-                    .collect::<Vec<_>>()
-            };
+            let dns = |l: &[String]| l.iter().map(|d| rcgen::GeneralSubtree::DnsName(d.clone())).collect::<Vec<_>>();
             let ips = |l: &[(std::net::IpAddr, u8)]| {
                 l.iter()
-                    .map(|(a, n)| {
-                        rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(
-                            *a, *n,
-                        ))
-                    })
+                    .map(|(a, n)| rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(*a, *n)))
                     .collect::<Vec<_>>()
             };
             let mut permitted = dns(&nc.permitted_dns);
             permitted.extend(ips(&nc.permitted_ip));
             let mut excluded = dns(&nc.excluded_dns);
             excluded.extend(ips(&nc.excluded_ip));
-            rcgen::NameConstraints {
-                permitted_subtrees: permitted,
-                excluded_subtrees: excluded,
-            }
+            rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: excluded }
         });
         if !profile.crl_distribution_points().is_empty() {
-            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-                uris: profile.crl_distribution_points().to_vec(),
-            }];
+            p.crl_distribution_points =
+                vec![rcgen::CrlDistributionPoint { uris: profile.crl_distribution_points().to_vec() }];
         }
         p.subject_alt_names = self
             .sans
@@ -336,10 +281,7 @@ impl<'a> Plan<'a> {
             let value = CertificatePolicies(
                 policies
                     .iter()
-                    .map(|oid| PolicyInformation {
-                        policy_identifier: *oid,
-                        policy_qualifiers: None,
-                    })
+                    .map(|oid| PolicyInformation { policy_identifier: *oid, policy_qualifiers: None })
                     .collect(),
             )
             .to_der()
@@ -351,25 +293,16 @@ impl<'a> Plan<'a> {
         }
         let aia = self.profile.authority_info_access();
         if !aia.is_empty() {
-            use const_oid::db::rfc5912::{
-                ID_AD_CA_ISSUERS, ID_AD_OCSP, ID_PE_AUTHORITY_INFO_ACCESS,
-            };
+            use const_oid::db::rfc5912::{ID_AD_CA_ISSUERS, ID_AD_OCSP, ID_PE_AUTHORITY_INFO_ACCESS};
             let mut list = Vec::new();
             for (method, uris) in [(ID_AD_OCSP, &aia.ocsp), (ID_AD_CA_ISSUERS, &aia.ca_issuers)] {
                 for uri in uris {
-                    let location =
-                        GeneralName::UniformResourceIdentifier(Ia5String::new(uri).map_err(enc)?);
-                    list.push(AccessDescription {
-                        access_method: method,
-                        access_location: location,
-                    });
+                    let location = GeneralName::UniformResourceIdentifier(Ia5String::new(uri).map_err(enc)?);
+                    list.push(AccessDescription { access_method: method, access_location: location });
                 }
             }
             let value = AuthorityInfoAccessSyntax(list).to_der().map_err(enc)?;
-            out.push(rcgen::CustomExtension::from_oid_content(
-                &arcs(&ID_PE_AUTHORITY_INFO_ACCESS),
-                value,
-            ));
+            out.push(rcgen::CustomExtension::from_oid_content(&arcs(&ID_PE_AUTHORITY_INFO_ACCESS), value));
         }
         Ok(out)
     }
@@ -393,18 +326,11 @@ impl<'a> Plan<'a> {
         issuer_params.distinguished_name = self.issuer_dn.clone();
         issuer_params.key_identifier_method = KeyIdMethod::PreSpecified(self.aki.clone());
         let issuer = rcgen::Issuer::new(issuer_params, adapter);
-        let subject = SubjectKey {
-            bits: subject_bits(self.subject_spki)?,
-            alg: subject_rcgen_alg(self.subject_family),
-        };
-        let cert = params.signed_by(&subject, &issuer).map_err(|e| {
-            match issuer.key().error.borrow_mut().take() {
-                Some(source) => ProfileError::Signer {
-                    signer: key.describe(),
-                    source,
-                },
-                None => ProfileError::Build(e.to_string()),
-            }
+        let subject =
+            SubjectKey { bits: subject_bits(self.subject_spki)?, alg: subject_rcgen_alg(self.subject_family) };
+        let cert = params.signed_by(&subject, &issuer).map_err(|e| match issuer.key().error.borrow_mut().take() {
+            Some(source) => ProfileError::Signer { signer: key.describe(), source },
+            None => ProfileError::Build(e.to_string()),
         })?;
         let der = cert.der().to_vec();
         if native {
@@ -414,10 +340,7 @@ impl<'a> Plan<'a> {
         // algorithm and no signature; put the PSS identifier in and sign.
         let alg_id = verify::algorithm_identifier(self.alg);
         let tbs = replace_tbs_algorithm(&verify::split(&der)?.tbs, alg_id)?;
-        let sig = key.sign(&tbs).map_err(|source| ProfileError::Signer {
-            signer: key.describe(),
-            source,
-        })?;
+        let sig = key.sign(&tbs).map_err(|source| ProfileError::Signer { signer: key.describe(), source })?;
         let bits = BitStringRef::from_bytes(&sig)
             .and_then(|b| b.to_der())
             .map_err(|e| ProfileError::Build(format!("signature encoding: {e}")))?;
@@ -445,9 +368,7 @@ impl<'a> Plan<'a> {
                 out.push(Finding {
                     rule: "request-issuer-name",
                     severity: Severity::Error,
-                    message:
-                        "the issuer name is not byte-identical to the issuer certificate's subject"
-                            .into(),
+                    message: "the issuer name is not byte-identical to the issuer certificate's subject".into(),
                 });
             }
         }
@@ -503,11 +424,7 @@ pub(crate) fn normalize_serial(random: &[u8]) -> Result<Vec<u8>, String> {
     Ok(serial)
 }
 
-fn check_sans(
-    kind: CertKind,
-    subject: &DistinguishedName,
-    sans: &[San],
-) -> Result<Vec<San>, String> {
+fn check_sans(kind: CertKind, subject: &DistinguishedName, sans: &[San]) -> Result<Vec<San>, String> {
     if kind.is_ca() {
         if !sans.is_empty() {
             return Err("CA certificates carry no subjectAltName; remove the names".into());
@@ -544,9 +461,7 @@ fn check_sans(
             San::Ip(ip) => ip.to_string() == *cn,
         });
         if !listed {
-            return Err(format!(
-                "the subject common name {cn:?} must also be one of the names (BR §7.1.4.3)"
-            ));
+            return Err(format!("the subject common name {cn:?} must also be one of the names (BR §7.1.4.3)"));
         }
     }
     Ok(out)
@@ -589,31 +504,21 @@ impl IssuerInfo {
         let refuse = |p: String| ProfileError::Issuer(p);
         let cert = verify::parse(der).map_err(|e| refuse(e.to_string()))?;
         let tbs = cert.tbs_certificate();
-        let bc = tbs
-            .get_extension::<BasicConstraints>()
-            .map_err(|e| refuse(format!("basicConstraints: {e}")))?;
+        let bc = tbs.get_extension::<BasicConstraints>().map_err(|e| refuse(format!("basicConstraints: {e}")))?;
         let Some((_, bc)) = bc.filter(|(_, bc)| bc.ca) else {
-            return Err(refuse(
-                "it is not a CA certificate (basicConstraints cA is not TRUE)".into(),
-            ));
+            return Err(refuse("it is not a CA certificate (basicConstraints cA is not TRUE)".into()));
         };
-        let ku = tbs
-            .get_extension::<X509KeyUsage>()
-            .map_err(|e| refuse(format!("keyUsage: {e}")))?;
+        let ku = tbs.get_extension::<X509KeyUsage>().map_err(|e| refuse(format!("keyUsage: {e}")))?;
         if !ku.is_some_and(|(_, ku)| ku.key_cert_sign()) {
             return Err(refuse("its keyUsage does not allow keyCertSign".into()));
         }
         if kind == CertKind::IntermediateCa && bc.path_len_constraint == Some(0) {
-            return Err(refuse(
-                "its pathLenConstraint is 0: it may issue leaves only, not intermediates".into(),
-            ));
+            return Err(refuse("its pathLenConstraint is 0: it may issue leaves only, not intermediates".into()));
         }
         let ski = tbs
             .get_extension::<SubjectKeyIdentifier>()
             .map_err(|e| refuse(format!("subjectKeyIdentifier: {e}")))?
-            .ok_or_else(|| {
-                refuse("it has no subjectKeyIdentifier to use as authorityKeyIdentifier".into())
-            })?
+            .ok_or_else(|| refuse("it has no subjectKeyIdentifier to use as authorityKeyIdentifier".into()))?
             .1
              .0
             .as_bytes()
@@ -642,11 +547,7 @@ impl IssuerInfo {
 fn from_x509_name(name: &x509_cert::name::Name) -> Result<rcgen::DistinguishedName, ProfileError> {
     use der::{Tag, Tagged};
     use rcgen::string as s;
-    let refuse = |p: &str| {
-        ProfileError::Issuer(format!(
-            "its subject name cannot be reproduced exactly: {p}"
-        ))
-    };
+    let refuse = |p: &str| ProfileError::Issuer(format!("its subject name cannot be reproduced exactly: {p}"));
     let mut dn = rcgen::DistinguishedName::new();
     for rdn in name.iter_rdn() {
         if rdn.len() != 1 {
@@ -662,16 +563,10 @@ fn from_x509_name(name: &x509_cert::name::Name) -> Result<rcgen::DistinguishedNa
             let bad = |_| refuse("string does not fit its type");
             let value = match atv.value.tag() {
                 Tag::Utf8String => DnValue::Utf8String(text()?.to_string()),
-                Tag::PrintableString => {
-                    DnValue::PrintableString(s::PrintableString::try_from(text()?).map_err(bad)?)
-                }
+                Tag::PrintableString => DnValue::PrintableString(s::PrintableString::try_from(text()?).map_err(bad)?),
                 Tag::Ia5String => DnValue::Ia5String(s::Ia5String::try_from(text()?).map_err(bad)?),
-                Tag::TeletexString => {
-                    DnValue::TeletexString(s::TeletexString::try_from(text()?).map_err(bad)?)
-                }
-                Tag::BmpString => {
-                    DnValue::BmpString(s::BmpString::from_utf16be(bytes.to_vec()).map_err(bad)?)
-                }
+                Tag::TeletexString => DnValue::TeletexString(s::TeletexString::try_from(text()?).map_err(bad)?),
+                Tag::BmpString => DnValue::BmpString(s::BmpString::from_utf16be(bytes.to_vec()).map_err(bad)?),
                 other => return Err(refuse(&format!("unsupported string type {other}"))),
             };
             dn.push(ty, value);
@@ -689,9 +584,7 @@ fn rcgen_algorithm(alg: SignatureAlgorithm) -> (&'static rcgen::SignatureAlgorit
         SignatureAlgorithm::EcdsaSha384 => (&rcgen::PKCS_ECDSA_P384_SHA384, true),
         SignatureAlgorithm::RsaPkcs1Sha256 => (&rcgen::PKCS_RSA_SHA256, true),
         SignatureAlgorithm::RsaPkcs1Sha384 => (&rcgen::PKCS_RSA_SHA384, true),
-        SignatureAlgorithm::RsaPssSha256 | SignatureAlgorithm::RsaPssSha384 => {
-            (&rcgen::PKCS_RSA_SHA256, false)
-        }
+        SignatureAlgorithm::RsaPssSha256 | SignatureAlgorithm::RsaPssSha384 => (&rcgen::PKCS_RSA_SHA256, false),
     }
 }
 
@@ -723,15 +616,10 @@ fn replace_tbs_algorithm(tbs: &[u8], alg_id: &[u8]) -> Result<Vec<u8>, ProfileEr
     reader.finish().map_err(bad)?;
     let version_first = items.first().and_then(|v| v.first()) == Some(&0xa0);
     if items.len() < 7 || !version_first {
-        return Err(ProfileError::Build(
-            "unexpected TBSCertificate layout from rcgen".into(),
-        ));
+        return Err(ProfileError::Build("unexpected TBSCertificate layout from rcgen".into()));
     }
-    let parts: Vec<&[u8]> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| if i == 2 { alg_id } else { item.as_slice() })
-        .collect();
+    let parts: Vec<&[u8]> =
+        items.iter().enumerate().map(|(i, item)| if i == 2 { alg_id } else { item.as_slice() }).collect();
     verify::sequence_of(&parts)
 }
 
@@ -790,10 +678,7 @@ mod tests {
 
     #[test]
     fn serials_are_positive_and_keep_their_length() {
-        assert_eq!(
-            normalize_serial(&[0xff; 16]),
-            Ok([&[0x7f][..], &[0xff; 15]].concat())
-        );
+        assert_eq!(normalize_serial(&[0xff; 16]), Ok([&[0x7f][..], &[0xff; 15]].concat()));
         assert_eq!(normalize_serial(&[0x80; 20]).map(|s| s[0]), Ok(0x01));
         assert!(normalize_serial(&[1; 15]).is_err());
         assert!(normalize_serial(&[1; 21]).is_err());
@@ -806,11 +691,7 @@ mod tests {
         let ki = key_identifier(&bits);
         assert_eq!(ki.len(), 20);
         assert_eq!(ki, words::sha256(&bits)[..20]);
-        assert_ne!(
-            ki,
-            words::sha256(key.spki_der())[..20],
-            "hashes the key bits, not the SPKI"
-        );
+        assert_ne!(ki, words::sha256(key.spki_der())[..20], "hashes the key bits, not the SPKI");
     }
 
     #[test]
@@ -824,10 +705,7 @@ mod tests {
         assert!(check_sans(CertKind::Leaf, &none, &[dns("localhost")]).is_err());
         assert!(check_sans(CertKind::Leaf, &none, &[dns("a.example"), dns("a.example")]).is_err());
         assert!(check_sans(CertKind::RootCa, &none, &[dns("a.example")]).is_err());
-        let cn = DistinguishedName {
-            common_name: Some("b.example".into()),
-            ..Default::default()
-        };
+        let cn = DistinguishedName { common_name: Some("b.example".into()), ..Default::default() };
         assert!(check_sans(CertKind::Leaf, &cn, &[dns("a.example")]).is_err());
     }
 

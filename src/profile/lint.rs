@@ -15,8 +15,8 @@ use x509_cert::certificate::Version;
 use x509_cert::ext::pkix::constraints::BasicConstraints;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
-    AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, CrlDistributionPoints, ExtendedKeyUsage,
-    KeyUsage, SubjectAltName, SubjectKeyIdentifier,
+    AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage,
+    SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::time::Time;
 use x509_cert::Certificate;
@@ -52,19 +52,11 @@ impl fmt::Display for Finding {
 }
 
 fn error(rule: &'static str, message: impl Into<String>) -> Finding {
-    Finding {
-        rule,
-        severity: Severity::Error,
-        message: message.into(),
-    }
+    Finding { rule, severity: Severity::Error, message: message.into() }
 }
 
 fn warning(rule: &'static str, message: impl Into<String>) -> Finding {
-    Finding {
-        rule,
-        severity: Severity::Warning,
-        message: message.into(),
-    }
+    Finding { rule, severity: Severity::Warning, message: message.into() }
 }
 
 /// Lints a DER certificate on its own (no profile): every rule that can be
@@ -75,10 +67,7 @@ pub fn lint_certificate(der: &[u8]) -> Result<Vec<Finding>, ProfileError> {
 
 /// As [`lint_certificate`], plus the checks that the certificate is of the
 /// kind the profile issues.
-pub(crate) fn lint_der(
-    der: &[u8],
-    expected: Option<CertKind>,
-) -> Result<Vec<Finding>, ProfileError> {
+pub(crate) fn lint_der(der: &[u8], expected: Option<CertKind>) -> Result<Vec<Finding>, ProfileError> {
     let raw = verify::split(der)?;
     let cert = verify::parse(der)?;
     let (view, mut findings) = View::new(&cert, raw.signature_algorithm)?;
@@ -161,18 +150,12 @@ impl View {
             outer_alg,
             issuer_empty: tbs.issuer().is_empty(),
             subject_empty: tbs.subject().is_empty(),
-            self_issued: tbs.issuer().to_der().map_err(enc)?
-                == tbs.subject().to_der().map_err(enc)?,
+            self_issued: tbs.issuer().to_der().map_err(enc)? == tbs.subject().to_der().map_err(enc)?,
             not_before: tbs.validity().not_before,
             not_after: tbs.validity().not_after,
             ext_oids: exts.iter().map(|e| e.extn_id).collect(),
             ec_key: tbs.subject_public_key_info().algorithm.oid == ID_EC_PUBLIC_KEY,
-            common_name: tbs
-                .subject()
-                .common_name()
-                .ok()
-                .flatten()
-                .map(|cn| cn.value().into_owned()),
+            common_name: tbs.subject().common_name().ok().flatten().map(|cn| cn.value().into_owned()),
             basic_constraints: None,
             key_usage: None,
             subject_key_id: false,
@@ -187,10 +170,7 @@ impl View {
         for ext in exts {
             let value = ext.extn_value.as_bytes();
             let bad = |name: &str, e: der::Error| {
-                error(
-                    "extension-decodes",
-                    format!("the {name} extension does not decode: {e}"),
-                )
+                error("extension-decodes", format!("the {name} extension does not decode: {e}"))
             };
             let id = ext.extn_id;
             if id == ce::ID_CE_BASIC_CONSTRAINTS {
@@ -233,9 +213,7 @@ impl View {
                 match CrlDistributionPoints::from_der(value) {
                     Ok(dps) => {
                         for dp in dps.0 {
-                            if let Some(DistributionPointName::FullName(names)) =
-                                dp.distribution_point
-                            {
+                            if let Some(DistributionPointName::FullName(names)) = dp.distribution_point {
                                 view.crl_uris.extend(names.iter().map(general_name_text));
                             }
                         }
@@ -262,9 +240,7 @@ impl View {
     }
 
     fn key_cert_sign(&self) -> bool {
-        self.key_usage
-            .as_ref()
-            .is_some_and(|(_, ku)| ku.key_cert_sign())
+        self.key_usage.as_ref().is_some_and(|(_, ku)| ku.key_cert_sign())
     }
 }
 
@@ -282,10 +258,7 @@ fn version_v3(v: &View, out: &mut Vec<Finding>) {
     if v.version != Version::V3 {
         out.push(error(
             "version-v3",
-            format!(
-                "version is {:?}; keyrite writes only v3 (RFC 5280 §4.1.2.1)",
-                v.version
-            ),
+            format!("version is {:?}; keyrite writes only v3 (RFC 5280 §4.1.2.1)", v.version),
         ));
     }
 }
@@ -295,10 +268,7 @@ fn serial_positive(v: &View, out: &mut Vec<Finding>) {
     let negative = v.serial.first().is_some_and(|b| b & 0x80 != 0);
     let zero = v.serial.iter().all(|b| *b == 0);
     if negative || zero {
-        out.push(error(
-            "serial-positive",
-            "serial number is zero or negative (RFC 5280 §4.1.2.2)",
-        ));
+        out.push(error("serial-positive", "serial number is zero or negative (RFC 5280 §4.1.2.2)"));
     }
 }
 
@@ -308,10 +278,7 @@ fn serial_length(v: &View, out: &mut Vec<Finding>) {
     if v.serial.len() > 20 {
         out.push(error(
             "serial-length",
-            format!(
-                "serial number is {} octets; at most 20 (RFC 5280 §4.1.2.2)",
-                v.serial.len()
-            ),
+            format!("serial number is {} octets; at most 20 (RFC 5280 §4.1.2.2)", v.serial.len()),
         ));
     }
 }
@@ -341,10 +308,7 @@ fn signature_algorithms_match(v: &View, out: &mut Vec<Finding>) {
 /// RFC 5280 §4.1.2.4: the issuer field MUST contain a non-empty name.
 fn issuer_not_empty(v: &View, out: &mut Vec<Finding>) {
     if v.issuer_empty {
-        out.push(error(
-            "issuer-not-empty",
-            "issuer name is empty (RFC 5280 §4.1.2.4)",
-        ));
+        out.push(error("issuer-not-empty", "issuer name is empty (RFC 5280 §4.1.2.4)"));
     }
 }
 
@@ -357,7 +321,10 @@ fn validity_time_encoding(v: &View, out: &mut Vec<Finding>) {
         if (year < 2050) != utc {
             out.push(error(
                 "validity-time-encoding",
-                format!("{name} in {year} is {}; RFC 5280 §4.1.2.5 requires UTCTime before 2050 and GeneralizedTime after", if utc { "UTCTime" } else { "GeneralizedTime" }),
+                format!(
+                    "{name} in {year} is {}; RFC 5280 §4.1.2.5 requires UTCTime before 2050 and GeneralizedTime after",
+                    if utc { "UTCTime" } else { "GeneralizedTime" }
+                ),
             ));
         }
     }
@@ -366,20 +333,14 @@ fn validity_time_encoding(v: &View, out: &mut Vec<Finding>) {
 /// RFC 5280 §4.1.2.5: the validity period runs from notBefore to notAfter.
 fn validity_ordered(v: &View, out: &mut Vec<Finding>) {
     if v.not_before.to_unix_duration() >= v.not_after.to_unix_duration() {
-        out.push(error(
-            "validity-ordered",
-            "notBefore is not before notAfter (RFC 5280 §4.1.2.5)",
-        ));
+        out.push(error("validity-ordered", "notBefore is not before notAfter (RFC 5280 §4.1.2.5)"));
     }
 }
 
 /// RFC 5280 §4.1.2.6: a CA's subject MUST be a non-empty name.
 fn ca_subject_not_empty(v: &View, out: &mut Vec<Finding>) {
     if v.is_ca() && v.subject_empty {
-        out.push(error(
-            "ca-subject-not-empty",
-            "CA certificate with an empty subject (RFC 5280 §4.1.2.6)",
-        ));
+        out.push(error("ca-subject-not-empty", "CA certificate with an empty subject (RFC 5280 §4.1.2.6)"));
     }
 }
 
@@ -404,14 +365,12 @@ fn ca_basic_constraints(v: &View, out: &mut Vec<Finding>) {
     }
     match &v.basic_constraints {
         Some((true, bc)) if bc.ca => {}
-        Some((false, _)) => out.push(error(
-            "ca-basic-constraints",
-            "basicConstraints on a CA is not critical (RFC 5280 §4.2.1.9)",
-        )),
-        _ => out.push(error(
-            "ca-basic-constraints",
-            "keyCertSign without basicConstraints cA=TRUE (RFC 5280 §4.2.1.9)",
-        )),
+        Some((false, _)) => {
+            out.push(error("ca-basic-constraints", "basicConstraints on a CA is not critical (RFC 5280 §4.2.1.9)"))
+        }
+        _ => {
+            out.push(error("ca-basic-constraints", "keyCertSign without basicConstraints cA=TRUE (RFC 5280 §4.2.1.9)"))
+        }
     }
 }
 
@@ -435,18 +394,13 @@ fn ca_key_usage(v: &View, out: &mut Vec<Finding>) {
         return;
     }
     match &v.key_usage {
-        None => out.push(error(
-            "ca-key-usage",
-            "CA certificate without keyUsage (RFC 5280 §4.2.1.3)",
-        )),
-        Some((false, _)) => out.push(error(
-            "ca-key-usage",
-            "keyUsage on a CA is not critical (RFC 5280 §4.2.1.3, BR §7.1.2.10.7)",
-        )),
-        Some((true, ku)) if !ku.key_cert_sign() => out.push(error(
-            "ca-key-usage",
-            "CA certificate without keyCertSign (RFC 5280 §4.2.1.3)",
-        )),
+        None => out.push(error("ca-key-usage", "CA certificate without keyUsage (RFC 5280 §4.2.1.3)")),
+        Some((false, _)) => {
+            out.push(error("ca-key-usage", "keyUsage on a CA is not critical (RFC 5280 §4.2.1.3, BR §7.1.2.10.7)"))
+        }
+        Some((true, ku)) if !ku.key_cert_sign() => {
+            out.push(error("ca-key-usage", "CA certificate without keyCertSign (RFC 5280 §4.2.1.3)"))
+        }
         _ => {}
     }
 }
@@ -454,20 +408,14 @@ fn ca_key_usage(v: &View, out: &mut Vec<Finding>) {
 /// RFC 5280 §4.2.1.3: keyCertSign MUST NOT be asserted unless cA is TRUE.
 fn key_cert_sign_needs_ca(v: &View, out: &mut Vec<Finding>) {
     if v.key_cert_sign() && !v.is_ca() {
-        out.push(error(
-            "key-cert-sign-needs-ca",
-            "keyCertSign asserted but cA is not TRUE (RFC 5280 §4.2.1.3)",
-        ));
+        out.push(error("key-cert-sign-needs-ca", "keyCertSign asserted but cA is not TRUE (RFC 5280 §4.2.1.3)"));
     }
 }
 
 /// RFC 5280 §4.2.1.2: subjectKeyIdentifier MUST appear in CA certificates.
 fn ca_subject_key_identifier(v: &View, out: &mut Vec<Finding>) {
     if v.is_ca() && !v.subject_key_id {
-        out.push(error(
-            "ca-subject-key-identifier",
-            "CA certificate without subjectKeyIdentifier (RFC 5280 §4.2.1.2)",
-        ));
+        out.push(error("ca-subject-key-identifier", "CA certificate without subjectKeyIdentifier (RFC 5280 §4.2.1.2)"));
     }
 }
 
@@ -475,20 +423,14 @@ fn ca_subject_key_identifier(v: &View, out: &mut Vec<Finding>) {
 /// present except in self-signed certificates.
 fn authority_key_identifier(v: &View, out: &mut Vec<Finding>) {
     if !v.self_issued && !v.authority_key_id {
-        out.push(error(
-            "authority-key-identifier",
-            "authorityKeyIdentifier missing (RFC 5280 §4.2.1.1)",
-        ));
+        out.push(error("authority-key-identifier", "authorityKeyIdentifier missing (RFC 5280 §4.2.1.1)"));
     }
 }
 
 /// CA/B BR §7.1.2.1.2: root certificates MUST NOT contain extendedKeyUsage.
 fn root_without_eku(v: &View, out: &mut Vec<Finding>) {
     if v.is_ca() && v.self_issued && v.eku.is_some() {
-        out.push(error(
-            "root-without-eku",
-            "root certificate with extendedKeyUsage (BR §7.1.2.1.2)",
-        ));
+        out.push(error("root-without-eku", "root certificate with extendedKeyUsage (BR §7.1.2.1.2)"));
     }
 }
 
@@ -496,10 +438,7 @@ fn root_without_eku(v: &View, out: &mut Vec<Finding>) {
 /// subjects in subjectAltName.
 fn leaf_san_present(v: &View, out: &mut Vec<Finding>) {
     if !v.is_ca() && v.san.as_ref().is_none_or(|(_, names)| names.is_empty()) {
-        out.push(error(
-            "leaf-san-present",
-            "leaf without subjectAltName (RFC 5280 §4.2.1.6, BR §7.1.2.7.12)",
-        ));
+        out.push(error("leaf-san-present", "leaf without subjectAltName (RFC 5280 §4.2.1.6, BR §7.1.2.7.12)"));
     }
 }
 
@@ -524,12 +463,8 @@ fn leaf_common_name_in_san(v: &View, out: &mut Vec<Finding>) {
             GeneralName::IpAddress(ip) => {
                 let b = ip.as_bytes();
                 let text = match b.len() {
-                    4 => <[u8; 4]>::try_from(b)
-                        .map(|a| std::net::IpAddr::from(a).to_string())
-                        .ok(),
-                    16 => <[u8; 16]>::try_from(b)
-                        .map(|a| std::net::IpAddr::from(a).to_string())
-                        .ok(),
+                    4 => <[u8; 4]>::try_from(b).map(|a| std::net::IpAddr::from(a).to_string()).ok(),
+                    16 => <[u8; 16]>::try_from(b).map(|a| std::net::IpAddr::from(a).to_string()).ok(),
                     _ => None,
                 };
                 text.as_deref() == Some(cn.as_str())
@@ -550,10 +485,7 @@ fn leaf_common_name_in_san(v: &View, out: &mut Vec<Finding>) {
 fn ec_no_encipherment(v: &View, out: &mut Vec<Finding>) {
     if let (true, Some((_, ku))) = (v.ec_key, &v.key_usage) {
         if ku.key_encipherment() || ku.data_encipherment() {
-            out.push(error(
-                "ec-no-encipherment",
-                "EC key with keyEncipherment or dataEncipherment (RFC 8813 §3)",
-            ));
+            out.push(error("ec-no-encipherment", "EC key with keyEncipherment or dataEncipherment (RFC 8813 §3)"));
         }
     }
 }
@@ -562,14 +494,10 @@ fn ec_no_encipherment(v: &View, out: &mut Vec<Finding>) {
 /// certificates.
 fn name_constraints_critical_on_ca(v: &View, out: &mut Vec<Finding>) {
     match v.name_constraints_critical {
-        Some(false) => out.push(error(
-            "name-constraints",
-            "nameConstraints is not critical (RFC 5280 §4.2.1.10)",
-        )),
-        Some(true) if !v.is_ca() => out.push(error(
-            "name-constraints",
-            "nameConstraints in a non-CA certificate (RFC 5280 §4.2.1.10)",
-        )),
+        Some(false) => out.push(error("name-constraints", "nameConstraints is not critical (RFC 5280 §4.2.1.10)")),
+        Some(true) if !v.is_ca() => {
+            out.push(error("name-constraints", "nameConstraints in a non-CA certificate (RFC 5280 §4.2.1.10)"))
+        }
         _ => {}
     }
 }
@@ -578,10 +506,7 @@ fn name_constraints_critical_on_ca(v: &View, out: &mut Vec<Finding>) {
 /// AIA locations are plain http URIs (https would need the very validation
 /// they serve).
 fn uris_are_http(v: &View, out: &mut Vec<Finding>) {
-    for (ext, uris) in [
-        ("cRLDistributionPoints", &v.crl_uris),
-        ("authorityInfoAccess", &v.aia_uris),
-    ] {
+    for (ext, uris) in [("cRLDistributionPoints", &v.crl_uris), ("authorityInfoAccess", &v.aia_uris)] {
         for uri in uris {
             if super::template::check_http_uri(uri).is_err() {
                 out.push(error(
@@ -598,10 +523,7 @@ fn uris_are_http(v: &View, out: &mut Vec<Finding>) {
 /// (BR §4.9.1.1) may rightly have none.
 fn revocation_info_present(v: &View, out: &mut Vec<Finding>) {
     if !v.self_issued && v.crl_uris.is_empty() && !v.has_ocsp {
-        out.push(warning(
-            "revocation-info-present",
-            "neither cRLDistributionPoints nor an OCSP URI",
-        ));
+        out.push(warning("revocation-info-present", "neither cRLDistributionPoints nor an OCSP URI"));
     }
 }
 
@@ -611,11 +533,7 @@ fn profile_kind(v: &View, kind: CertKind, out: &mut Vec<Finding>) {
     if kind.is_ca() != v.is_ca() {
         out.push(error(
             "profile-kind",
-            format!(
-                "a {} profile produced a certificate with cA={}",
-                kind.name(),
-                v.is_ca()
-            ),
+            format!("a {} profile produced a certificate with cA={}", kind.name(), v.is_ca()),
         ));
     }
     if (kind == CertKind::RootCa) != v.self_issued {
@@ -633,9 +551,7 @@ fn profile_kind(v: &View, kind: CertKind, out: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints as Bc, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose as Ku,
-    };
+    use rcgen::{BasicConstraints as Bc, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose as Ku};
 
     fn key() -> KeyPair {
         KeyPair::generate().expect("key")
@@ -659,19 +575,12 @@ mod tests {
     }
 
     fn rules(f: &[Finding]) -> Vec<&'static str> {
-        f.iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| f.rule)
-            .collect()
+        f.iter().filter(|f| f.severity == Severity::Error).map(|f| f.rule).collect()
     }
 
     /// A clean root view, to be broken one field at a time.
     fn view() -> View {
-        let der = ca_params()
-            .self_signed(&key())
-            .expect("sign")
-            .der()
-            .to_vec();
+        let der = ca_params().self_signed(&key()).expect("sign").der().to_vec();
         let raw = verify::split(&der).expect("split");
         let cert = verify::parse(&der).expect("parse");
         let (v, f) = View::new(&cert, raw.signature_algorithm).expect("view");
@@ -714,12 +623,8 @@ mod tests {
         assert_eq!(run(serial_entropy, &v), ["serial-entropy"]);
 
         assert!(run(signature_algorithms_match, &good).is_empty());
-        v.outer_alg =
-            verify::algorithm_identifier(crate::hsm::SignatureAlgorithm::EcdsaSha384).to_vec();
-        assert_eq!(
-            run(signature_algorithms_match, &v),
-            ["signature-algorithms-match"]
-        );
+        v.outer_alg = verify::algorithm_identifier(crate::hsm::SignatureAlgorithm::EcdsaSha384).to_vec();
+        assert_eq!(run(signature_algorithms_match, &v), ["signature-algorithms-match"]);
     }
 
     #[test]
@@ -744,10 +649,7 @@ mod tests {
         assert!(run(validity_ordered, &good).is_empty());
         let mut p = ca_params();
         p.not_after = rcgen::date_time_ymd(2060, 1, 1);
-        assert!(
-            lint_params(&p).is_empty(),
-            "rcgen writes GeneralizedTime from 2050"
-        );
+        assert!(lint_params(&p).is_empty(), "rcgen writes GeneralizedTime from 2050");
         let mut v = view();
         std::mem::swap(&mut v.not_before, &mut v.not_after);
         assert_eq!(run(validity_ordered, &v), ["validity-ordered"]);
@@ -775,10 +677,7 @@ mod tests {
         }
         let mut v = view();
         v.ext_oids.push(v.ext_oids[0]);
-        assert_eq!(
-            run(no_duplicate_extensions, &v),
-            ["no-duplicate-extensions"]
-        );
+        assert_eq!(run(no_duplicate_extensions, &v), ["no-duplicate-extensions"]);
 
         let mut v = view();
         if let Some((crit, _)) = &mut v.basic_constraints {
@@ -797,18 +696,12 @@ mod tests {
 
         let mut v = view();
         v.subject_key_id = false;
-        assert_eq!(
-            run(ca_subject_key_identifier, &v),
-            ["ca-subject-key-identifier"]
-        );
+        assert_eq!(run(ca_subject_key_identifier, &v), ["ca-subject-key-identifier"]);
 
         let mut v = view();
         v.self_issued = false;
         v.authority_key_id = false;
-        assert_eq!(
-            run(authority_key_identifier, &v),
-            ["authority-key-identifier"]
-        );
+        assert_eq!(run(authority_key_identifier, &v), ["authority-key-identifier"]);
 
         let mut v = view();
         v.eku = Some(vec![const_oid::db::rfc5280::ID_KP_SERVER_AUTH]);
@@ -816,24 +709,16 @@ mod tests {
 
         let mut v = view();
         v.name_constraints_critical = Some(false);
-        assert_eq!(
-            run(name_constraints_critical_on_ca, &v),
-            ["name-constraints"]
-        );
+        assert_eq!(run(name_constraints_critical_on_ca, &v), ["name-constraints"]);
     }
 
     #[test]
     fn key_cert_sign_and_path_len_need_a_ca() {
         let mut p = ca_params();
         p.is_ca = IsCa::ExplicitNoCa;
-        p.subject_alt_names = vec![rcgen::SanType::DnsName(
-            "a.example".try_into().expect("name"),
-        )];
+        p.subject_alt_names = vec![rcgen::SanType::DnsName("a.example".try_into().expect("name"))];
         let r = rules(&lint_params(&p));
-        assert!(
-            r.contains(&"key-cert-sign-needs-ca") && r.contains(&"ca-basic-constraints"),
-            "{r:?}"
-        );
+        assert!(r.contains(&"key-cert-sign-needs-ca") && r.contains(&"ca-basic-constraints"), "{r:?}");
 
         let mut v = view();
         v.key_usage = None;
@@ -846,16 +731,12 @@ mod tests {
     fn leaf_params(ku: Vec<Ku>) -> CertificateParams {
         let mut p = CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
-        p.subject_alt_names = vec![rcgen::SanType::DnsName(
-            "www.example.com".try_into().expect("name"),
-        )];
+        p.subject_alt_names = vec![rcgen::SanType::DnsName("www.example.com".try_into().expect("name"))];
         p.key_usages = ku;
         p.serial_number = Some(vec![0x22; 16].into());
         p.not_before = rcgen::date_time_ymd(2025, 1, 1);
         p.not_after = rcgen::date_time_ymd(2025, 2, 1);
-        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-            uris: vec!["http://crl.example/x.crl".into()],
-        }];
+        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec!["http://crl.example/x.crl".into()] }];
         p
     }
 
@@ -876,40 +757,29 @@ mod tests {
         assert!(findings.is_empty(), "{findings:?}");
 
         // rcgen's default EC key with keyEncipherment: RFC 8813 forbids it.
-        let r = rules(&leaf_lint(&leaf_params(vec![
-            Ku::DigitalSignature,
-            Ku::KeyEncipherment,
-        ])));
+        let r = rules(&leaf_lint(&leaf_params(vec![Ku::DigitalSignature, Ku::KeyEncipherment])));
         assert_eq!(r, ["ec-no-encipherment"]);
 
         let mut p = good.clone();
         p.subject_alt_names.clear();
-        p.distinguished_name
-            .push(DnType::CommonName, "www.example.com");
+        p.distinguished_name.push(DnType::CommonName, "www.example.com");
         let r = rules(&leaf_lint(&p));
-        assert!(
-            r.contains(&"leaf-san-present") && r.contains(&"leaf-common-name-in-san"),
-            "{r:?}"
-        );
+        assert!(r.contains(&"leaf-san-present") && r.contains(&"leaf-common-name-in-san"), "{r:?}");
 
         let mut p = good.clone();
-        p.distinguished_name
-            .push(DnType::CommonName, "www.example.com");
+        p.distinguished_name.push(DnType::CommonName, "www.example.com");
         assert!(rules(&leaf_lint(&p)).is_empty());
 
         let mut p = good.clone();
-        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-            uris: vec!["https://crl.example/x.crl".into()],
-        }];
+        p.crl_distribution_points =
+            vec![rcgen::CrlDistributionPoint { uris: vec!["https://crl.example/x.crl".into()] }];
         assert_eq!(rules(&leaf_lint(&p)), ["uris-are-http"]);
 
         let mut p = good.clone();
         p.crl_distribution_points.clear();
         let f = leaf_lint(&p);
         assert!(rules(&f).is_empty());
-        assert!(f
-            .iter()
-            .any(|f| f.rule == "revocation-info-present" && f.severity == Severity::Warning));
+        assert!(f.iter().any(|f| f.rule == "revocation-info-present" && f.severity == Severity::Warning));
 
         let mut p = good.clone();
         p.name_constraints = Some(rcgen::NameConstraints {
@@ -931,27 +801,18 @@ mod tests {
         let raw = verify::split(&der).expect("split");
         let cert = verify::parse(&der).expect("parse");
         let (mut v, _) = View::new(&cert, raw.signature_algorithm).expect("view");
-        assert!(
-            v.san.as_ref().is_some_and(|(c, _)| *c),
-            "rcgen marks it critical"
-        );
+        assert!(v.san.as_ref().is_some_and(|(c, _)| *c), "rcgen marks it critical");
         assert!(run(san_critical_if_subject_empty, &v).is_empty());
         if let Some((crit, _)) = &mut v.san {
             *crit = false;
         }
-        assert_eq!(
-            run(san_critical_if_subject_empty, &v),
-            ["san-critical-if-subject-empty"]
-        );
+        assert_eq!(run(san_critical_if_subject_empty, &v), ["san-critical-if-subject-empty"]);
     }
 
     #[test]
     fn profile_kind_rule() {
         let v = view();
         assert!(run(|v, o| profile_kind(v, CertKind::RootCa, o), &v).is_empty());
-        assert_eq!(
-            run(|v, o| profile_kind(v, CertKind::Leaf, o), &v),
-            ["profile-kind", "profile-kind"]
-        );
+        assert_eq!(run(|v, o| profile_kind(v, CertKind::Leaf, o), &v), ["profile-kind", "profile-kind"]);
     }
 }

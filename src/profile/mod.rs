@@ -27,8 +27,7 @@ use crate::words::Fingerprint;
 pub use build::issue;
 pub use lint::{lint_certificate, Finding, Severity};
 pub use template::{
-    AccessInfo, CertKind, ExtendedKeyUsage, KeyUsage, NameConstraintsSpec, Profile,
-    SubjectKeyPolicy, SubjectKeyType,
+    AccessInfo, CertKind, ExtendedKeyUsage, KeyUsage, NameConstraintsSpec, Profile, SubjectKeyPolicy, SubjectKeyType,
 };
 pub use verify::{certificate_summary, dn_to_string, CertSummary};
 
@@ -85,10 +84,7 @@ impl DistinguishedName {
                     return Err((name, "is empty; remove it or give a value".into()));
                 }
                 if v.chars().count() > max {
-                    return Err((
-                        name,
-                        format!("is longer than the {max} characters RFC 5280 allows"),
-                    ));
+                    return Err((name, format!("is longer than the {max} characters RFC 5280 allows")));
                 }
                 if v.chars().any(char::is_control) {
                     return Err((name, "contains control characters".into()));
@@ -97,10 +93,7 @@ impl DistinguishedName {
         }
         if let Some(c) = &self.country {
             if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
-                return Err((
-                    "country",
-                    format!("{c:?} is not a two-letter upper-case ISO 3166 code such as \"DE\""),
-                ));
+                return Err(("country", format!("{c:?} is not a two-letter upper-case ISO 3166 code such as \"DE\"")));
             }
         }
         Ok(())
@@ -218,31 +211,17 @@ pub enum ProfileError {
         source: std::io::Error,
     },
     #[error("{source_name}: not a valid template: {message}")]
-    Syntax {
-        source_name: String,
-        message: String,
-    },
+    Syntax { source_name: String, message: String },
     #[error("{source_name}: field `{field}`: {problem}")]
-    Template {
-        source_name: String,
-        field: String,
-        problem: String,
-    },
+    Template { source_name: String, field: String, problem: String },
     #[error("request refused by profile {profile}: {field}: {problem}")]
-    Request {
-        profile: String,
-        field: &'static str,
-        problem: String,
-    },
+    Request { profile: String, field: &'static str, problem: String },
     #[error("issuer certificate refused: {0}")]
     Issuer(String),
     #[error("signer {signer} cannot issue this certificate: {problem}")]
     WrongSigner { signer: String, problem: String },
     #[error("lint refused the certificate for profile {profile}; nothing was signed with the real key. Fix the template or request:\n{}", format_findings(.findings))]
-    Lint {
-        profile: String,
-        findings: Vec<Finding>,
-    },
+    Lint { profile: String, findings: Vec<Finding> },
     #[error("signer {signer} failed: {source}")]
     Signer {
         signer: String,
@@ -252,18 +231,11 @@ pub enum ProfileError {
     #[error("building the certificate failed: {0}")]
     Build(String),
     #[error("post-signing check `{check}` failed: {problem}. The certificate must not be used or published; check the signer and the audit log")]
-    Verify {
-        check: &'static str,
-        problem: String,
-    },
+    Verify { check: &'static str, problem: String },
     #[error("certificate does not parse: {0}")]
     Parse(String),
 }
 
 fn format_findings(findings: &[Finding]) -> String {
-    findings
-        .iter()
-        .map(|f| format!("  {f}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    findings.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
 }

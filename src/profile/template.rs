@@ -71,10 +71,7 @@ impl KeyUsage {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map_or("?", |(n, _)| n)
+        Self::ALL.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -132,10 +129,7 @@ impl SubjectKeyType {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map_or("?", |(n, _)| n)
+        Self::ALL.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -179,9 +173,7 @@ impl SubjectKeyPolicy {
     /// Checks a DER SubjectPublicKeyInfo against the policy.
     pub fn check(&self, spki_der: &[u8]) -> Result<KeyFamily, String> {
         use aws_lc_rs::signature as sig;
-        use const_oid::db::rfc5912::{
-            ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1,
-        };
+        use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1};
         use der::Encode;
 
         let spki = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
@@ -189,13 +181,7 @@ impl SubjectKeyPolicy {
         if spki.to_der().ok().as_deref() != Some(spki_der) {
             return Err("the public key has trailing or non-canonical bytes".into());
         }
-        let names = || {
-            self.allowed
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || self.allowed.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
         let bits = spki.subject_public_key.raw_bytes();
         let oid = spki.algorithm.oid;
         if oid == ID_EC_PUBLIC_KEY {
@@ -203,23 +189,15 @@ impl SubjectKeyPolicy {
                 .algorithm
                 .parameters_oid()
                 .map_err(|_| "EC public key without a named curve (RFC 5480 §2.1.1)".to_string())?;
-            let (kind, alg): (_, &'static sig::EcdsaVerificationAlgorithm) =
-                if curve == SECP_256_R_1 {
-                    (SubjectKeyType::EcdsaP256, &sig::ECDSA_P256_SHA256_ASN1)
-                } else if curve == SECP_384_R_1 {
-                    (SubjectKeyType::EcdsaP384, &sig::ECDSA_P384_SHA384_ASN1)
-                } else {
-                    return Err(format!(
-                        "EC curve {curve} is not allowed; allowed: {}",
-                        names()
-                    ));
-                };
+            let (kind, alg): (_, &'static sig::EcdsaVerificationAlgorithm) = if curve == SECP_256_R_1 {
+                (SubjectKeyType::EcdsaP256, &sig::ECDSA_P256_SHA256_ASN1)
+            } else if curve == SECP_384_R_1 {
+                (SubjectKeyType::EcdsaP384, &sig::ECDSA_P384_SHA384_ASN1)
+            } else {
+                return Err(format!("EC curve {curve} is not allowed; allowed: {}", names()));
+            };
             if !self.allowed.contains(&kind) {
-                return Err(format!(
-                    "{} keys are not allowed by this profile; allowed: {}",
-                    kind.name(),
-                    names()
-                ));
+                return Err(format!("{} keys are not allowed by this profile; allowed: {}", kind.name(), names()));
             }
             if bits.first() != Some(&0x04) {
                 return Err("EC point is not in uncompressed form (RFC 5480 §2.2)".into());
@@ -234,18 +212,11 @@ impl SubjectKeyPolicy {
                 return Err("RSA public key parameters are not NULL (RFC 3279 §2.3.1)".into());
             }
             let Some(min) = self.allowed.iter().filter_map(|k| k.rsa_bits()).min() else {
-                return Err(format!(
-                    "RSA keys are not allowed by this profile; allowed: {}",
-                    names()
-                ));
+                return Err(format!("RSA keys are not allowed by this profile; allowed: {}", names()));
             };
             let (n, e) = crate::hsm::rsa_public_key_parts(bits).map_err(|e| e.to_string())?;
             let bits_len = crate::hsm::rsa_modulus_bits(bits).map_err(|e| e.to_string())?;
-            let e = e
-                .iter()
-                .skip_while(|b| **b == 0)
-                .copied()
-                .collect::<Vec<_>>();
+            let e = e.iter().skip_while(|b| **b == 0).copied().collect::<Vec<_>>();
             if e != [0x01, 0x00, 0x01] {
                 return Err("RSA public exponent is not 65537".into());
             }
@@ -261,10 +232,7 @@ impl SubjectKeyPolicy {
                 .map_err(|_| "aws-lc rejects the RSA public key".to_string())?;
             return Ok(KeyFamily::Rsa { bits: bits_len });
         }
-        Err(format!(
-            "public key algorithm {oid} is not allowed; allowed: {}",
-            names()
-        ))
+        Err(format!("public key algorithm {oid} is not allowed; allowed: {}", names()))
     }
 }
 
@@ -315,19 +283,15 @@ pub struct Profile {
 impl Profile {
     /// Reads and validates a template file.
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-            source_name: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ProfileError::Read { source_name: path.to_path_buf(), source })?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
     /// Parses and validates template text; `source_name` appears in errors.
     pub fn from_toml_str(text: &str, source_name: &str) -> Result<Profile, ProfileError> {
-        let raw: RawTemplate = toml::from_str(text).map_err(|e| ProfileError::Syntax {
-            source_name: source_name.into(),
-            message: e.to_string(),
-        })?;
+        let raw: RawTemplate = toml::from_str(text)
+            .map_err(|e| ProfileError::Syntax { source_name: source_name.into(), message: e.to_string() })?;
         raw.validate(source_name)
     }
 
@@ -470,10 +434,7 @@ impl RawTemplate {
             "intermediate-ca" => CertKind::IntermediateCa,
             "leaf" => CertKind::Leaf,
             other => {
-                return Err(err(
-                    "kind",
-                    format!("{other:?} is not one of \"root-ca\", \"intermediate-ca\", \"leaf\""),
-                ))
+                return Err(err("kind", format!("{other:?} is not one of \"root-ca\", \"intermediate-ca\", \"leaf\"")))
             }
         };
 
@@ -487,27 +448,21 @@ impl RawTemplate {
                     locality: s.locality,
                     state: s.state,
                 };
-                dn.check()
-                    .map_err(|(f, p)| err(&format!("subject.{f}"), p))?;
+                dn.check().map_err(|(f, p)| err(&format!("subject.{f}"), p))?;
                 Some(dn)
             }
             None => None,
         };
-        if kind.is_ca()
-            && subject
-                .as_ref()
-                .and_then(|s| s.common_name.as_ref())
-                .is_none()
-        {
+        if kind.is_ca() && subject.as_ref().and_then(|s| s.common_name.as_ref()).is_none() {
             return Err(err(
                 "subject.common_name",
-                "a CA certificate needs a subject with a common name (RFC 5280 §4.1.2.6); add [subject] common_name".into(),
+                "a CA certificate needs a subject with a common name (RFC 5280 §4.1.2.6); add [subject] common_name"
+                    .into(),
             ));
         }
 
         let validity = parse_duration(&self.validity).map_err(|p| err("validity", p))?;
-        let max_validity =
-            parse_duration(&self.max_validity).map_err(|p| err("max_validity", p))?;
+        let max_validity = parse_duration(&self.max_validity).map_err(|p| err("max_validity", p))?;
         let ceiling = kind.validity_ceiling();
         if max_validity > ceiling {
             return Err(err(
@@ -523,10 +478,7 @@ impl RawTemplate {
         if validity > max_validity {
             return Err(err(
                 "validity",
-                format!(
-                    "{} is longer than max_validity {}",
-                    self.validity, self.max_validity
-                ),
+                format!("{} is longer than max_validity {}", self.validity, self.max_validity),
             ));
         }
 
@@ -543,47 +495,26 @@ impl RawTemplate {
         let mut key_usage = Vec::new();
         for (i, name) in self.key_usage.iter().enumerate() {
             let ku = KeyUsage::from_name(name).ok_or_else(|| {
-                let all = KeyUsage::ALL
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                err(
-                    &format!("key_usage[{i}]"),
-                    format!("{name:?} is not one of {all}"),
-                )
+                let all = KeyUsage::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+                err(&format!("key_usage[{i}]"), format!("{name:?} is not one of {all}"))
             })?;
             if key_usage.contains(&ku) {
-                return Err(err(
-                    &format!("key_usage[{i}]"),
-                    format!("{name} is listed twice"),
-                ));
+                return Err(err(&format!("key_usage[{i}]"), format!("{name} is listed twice")));
             }
             key_usage.push(ku);
         }
-        let signs_certs =
-            key_usage.contains(&KeyUsage::KeyCertSign) || key_usage.contains(&KeyUsage::CrlSign);
+        let signs_certs = key_usage.contains(&KeyUsage::KeyCertSign) || key_usage.contains(&KeyUsage::CrlSign);
         if kind.is_ca() {
             for needed in [KeyUsage::KeyCertSign, KeyUsage::CrlSign] {
                 if !key_usage.contains(&needed) {
                     return Err(err(
                         "key_usage",
-                        format!(
-                            "a {} must have {} (RFC 5280 §4.2.1.3)",
-                            kind.name(),
-                            needed.name()
-                        ),
+                        format!("a {} must have {} (RFC 5280 §4.2.1.3)", kind.name(), needed.name()),
                     ));
                 }
             }
-            if let Some(ku) = key_usage
-                .iter()
-                .find(|k| k.is_rsa_only() || **k == KeyUsage::KeyAgreement)
-            {
-                return Err(err(
-                    "key_usage",
-                    format!("a CA key only signs; remove {}", ku.name()),
-                ));
+            if let Some(ku) = key_usage.iter().find(|k| k.is_rsa_only() || **k == KeyUsage::KeyAgreement) {
+                return Err(err("key_usage", format!("a CA key only signs; remove {}", ku.name())));
             }
         } else {
             if signs_certs {
@@ -593,25 +524,16 @@ impl RawTemplate {
                 ));
             }
             if !key_usage.contains(&KeyUsage::DigitalSignature) {
-                return Err(err(
-                    "key_usage",
-                    "a TLS leaf needs digital-signature (BR §7.1.2.7.11)".into(),
-                ));
+                return Err(err("key_usage", "a TLS leaf needs digital-signature (BR §7.1.2.7.11)".into()));
             }
         }
 
         match (kind, self.path_len) {
             (CertKind::IntermediateCa, None) => {
-                return Err(err(
-                    "path_len",
-                    "an intermediate must set path_len (0: it may only issue leaves)".into(),
-                ))
+                return Err(err("path_len", "an intermediate must set path_len (0: it may only issue leaves)".into()))
             }
             (CertKind::Leaf, Some(_)) => {
-                return Err(err(
-                    "path_len",
-                    "a leaf is not a CA; remove path_len (RFC 5280 §4.2.1.9)".into(),
-                ))
+                return Err(err("path_len", "a leaf is not a CA; remove path_len (RFC 5280 §4.2.1.9)".into()))
             }
             _ => {}
         }
@@ -619,10 +541,7 @@ impl RawTemplate {
         let mut extended_key_usage = Vec::new();
         for (i, name) in self.extended_key_usage.iter().enumerate() {
             let eku = ExtendedKeyUsage::from_name(name).ok_or_else(|| {
-                err(
-                    &format!("extended_key_usage[{i}]"),
-                    format!("{name:?} is not one of server-auth, client-auth"),
-                )
+                err(&format!("extended_key_usage[{i}]"), format!("{name:?} is not one of server-auth, client-auth"))
             })?;
             if !extended_key_usage.contains(&eku) {
                 extended_key_usage.push(eku);
@@ -646,12 +565,8 @@ impl RawTemplate {
 
         let mut policies = Vec::new();
         for (i, text) in self.policies.iter().enumerate() {
-            let oid = const_oid::ObjectIdentifier::new(text).map_err(|e| {
-                err(
-                    &format!("policies[{i}]"),
-                    format!("{text:?} is not a dotted OID: {e}"),
-                )
-            })?;
+            let oid = const_oid::ObjectIdentifier::new(text)
+                .map_err(|e| err(&format!("policies[{i}]"), format!("{text:?} is not a dotted OID: {e}")))?;
             policies.push(oid);
         }
 
@@ -662,17 +577,12 @@ impl RawTemplate {
             None => AccessInfo::default(),
             Some(a) => {
                 for (i, uri) in a.ca_issuers.iter().enumerate() {
-                    check_http_uri(uri)
-                        .map_err(|p| err(&format!("authority_info_access.ca_issuers[{i}]"), p))?;
+                    check_http_uri(uri).map_err(|p| err(&format!("authority_info_access.ca_issuers[{i}]"), p))?;
                 }
                 for (i, uri) in a.ocsp.iter().enumerate() {
-                    check_http_uri(uri)
-                        .map_err(|p| err(&format!("authority_info_access.ocsp[{i}]"), p))?;
+                    check_http_uri(uri).map_err(|p| err(&format!("authority_info_access.ocsp[{i}]"), p))?;
                 }
-                AccessInfo {
-                    ca_issuers: a.ca_issuers,
-                    ocsp: a.ocsp,
-                }
+                AccessInfo { ca_issuers: a.ca_issuers, ocsp: a.ocsp }
             }
         };
         if kind == CertKind::RootCa {
@@ -721,7 +631,10 @@ impl RawTemplate {
                     excluded_ip: ips(&nc.excluded_ip, "excluded_ip")?,
                 };
                 if spec == NameConstraintsSpec::default() {
-                    return Err(err("name_constraints", "is empty; list at least one subtree or remove the table".into()));
+                    return Err(err(
+                        "name_constraints",
+                        "is empty; list at least one subtree or remove the table".into(),
+                    ));
                 }
                 Some(spec)
             }
@@ -734,20 +647,14 @@ impl RawTemplate {
                 err(&field, format!("{name:?} is not one of ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096"))
             })?;
             if k == SubjectKeyType::Rsa2048 && kind.is_ca() {
-                return Err(err(
-                    &field,
-                    "rsa-2048 is too weak for a CA key; use rsa-3072 or larger".into(),
-                ));
+                return Err(err(&field, "rsa-2048 is too weak for a CA key; use rsa-3072 or larger".into()));
             }
             if !allowed.contains(&k) {
                 allowed.push(k);
             }
         }
         if allowed.is_empty() {
-            return Err(err(
-                "allowed_key_algorithms",
-                "is empty; list the key types this profile may certify".into(),
-            ));
+            return Err(err("allowed_key_algorithms", "is empty; list the key types this profile may certify".into()));
         }
 
         Ok(Profile {
@@ -771,16 +678,9 @@ impl RawTemplate {
 
 fn parse_signature(name: &str) -> Option<SignatureAlgorithm> {
     use SignatureAlgorithm::*;
-    [
-        EcdsaSha256,
-        EcdsaSha384,
-        RsaPkcs1Sha256,
-        RsaPkcs1Sha384,
-        RsaPssSha256,
-        RsaPssSha384,
-    ]
-    .into_iter()
-    .find(|s| s.name() == name)
+    [EcdsaSha256, EcdsaSha384, RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384]
+        .into_iter()
+        .find(|s| s.name() == name)
 }
 
 /// "36h" or "90d": a whole number of hours or days. Months and years are
@@ -804,15 +704,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// (RFC 5280 §4.2.1.13, BR §7.1.2.11.2 and §7.1.2.10.3).
 pub(crate) fn check_http_uri(uri: &str) -> Result<(), String> {
     let Some(rest) = uri.strip_prefix("http://") else {
-        return Err(format!(
-            "{uri:?} must be an http:// URI (relying parties fetch it without TLS)"
-        ));
+        return Err(format!("{uri:?} must be an http:// URI (relying parties fetch it without TLS)"));
     };
     let host = rest.split(['/', ':']).next().unwrap_or("");
-    if host.is_empty()
-        || !uri.is_ascii()
-        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if host.is_empty() || !uri.is_ascii() || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("{uri:?} is not a valid http URI with a host"));
     }
     Ok(())
@@ -837,7 +732,9 @@ pub(crate) fn check_dns_labels(name: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("label {label:?} is not a valid DNS label (letters, digits, hyphens; 1-63 characters)"));
+            return Err(format!(
+                "label {label:?} is not a valid DNS label (letters, digits, hyphens; 1-63 characters)"
+            ));
         }
     }
     Ok(())
@@ -845,15 +742,10 @@ pub(crate) fn check_dns_labels(name: &str) -> Result<(), String> {
 
 /// "10.0.0.0/8" or "2001:db8::/32", with no host bits set.
 fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not CIDR notation like \"10.0.0.0/8\""))?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .map_err(|_| format!("{text:?}: prefix is not a number"))?;
+    let (addr, prefix) =
+        text.split_once('/').ok_or_else(|| format!("{text:?} is not CIDR notation like \"10.0.0.0/8\""))?;
+    let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
+    let prefix: u8 = prefix.parse().map_err(|_| format!("{text:?}: prefix is not a number"))?;
     let (max, bits) = match addr {
         IpAddr::V4(a) => (32u8, u128::from(u32::from(a)) << 96),
         IpAddr::V6(a) => (128u8, u128::from(a)),
@@ -861,15 +753,9 @@ fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     if prefix > max {
         return Err(format!("{text:?}: prefix /{prefix} is longer than {max}"));
     }
-    let host_mask = if prefix == 0 {
-        u128::MAX
-    } else {
-        u128::MAX >> prefix
-    };
+    let host_mask = if prefix == 0 { u128::MAX } else { u128::MAX >> prefix };
     if bits & host_mask != 0 {
-        return Err(format!(
-            "{text:?}: host bits are set; write the network address"
-        ));
+        return Err(format!("{text:?}: host bits are set; write the network address"));
     }
     Ok((addr, prefix))
 }
@@ -886,59 +772,37 @@ mod tests {
     fn shipped_templates_parse() {
         let root = Profile::from_toml_str(ROOT, "root-ca.toml").expect("root");
         assert_eq!(root.kind(), CertKind::RootCa);
-        let inter =
-            Profile::from_toml_str(INTERMEDIATE, "intermediate-ca.toml").expect("intermediate");
+        let inter = Profile::from_toml_str(INTERMEDIATE, "intermediate-ca.toml").expect("intermediate");
         assert_eq!(inter.path_len(), Some(0));
         assert!(inter.name_constraints().is_some());
         let leaf = Profile::from_toml_str(LEAF, "tls-leaf.toml").expect("leaf");
         assert_eq!(leaf.validity(), Duration::hours(24 * 7));
-        assert!(leaf
-            .subject_keys()
-            .allowed()
-            .contains(&SubjectKeyType::Rsa2048));
+        assert!(leaf.subject_keys().allowed().contains(&SubjectKeyType::Rsa2048));
     }
 
     fn err_of(text: &str) -> String {
-        Profile::from_toml_str(text, "t.toml")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        Profile::from_toml_str(text, "t.toml").err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
     fn template_errors_name_file_and_field() {
-        let e = err_of(&ROOT.replace(
-            "validity = \"7305d\"",
-            "validity = \"7305d\"\ncolour = \"red\"",
-        ));
+        let e = err_of(&ROOT.replace("validity = \"7305d\"", "validity = \"7305d\"\ncolour = \"red\""));
         assert!(e.contains("t.toml") && e.contains("colour"), "{e}");
         let e = err_of(&ROOT.replace("max_validity = \"9132d\"", "max_validity = \"9500d\""));
         assert!(e.contains("t.toml: field `max_validity`"), "{e}");
         let e = err_of(&ROOT.replace("\"crl-sign\"", "\"digital-signature\""));
-        assert!(
-            e.contains("field `key_usage`") && e.contains("crl-sign"),
-            "{e}"
-        );
+        assert!(e.contains("field `key_usage`") && e.contains("crl-sign"), "{e}");
         let e = err_of(&ROOT.replace("country = \"DE\"", "country = \"Germany\""));
         assert!(e.contains("field `subject.country`"), "{e}");
-        let e = err_of(&LEAF.replace(
-            "\"digital-signature\"",
-            "\"digital-signature\", \"key-cert-sign\"",
-        ));
+        let e = err_of(&LEAF.replace("\"digital-signature\"", "\"digital-signature\", \"key-cert-sign\""));
         assert!(e.contains("field `key_usage`"), "{e}");
         let e = err_of(&INTERMEDIATE.replace("path_len = 0", ""));
         assert!(e.contains("field `path_len`"), "{e}");
         let e = err_of(&INTERMEDIATE.replace("http://crl.", "https://crl."));
         assert!(e.contains("field `crl_distribution_points[0]`"), "{e}");
         let e = err_of(&INTERMEDIATE.replace("10.0.0.0/8", "10.0.0.1/8"));
-        assert!(
-            e.contains("name_constraints.permitted_ip[0]") && e.contains("host bits"),
-            "{e}"
-        );
-        let e = err_of(&ROOT.replace(
-            "[subject]",
-            "extended_key_usage = [\"server-auth\"]\n[subject]",
-        ));
+        assert!(e.contains("name_constraints.permitted_ip[0]") && e.contains("host bits"), "{e}");
+        let e = err_of(&ROOT.replace("[subject]", "extended_key_usage = [\"server-auth\"]\n[subject]"));
         assert!(e.contains("field `extended_key_usage`"), "{e}");
         let e = err_of(&ROOT.replace("\"rsa-3072\"", "\"rsa-2048\""));
         assert!(e.contains("allowed_key_algorithms"), "{e}");
@@ -956,25 +820,16 @@ mod tests {
     #[test]
     fn subject_key_policy_checks_keys() {
         use crate::hsm::{soft::SoftKey, KeyAlgorithm, Signer};
-        let policy = SubjectKeyPolicy {
-            allowed: vec![SubjectKeyType::EcdsaP256, SubjectKeyType::Rsa3072],
-        };
+        let policy = SubjectKeyPolicy { allowed: vec![SubjectKeyType::EcdsaP256, SubjectKeyType::Rsa3072] };
         let ec = SoftKey::generate("t", KeyAlgorithm::EcdsaP256).expect("key");
-        assert_eq!(
-            policy.check(ec.spki_der()),
-            Ok(KeyFamily::Ec(SubjectKeyType::EcdsaP256))
-        );
+        assert_eq!(policy.check(ec.spki_der()), Ok(KeyFamily::Ec(SubjectKeyType::EcdsaP256)));
         let p384 = SoftKey::generate("t", KeyAlgorithm::EcdsaP384).expect("key");
-        assert!(policy
-            .check(p384.spki_der())
-            .is_err_and(|e| e.contains("ecdsa-p384")));
+        assert!(policy.check(p384.spki_der()).is_err_and(|e| e.contains("ecdsa-p384")));
         // A point off the curve: flip a bit of the y coordinate.
         let mut bad = ec.spki_der().to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(policy
-            .check(&bad)
-            .is_err_and(|e| e.contains("not on the curve")));
+        assert!(policy.check(&bad).is_err_and(|e| e.contains("not on the curve")));
         assert!(policy.check(b"\x30\x00").is_err());
     }
 }

@@ -52,10 +52,7 @@ pub(crate) fn split(der: &[u8]) -> Result<RawParts, ProfileError> {
             Ok(RawParts {
                 tbs: tbs.to_der()?,
                 signature_algorithm: alg.to_der()?,
-                signature: sig
-                    .as_bytes()
-                    .ok_or_else(|| der::Tag::BitString.value_error())?
-                    .to_vec(),
+                signature: sig.as_bytes().ok_or_else(|| der::Tag::BitString.value_error())?.to_vec(),
             })
         })
         .map_err(bad)?;
@@ -90,16 +87,9 @@ pub(crate) fn check_signed(
     let parts = split(der).map_err(|e| fail("parse", e.to_string()))?;
     let cert = parse(der).map_err(|e| fail("parse", e.to_string()))?;
     if parts.tbs != linted_tbs {
-        return Err(fail(
-            "tbs-identical",
-            "the signed TBSCertificate differs from the one that was linted".into(),
-        ));
+        return Err(fail("tbs-identical", "the signed TBSCertificate differs from the one that was linted".into()));
     }
-    let inner = cert
-        .tbs_certificate()
-        .signature()
-        .to_der()
-        .map_err(|e| fail("parse", e.to_string()))?;
+    let inner = cert.tbs_certificate().signature().to_der().map_err(|e| fail("parse", e.to_string()))?;
     let expected = algorithm_identifier(alg);
     if parts.signature_algorithm != expected || inner != expected {
         return Err(fail(
@@ -107,12 +97,8 @@ pub(crate) fn check_signed(
             format!("the certificate's signature algorithm identifiers do not both say {alg}"),
         ));
     }
-    hsm::verify_signature(issuer_spki, alg, &parts.tbs, &parts.signature).map_err(|e| {
-        fail(
-            "signature",
-            format!("{e}; the signer returned a bad signature"),
-        )
-    })?;
+    hsm::verify_signature(issuer_spki, alg, &parts.tbs, &parts.signature)
+        .map_err(|e| fail("signature", format!("{e}; the signer returned a bad signature")))?;
     Ok(())
 }
 
@@ -144,13 +130,9 @@ pub fn certificate_summary(der: &[u8]) -> Result<CertSummary, ProfileError> {
     let time = |t: &x509_cert::time::Time| {
         let secs = i64::try_from(t.to_unix_duration().as_secs())
             .map_err(|_| ProfileError::Parse("validity date out of range".into()))?;
-        OffsetDateTime::from_unix_timestamp(secs)
-            .map_err(|e| ProfileError::Parse(format!("validity date: {e}")))
+        OffsetDateTime::from_unix_timestamp(secs).map_err(|e| ProfileError::Parse(format!("validity date: {e}")))
     };
-    let spki = tbs
-        .subject_public_key_info()
-        .to_der()
-        .map_err(|e| ProfileError::Parse(e.to_string()))?;
+    let spki = tbs.subject_public_key_info().to_der().map_err(|e| ProfileError::Parse(e.to_string()))?;
     Ok(CertSummary {
         subject: dn_to_string(tbs.subject()),
         issuer: dn_to_string(tbs.issuer()),
@@ -178,14 +160,9 @@ mod tests {
             (RsaPssSha256, "1.2.840.113549.1.1.10"),
             (RsaPssSha384, "1.2.840.113549.1.1.10"),
         ] {
-            let id =
-                AlgorithmIdentifierOwned::from_der(algorithm_identifier(alg)).expect("decodes");
+            let id = AlgorithmIdentifierOwned::from_der(algorithm_identifier(alg)).expect("decodes");
             assert_eq!(id.oid.to_string(), oid, "{alg}");
-            assert_eq!(
-                id.to_der().expect("encodes"),
-                algorithm_identifier(alg),
-                "{alg} is DER"
-            );
+            assert_eq!(id.to_der().expect("encodes"), algorithm_identifier(alg), "{alg} is DER");
         }
     }
 

@@ -31,9 +31,7 @@ fn round_function(
         .checked_shl(u32::from(iteration_exponent))
         .filter(|_| iteration_exponent <= 15)
         .and_then(NonZeroU32::new)
-        .ok_or(SharesError::IterationExponent {
-            exponent: iteration_exponent,
-        })?;
+        .ok_or(SharesError::IterationExponent { exponent: iteration_exponent })?;
     let mut password = Zeroizing::new(Vec::with_capacity(1 + passphrase.len()));
     password.push(round);
     password.extend_from_slice(passphrase);
@@ -41,13 +39,7 @@ fn round_function(
     salt.extend_from_slice(salt_prefix);
     salt.extend_from_slice(r);
     let mut out = Zeroizing::new(vec![0u8; r.len()]);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        &salt,
-        &password,
-        &mut out,
-    );
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, &password, &mut out);
     Ok(out)
 }
 
@@ -72,9 +64,7 @@ fn feistel(
     rounds: impl Iterator<Item = u8>,
 ) -> Result<Zeroizing<Vec<u8>>, SharesError> {
     if input.is_empty() || input.len() % 2 != 0 {
-        return Err(SharesError::Internal(
-            "the Feistel cipher needs an even, non-empty length",
-        ));
+        return Err(SharesError::Internal("the Feistel cipher needs an even, non-empty length"));
     }
     let half = input.len() / 2;
     let prefix = salt_prefix(identifier, extendable);
@@ -103,14 +93,7 @@ pub fn encrypt(
     identifier: u16,
     extendable: bool,
 ) -> Result<Zeroizing<Vec<u8>>, SharesError> {
-    feistel(
-        master_secret,
-        passphrase,
-        iteration_exponent,
-        identifier,
-        extendable,
-        0..ROUNDS,
-    )
+    feistel(master_secret, passphrase, iteration_exponent, identifier, extendable, 0..ROUNDS)
 }
 
 /// Encrypted master secret back to the master secret.
@@ -121,14 +104,7 @@ pub fn decrypt(
     identifier: u16,
     extendable: bool,
 ) -> Result<Zeroizing<Vec<u8>>, SharesError> {
-    feistel(
-        ems,
-        passphrase,
-        iteration_exponent,
-        identifier,
-        extendable,
-        (0..ROUNDS).rev(),
-    )
+    feistel(ems, passphrase, iteration_exponent, identifier, extendable, (0..ROUNDS).rev())
 }
 
 /// First bytes of HMAC-SHA256(key = random part, msg = shared secret).
@@ -161,19 +137,9 @@ mod tests {
         for ext in [false, true] {
             let ems = encrypt(&ms, b"TREZOR", 0, 7, ext).expect("must succeed");
             assert_ne!(ems.as_slice(), ms.as_slice());
-            assert_eq!(
-                decrypt(&ems, b"TREZOR", 0, 7, ext)
-                    .expect("must succeed")
-                    .as_slice(),
-                ms.as_slice()
-            );
+            assert_eq!(decrypt(&ems, b"TREZOR", 0, 7, ext).expect("must succeed").as_slice(), ms.as_slice());
             // A wrong passphrase still decrypts, to a different secret.
-            assert_ne!(
-                decrypt(&ems, b"trezor", 0, 7, ext)
-                    .expect("must succeed")
-                    .as_slice(),
-                ms.as_slice()
-            );
+            assert_ne!(decrypt(&ems, b"trezor", 0, 7, ext).expect("must succeed").as_slice(), ms.as_slice());
         }
     }
 

@@ -53,15 +53,11 @@ pub fn inv(a: u8) -> u8 {
 /// only ever combined with constant-time multiplies and xors.
 pub fn interpolate(points: &[(u8, &[u8])], x: u8) -> Result<Zeroizing<Vec<u8>>, SharesError> {
     let Some((_, first)) = points.first() else {
-        return Err(SharesError::Internal(
-            "interpolation needs at least one point",
-        ));
+        return Err(SharesError::Internal("interpolation needs at least one point"));
     };
     let len = first.len();
     if points.iter().any(|(_, y)| y.len() != len) {
-        return Err(SharesError::Internal(
-            "interpolation points of different lengths",
-        ));
+        return Err(SharesError::Internal("interpolation points of different lengths"));
     }
     for (i, (xi, _)) in points.iter().enumerate() {
         if points[..i].iter().any(|(xj, _)| xj == xi) {
@@ -137,18 +133,7 @@ mod tests {
         // products; a stride through c covers every a, b with varied c.
         for a in 0..=255u8 {
             for b in 0..=255u8 {
-                for c in [
-                    0u8,
-                    1,
-                    2,
-                    3,
-                    0x53,
-                    0x8f,
-                    0xca,
-                    0xff,
-                    a ^ b,
-                    a.wrapping_add(b),
-                ] {
+                for c in [0u8, 1, 2, 3, 0x53, 0x8f, 0xca, 0xff, a ^ b, a.wrapping_add(b)] {
                     assert_eq!(mul(mul(a, b), c), mul(a, mul(b, c)));
                     assert_eq!(mul(a, b ^ c), mul(a, b) ^ mul(a, c));
                 }
@@ -170,10 +155,7 @@ mod tests {
         let f = |x: u8, c: [u8; 3]| c[0] ^ mul(c[1], x) ^ mul(c[2], mul(x, x));
         let c1 = [7u8, 3, 200];
         let c2 = [0u8, 255, 1];
-        let pts: Vec<(u8, Vec<u8>)> = [1u8, 5, 9]
-            .iter()
-            .map(|&x| (x, vec![f(x, c1), f(x, c2)]))
-            .collect();
+        let pts: Vec<(u8, Vec<u8>)> = [1u8, 5, 9].iter().map(|&x| (x, vec![f(x, c1), f(x, c2)])).collect();
         let refs: Vec<(u8, &[u8])> = pts.iter().map(|(x, y)| (*x, y.as_slice())).collect();
         for x in 0..=255u8 {
             let got = interpolate(&refs, x).expect("must succeed");

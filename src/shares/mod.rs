@@ -54,17 +54,9 @@ pub enum SharesError {
     #[error(
         "share {share} states a group threshold of {threshold} but only {count} groups, so it is not a valid share: use another share"
     )]
-    GroupThresholdAboveCount {
-        share: usize,
-        threshold: u8,
-        count: u8,
-    },
+    GroupThresholdAboveCount { share: usize, threshold: u8, count: u8 },
     #[error("shares {first} and {second} come from different share sets (their {what} differ): combine only shares of one set")]
-    DifferentSets {
-        first: usize,
-        second: usize,
-        what: &'static str,
-    },
+    DifferentSets { first: usize, second: usize, what: &'static str },
     #[error(
         "shares {first} and {second} are in the same group but state different member thresholds: at least one is corrupt; use another share"
     )]
@@ -81,12 +73,10 @@ pub enum SharesError {
         need: usize,
     },
     #[error("too many shares{}: have {have}, need exactly {need}; leave out {}", in_group(*.group), .have.saturating_sub(*.need))]
-    TooMany {
-        group: Option<u8>,
-        have: usize,
-        need: usize,
-    },
-    #[error("too few groups: shares from {have} groups were entered, {need} are needed; bring shares of another group")]
+    TooMany { group: Option<u8>, have: usize, need: usize },
+    #[error(
+        "too few groups: shares from {have} groups were entered, {need} are needed; bring shares of another group"
+    )]
     TooFewGroups { have: usize, need: usize },
     #[error(
         "too many groups: shares from {have} groups were entered, exactly {need} are needed; leave out the shares of {} group(s)",
@@ -142,13 +132,7 @@ pub fn split(
         return Err(SharesError::Passphrase);
     }
     let identifier = random_identifier(rng)?;
-    let ems = cipher::encrypt(
-        master_secret.expose(),
-        passphrase,
-        iteration_exponent,
-        identifier,
-        true,
-    )?;
+    let ems = cipher::encrypt(master_secret.expose(), passphrase, iteration_exponent, identifier, true)?;
     split_ems(&ems, identifier, iteration_exponent, threshold, count, rng)
 }
 
@@ -162,23 +146,14 @@ pub fn split(
 pub fn combine(shares: &[Share], passphrase: &[u8]) -> Result<Secret, SharesError> {
     let ems = recover_ems(shares)?;
     let first = shares.first().ok_or(SharesError::NoShares)?;
-    let mut ms = cipher::decrypt(
-        &ems,
-        passphrase,
-        first.iteration_exponent,
-        first.identifier,
-        first.extendable,
-    )?;
+    let mut ms = cipher::decrypt(&ems, passphrase, first.iteration_exponent, first.identifier, first.extendable)?;
     Ok(Secret::new(std::mem::take(&mut *ms)))
 }
 
 /// Parses each mnemonic (named by its position) and combines them.
 pub fn combine_mnemonics(mnemonics: &[&str], passphrase: &[u8]) -> Result<Secret, SharesError> {
-    let shares = mnemonics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Share::parse_nth(m, i + 1))
-        .collect::<Result<Vec<_>, _>>()?;
+    let shares =
+        mnemonics.iter().enumerate().map(|(i, m)| Share::parse_nth(m, i + 1)).collect::<Result<Vec<_>, _>>()?;
     combine(&shares, passphrase)
 }
 
@@ -216,18 +191,12 @@ pub fn reshare(
     split_ems(&ems, identifier, exponent, new_threshold, new_count, rng)
 }
 
-fn check_split_parameters(
-    threshold: u8,
-    count: u8,
-    iteration_exponent: u8,
-) -> Result<(), SharesError> {
+fn check_split_parameters(threshold: u8, count: u8, iteration_exponent: u8) -> Result<(), SharesError> {
     if threshold == 0 || threshold > count || count > MAX_SHARES || (threshold == 1 && count > 1) {
         return Err(SharesError::InvalidThreshold { threshold, count });
     }
     if iteration_exponent > 15 {
-        return Err(SharesError::IterationExponent {
-            exponent: iteration_exponent,
-        });
+        return Err(SharesError::IterationExponent { exponent: iteration_exponent });
     }
     Ok(())
 }
@@ -236,9 +205,7 @@ fn random_identifier(rng: &dyn RandomSource) -> Result<u16, SharesError> {
     let bytes = rng.random_bytes(2)?;
     match bytes.as_slice() {
         [a, b] => Ok(u16::from_be_bytes([*a, *b]) & 0x7fff),
-        _ => Err(SharesError::Internal(
-            "the random source returned the wrong length",
-        )),
+        _ => Err(SharesError::Internal("the random source returned the wrong length")),
     }
 }
 
@@ -291,11 +258,7 @@ fn recover_ems(shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SharesError> {
             None
         };
         if let Some(what) = what {
-            return Err(SharesError::DifferentSets {
-                first: 1,
-                second: i + 1,
-                what,
-            });
+            return Err(SharesError::DifferentSets { first: 1, second: i + 1, what });
         }
     }
 
@@ -306,16 +269,10 @@ fn recover_ems(shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SharesError> {
         for &j in members.iter() {
             let other = &shares[j];
             if other.member_threshold != s.member_threshold {
-                return Err(SharesError::MemberThresholdMismatch {
-                    first: j + 1,
-                    second: i + 1,
-                });
+                return Err(SharesError::MemberThresholdMismatch { first: j + 1, second: i + 1 });
             }
             if other.member_index == s.member_index {
-                return Err(SharesError::DuplicateMember {
-                    first: j + 1,
-                    second: i + 1,
-                });
+                return Err(SharesError::DuplicateMember { first: j + 1, second: i + 1 });
             }
         }
         members.push(i);
@@ -324,16 +281,10 @@ fn recover_ems(shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SharesError> {
     let need_groups = usize::from(first.group_threshold);
     let multi_group = first.group_count > 1;
     if groups.len() < need_groups {
-        return Err(SharesError::TooFewGroups {
-            have: groups.len(),
-            need: need_groups,
-        });
+        return Err(SharesError::TooFewGroups { have: groups.len(), need: need_groups });
     }
     if groups.len() > need_groups {
-        return Err(SharesError::TooManyGroups {
-            have: groups.len(),
-            need: need_groups,
-        });
+        return Err(SharesError::TooManyGroups { have: groups.len(), need: need_groups });
     }
     for (&gi, members) in &groups {
         let group = multi_group.then_some(gi + 1);
@@ -342,40 +293,24 @@ fn recover_ems(shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SharesError> {
             .map(|&j| usize::from(shares[j].member_threshold))
             .ok_or(SharesError::Internal("an empty group"))?;
         if members.len() < need {
-            return Err(SharesError::TooFew {
-                group,
-                have: members.len(),
-                need,
-            });
+            return Err(SharesError::TooFew { group, have: members.len(), need });
         }
         if members.len() > need {
-            return Err(SharesError::TooMany {
-                group,
-                have: members.len(),
-                need,
-            });
+            return Err(SharesError::TooMany { group, have: members.len(), need });
         }
     }
 
     let mut group_secrets: Vec<(u8, Zeroizing<Vec<u8>>)> = Vec::with_capacity(groups.len());
     for (&gi, members) in &groups {
-        let points: Vec<(u8, &[u8])> = members
-            .iter()
-            .map(|&j| (shares[j].member_index, shares[j].value.expose()))
-            .collect();
+        let points: Vec<(u8, &[u8])> =
+            members.iter().map(|&j| (shares[j].member_index, shares[j].value.expose())).collect();
         let threshold = shares[members[0]].member_threshold;
-        let secret =
-            slip39::recover_secret(threshold, &points)?.ok_or(SharesError::DigestMismatch {
-                group: multi_group.then_some(gi + 1),
-            })?;
+        let secret = slip39::recover_secret(threshold, &points)?
+            .ok_or(SharesError::DigestMismatch { group: multi_group.then_some(gi + 1) })?;
         group_secrets.push((gi, secret));
     }
-    let points: Vec<(u8, &[u8])> = group_secrets
-        .iter()
-        .map(|(x, y)| (*x, y.as_slice()))
-        .collect();
-    slip39::recover_secret(first.group_threshold, &points)?
-        .ok_or(SharesError::DigestMismatch { group: None })
+    let points: Vec<(u8, &[u8])> = group_secrets.iter().map(|(x, y)| (*x, y.as_slice())).collect();
+    slip39::recover_secret(first.group_threshold, &points)?.ok_or(SharesError::DigestMismatch { group: None })
 }
 
 /// The commitment to one share that the audit log records, so a single
@@ -427,21 +362,11 @@ const CARD_WORDS_PER_ROW: usize = 4;
 /// as `?` so they cannot break the layout.
 pub fn render_card(ceremony_id: &str, custodian: &str, share: &Share, share_count: u8) -> Secret {
     let mnemonic = share.to_mnemonic();
-    let words: Vec<&str> = mnemonic
-        .expose_str()
-        .unwrap_or_default()
-        .split(' ')
-        .collect();
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
-    };
+    let words: Vec<&str> = mnemonic.expose_str().unwrap_or_default().split(' ').collect();
+    let clean = |s: &str| -> String { s.chars().map(|c| if c.is_control() { '?' } else { c }).collect() };
     // Sized up front so the buffer never reallocates and strews copies of
     // the words over freed memory.
-    let mut card = Zeroizing::new(String::with_capacity(
-        2048 + 4 * (ceremony_id.len() + custodian.len()),
-    ));
+    let mut card = Zeroizing::new(String::with_capacity(2048 + 4 * (ceremony_id.len() + custodian.len())));
     let _ = writeln!(card, "KEYRITE SHARE CARD (SLIP-0039)");
     let _ = writeln!(card, "==============================");
     let _ = writeln!(card, "Ceremony:        {}", clean(ceremony_id));
@@ -469,12 +394,7 @@ pub fn render_card(ceremony_id: &str, custodian: &str, share: &Share, share_coun
     for (row, chunk) in words.chunks(CARD_WORDS_PER_ROW).enumerate() {
         let _ = write!(card, " ");
         for (col, word) in chunk.iter().enumerate() {
-            let _ = write!(
-                card,
-                " {:>2}. {:<9}",
-                row * CARD_WORDS_PER_ROW + col + 1,
-                word
-            );
+            let _ = write!(card, " {:>2}. {:<9}", row * CARD_WORDS_PER_ROW + col + 1, word);
         }
         // Trailing padding would only make the card harder to diff.
         let trimmed = card.trim_end_matches(' ').len();
@@ -488,10 +408,7 @@ pub fn render_card(ceremony_id: &str, custodian: &str, share: &Share, share_coun
         share.member_threshold
     );
     let _ = writeln!(card);
-    let _ = writeln!(
-        card,
-        "Custodian signature: ________________________________   Date: ____________"
-    );
+    let _ = writeln!(card, "Custodian signature: ________________________________   Date: ____________");
     Secret::from_string(std::mem::take(&mut *card))
 }
 
@@ -526,13 +443,8 @@ mod tests {
         let got = combine(&shares[1..4], b"pw").expect("must succeed");
         assert!(got.ct_eq(&secret16()));
         let mnemonics: Vec<Secret> = shares.iter().map(Share::to_mnemonic).collect();
-        let strs: Vec<&str> = mnemonics
-            .iter()
-            .map(|m| m.expose_str().expect("ASCII words"))
-            .collect();
-        assert!(combine_mnemonics(&[strs[4], strs[0], strs[2]], b"pw")
-            .expect("must succeed")
-            .ct_eq(&secret16()));
+        let strs: Vec<&str> = mnemonics.iter().map(|m| m.expose_str().expect("ASCII words")).collect();
+        assert!(combine_mnemonics(&[strs[4], strs[0], strs[2]], b"pw").expect("must succeed").ct_eq(&secret16()));
     }
 
     #[test]
@@ -540,29 +452,14 @@ mod tests {
         let rng = CountingRng(Cell::new(0));
         let s = secret16();
         for (t, n) in [(0u8, 3u8), (4, 3), (1, 2), (2, 17)] {
-            assert!(
-                matches!(
-                    split(&s, t, n, b"", 0, &rng),
-                    Err(SharesError::InvalidThreshold { .. })
-                ),
-                "{t}/{n}"
-            );
+            assert!(matches!(split(&s, t, n, b"", 0, &rng), Err(SharesError::InvalidThreshold { .. })), "{t}/{n}");
         }
         assert!(split(&s, 1, 1, b"", 0, &rng).is_ok());
-        assert!(matches!(
-            split(&s, 2, 3, b"", 16, &rng),
-            Err(SharesError::IterationExponent { exponent: 16 })
-        ));
-        assert!(matches!(
-            split(&s, 2, 3, "pässword".as_bytes(), 0, &rng),
-            Err(SharesError::Passphrase)
-        ));
+        assert!(matches!(split(&s, 2, 3, b"", 16, &rng), Err(SharesError::IterationExponent { exponent: 16 })));
+        assert!(matches!(split(&s, 2, 3, "pässword".as_bytes(), 0, &rng), Err(SharesError::Passphrase)));
         for len in [0usize, 14, 17] {
             let short = Secret::new(vec![1; len]);
-            assert!(matches!(
-                split(&short, 2, 3, b"", 0, &rng),
-                Err(SharesError::SecretLength { .. })
-            ));
+            assert!(matches!(split(&short, 2, 3, b"", 0, &rng), Err(SharesError::SecretLength { .. })));
         }
     }
 
@@ -571,17 +468,7 @@ mod tests {
         let rng = CountingRng(Cell::new(9));
         let shares = split(&secret16(), 2, 3, b"", 0, &rng).expect("must succeed");
         let err = combine(&shares, b"").expect_err("must fail");
-        assert!(
-            matches!(
-                err,
-                SharesError::TooMany {
-                    group: None,
-                    have: 3,
-                    need: 2
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, SharesError::TooMany { group: None, have: 3, need: 2 }), "{err}");
     }
 
     #[test]
@@ -600,14 +487,8 @@ mod tests {
             buf.extend_from_slice(&(f.len() as u32).to_be_bytes());
             buf.extend_from_slice(f);
         }
-        assert_eq!(
-            commitment("ceremony-7", share),
-            crate::words::sha256_hex(&buf)
-        );
-        assert_ne!(
-            commitment("ceremony-8", share),
-            commitment("ceremony-7", share)
-        );
+        assert_eq!(commitment("ceremony-7", share), crate::words::sha256_hex(&buf));
+        assert_ne!(commitment("ceremony-8", share), commitment("ceremony-7", share));
     }
 
     #[test]
@@ -621,17 +502,8 @@ mod tests {
         assert!(text.contains("share 3 of 3, threshold 2"));
         assert!(text.contains("Custodian signature:"));
         let mnemonic = share.to_mnemonic();
-        for (i, w) in mnemonic
-            .expose_str()
-            .expect("ASCII words")
-            .split(' ')
-            .enumerate()
-        {
-            assert!(
-                text.contains(&format!("{:>2}. {w}", i + 1)),
-                "word {}",
-                i + 1
-            );
+        for (i, w) in mnemonic.expose_str().expect("ASCII words").split(' ').enumerate() {
+            assert!(text.contains(&format!("{:>2}. {w}", i + 1)), "word {}", i + 1);
         }
         assert!(text.contains("33. "));
         assert!(!text.contains("34. "));
@@ -645,18 +517,11 @@ mod tests {
         let m = shares[0].to_mnemonic();
         let text = m.expose_str().expect("ASCII words");
         let mut words: Vec<&str> = text.split(' ').collect();
-        words[5] = if words[5] == "academic" {
-            "acid"
-        } else {
-            "academic"
-        };
+        words[5] = if words[5] == "academic" { "acid" } else { "academic" };
         let bad = words.join(" ");
         let err = combine_mnemonics(&[text, &bad], b"").expect_err("must fail");
         assert!(matches!(err, SharesError::BadChecksum { share: 2 }));
         let msg = err.to_string();
-        assert_eq!(
-            msg,
-            "share 2 has a bad checksum: a word is mistyped; re-enter it"
-        );
+        assert_eq!(msg, "share 2 has a bad checksum: a word is mistyped; re-enter it");
     }
 }

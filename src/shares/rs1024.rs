@@ -11,10 +11,8 @@
 /// Checksum length in words.
 pub const CHECKSUM_WORDS: usize = 3;
 
-const GEN: [u32; 10] = [
-    0xe0e040, 0x1c1c080, 0x3838100, 0x7070200, 0xe0e0009, 0x1c0c2412, 0x38086c24, 0x3090fc48,
-    0x21b1f890, 0x3f3f120,
-];
+const GEN: [u32; 10] =
+    [0xe0e040, 0x1c1c080, 0x3838100, 0x7070200, 0xe0e0009, 0x1c0c2412, 0x38086c24, 0x3090fc48, 0x21b1f890, 0x3f3f120];
 
 /// The customization string for a share's extendable flag.
 pub fn customization(extendable: bool) -> &'static [u8] {
@@ -27,10 +25,7 @@ pub fn customization(extendable: bool) -> &'static [u8] {
 
 fn polymod(customization: &[u8], words: impl IntoIterator<Item = u16>) -> u32 {
     let mut chk: u32 = 1;
-    let values = customization
-        .iter()
-        .map(|&c| u32::from(c))
-        .chain(words.into_iter().map(u32::from));
+    let values = customization.iter().map(|&c| u32::from(c)).chain(words.into_iter().map(u32::from));
     for v in values {
         let top = chk >> 20;
         chk = ((chk & 0xfffff) << 10) ^ v;
@@ -43,15 +38,8 @@ fn polymod(customization: &[u8], words: impl IntoIterator<Item = u16>) -> u32 {
 
 /// The three checksum words for `data` (the share without its checksum).
 pub fn create(extendable: bool, data: &[u16]) -> [u16; CHECKSUM_WORDS] {
-    let pm = polymod(
-        customization(extendable),
-        data.iter().copied().chain([0, 0, 0]),
-    ) ^ 1;
-    [
-        ((pm >> 20) & 1023) as u16,
-        ((pm >> 10) & 1023) as u16,
-        (pm & 1023) as u16,
-    ]
+    let pm = polymod(customization(extendable), data.iter().copied().chain([0, 0, 0])) ^ 1;
+    [((pm >> 20) & 1023) as u16, ((pm >> 10) & 1023) as u16, (pm & 1023) as u16]
 }
 
 /// Whether `words` (data followed by checksum) carries a valid checksum.

@@ -80,10 +80,7 @@ impl Share {
         let value_words = n.saturating_sub(METADATA_WORDS);
         let padding = (10 * value_words) % 16;
         if n < MIN_WORDS || padding > 8 {
-            return Err(SharesError::WrongLength {
-                share: position,
-                words: n,
-            });
+            return Err(SharesError::WrongLength { share: position, words: n });
         }
 
         let id_exp = (u32::from(indices[0]) << 10) | u32::from(indices[1]);
@@ -214,10 +211,7 @@ fn word_indices(mnemonic: &str, position: usize) -> Result<Zeroizing<Vec<u16>>, 
         if word.len() <= 8 {
             lower.extend(word.chars().map(|c| c.to_ascii_lowercase()));
         }
-        let index = words::index_of(&lower).ok_or(SharesError::UnknownWord {
-            share: position,
-            word: i + 1,
-        })?;
+        let index = words::index_of(&lower).ok_or(SharesError::UnknownWord { share: position, word: i + 1 })?;
         out.push(index);
     }
     Ok(out)
@@ -284,21 +278,15 @@ pub(super) fn split_secret(
         return Err(SharesError::InvalidThreshold { threshold, count });
     }
     if threshold == 1 {
-        return Ok((0..count)
-            .map(|x| (x, Zeroizing::new(secret.to_vec())))
-            .collect());
+        return Ok((0..count).map(|x| (x, Zeroizing::new(secret.to_vec()))).collect());
     }
     let n = secret.len();
     if n < cipher::DIGEST_LEN {
-        return Err(SharesError::Internal(
-            "shared secret shorter than its digest",
-        ));
+        return Err(SharesError::Internal("shared secret shorter than its digest"));
     }
     let random_part = Zeroizing::new(rng.random_bytes(n - cipher::DIGEST_LEN)?);
     if random_part.len() != n - cipher::DIGEST_LEN {
-        return Err(SharesError::Internal(
-            "the random source returned the wrong length",
-        ));
+        return Err(SharesError::Internal("the random source returned the wrong length"));
     }
     let mut digest_share = Zeroizing::new(Vec::with_capacity(n));
     digest_share.extend_from_slice(cipher::digest(&random_part, secret).as_slice());
@@ -310,9 +298,7 @@ pub(super) fn split_secret(
     for x in 0..threshold - 2 {
         let y = Zeroizing::new(rng.random_bytes(n)?);
         if y.len() != n {
-            return Err(SharesError::Internal(
-                "the random source returned the wrong length",
-            ));
+            return Err(SharesError::Internal("the random source returned the wrong length"));
         }
         out.push((x, y));
     }
@@ -329,10 +315,7 @@ pub(super) fn split_secret(
 }
 
 /// SLIP-0039 RecoverSecret; `Ok(None)` when the digest does not match.
-pub(super) fn recover_secret(
-    threshold: u8,
-    points: &[(u8, &[u8])],
-) -> Result<Option<Zeroizing<Vec<u8>>>, SharesError> {
+pub(super) fn recover_secret(threshold: u8, points: &[(u8, &[u8])]) -> Result<Option<Zeroizing<Vec<u8>>>, SharesError> {
     if threshold == 1 {
         return match points.first() {
             Some((_, y)) => Ok(Some(Zeroizing::new(y.to_vec()))),
@@ -360,12 +343,7 @@ mod tests {
             pack_value(&value, &mut words);
             assert_eq!(words.len(), (len * 8).div_ceil(10));
             let padding = (10 * words.len()) % 16;
-            assert_eq!(
-                unpack_value(&words, padding)
-                    .expect("must succeed")
-                    .as_slice(),
-                value.as_slice()
-            );
+            assert_eq!(unpack_value(&words, padding).expect("must succeed").as_slice(), value.as_slice());
         }
     }
 
@@ -395,15 +373,11 @@ mod tests {
             let m = share.to_mnemonic();
             let text = m.expose_str().expect("ASCII words");
             assert_eq!(text.split(' ').count(), expect);
-            let back =
-                Share::parse(&text.to_uppercase().replace(' ', "  \n\t")).expect("must succeed");
+            let back = Share::parse(&text.to_uppercase().replace(' ', "  \n\t")).expect("must succeed");
             assert_eq!(back.identifier, 0x7fff);
             assert!(back.extendable);
             assert_eq!(back.iteration_exponent, 15);
-            assert_eq!(
-                (back.group_index, back.group_threshold, back.group_count),
-                (15, 16, 16)
-            );
+            assert_eq!((back.group_index, back.group_threshold, back.group_count), (15, 16, 16));
             assert_eq!((back.member_index, back.member_threshold), (15, 16));
             assert_eq!(back.value.expose(), vec![0xa5; len].as_slice());
             assert!(!format!("{back:?}").contains("165"));
@@ -424,18 +398,10 @@ mod tests {
             value: Secret::new(vec![1; 16]),
         };
         let m = share.to_mnemonic();
-        let mut words: Vec<String> = m
-            .expose_str()
-            .expect("must succeed")
-            .split(' ')
-            .map(String::from)
-            .collect();
+        let mut words: Vec<String> = m.expose_str().expect("must succeed").split(' ').map(String::from).collect();
         words[6].truncate(4);
         let err = Share::parse_nth(&words.join(" "), 3).expect_err("must fail");
-        assert!(
-            matches!(err, SharesError::UnknownWord { share: 3, word: 7 }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SharesError::UnknownWord { share: 3, word: 7 }), "{err:?}");
         assert_eq!(err.to_string(), "word 7 of share 3 is not in the SLIP-0039 word list: check its spelling against the share card and re-enter the share (write every word in full)");
     }
 }

@@ -5,16 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const MODULE_CANDIDATES: &[&str] =
-    &["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so"];
+pub const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
 
 /// The SoftHSM module; fails the test (never skips) when it is missing.
 pub fn softhsm_module() -> PathBuf {
-    MODULE_CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("SoftHSM is not installed: apt-get install softhsm2 opensc (tests need a real token)"))
+    MODULE_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("SoftHSM is not installed: apt-get install softhsm2 opensc (tests need a real token)")
+    })
 }
 
 /// Checks a command-line tool is installed, failing with what to install.
