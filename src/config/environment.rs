@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::{read_toml, ConfigError};
 use crate::hsm::pkcs11::TokenSelector;
+use crate::hsm::uri::Pkcs11Uri;
 use crate::secret::Secret;
 
 /// Where a PIN or passphrase comes from. Never argv, never the ceremony file.
@@ -58,10 +59,13 @@ struct RawEnvironment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPkcs11 {
-    module: PathBuf,
-    token_label: String,
+    /// An RFC 7512 URI naming the token (and module) in one string, instead
+    /// of `module`, `token_label` and `token_serial`.
+    uri: Option<String>,
+    module: Option<PathBuf>,
+    token_label: Option<String>,
     token_serial: Option<String>,
-    pin: RawSecretSource,
+    pin: Option<RawSecretSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,20 +108,7 @@ impl Environment {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let backend = match (raw.pkcs11, raw.soft) {
-            (Some(p), None) => {
-                if p.token_label.is_empty() || p.token_label.len() > 32 {
-                    return Err(ConfigError::invalid(
-                        path,
-                        "pkcs11.token_label",
-                        "must be 1 to 32 characters (the PKCS#11 label field)",
-                    ));
-                }
-                Backend::Pkcs11 {
-                    module: p.module,
-                    token: TokenSelector { label: p.token_label, serial: p.token_serial },
-                    pin: secret_source(p.pin, path, "pkcs11.pin")?,
-                }
-            }
+            (Some(p), None) => pkcs11_backend(p, path)?,
             (None, Some(s)) => {
                 Backend::Soft { dir: resolve(s.dir), passphrase: secret_source(s.passphrase, path, "soft.passphrase")? }
             }
@@ -134,6 +125,71 @@ impl Environment {
             source: Some(path.to_path_buf()),
         })
     }
+}
+
+fn pkcs11_backend(p: RawPkcs11, path: &Path) -> Result<Backend, ConfigError> {
+    let (mut module, mut label, mut serial, mut pin) = (p.module, p.token_label, p.token_serial, None);
+    if let Some(uri) = &p.uri {
+        let parsed = Pkcs11Uri::parse(uri).map_err(|e| ConfigError::invalid(path, "pkcs11.uri", e.to_string()))?;
+        if parsed.object.is_some() || parsed.id.is_some() {
+            return Err(ConfigError::invalid(
+                path,
+                "pkcs11.uri",
+                "names a token, not a key: the ceremony file names the keys",
+            ));
+        }
+        for (field, from_uri, given) in [
+            ("module", parsed.module_path.is_some(), module.is_some()),
+            ("token_label", parsed.token.is_some(), label.is_some()),
+            ("token_serial", parsed.serial.is_some(), serial.is_some()),
+        ] {
+            if from_uri && given {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("pkcs11.{field}"),
+                    "is also in pkcs11.uri: give it once",
+                ));
+            }
+        }
+        module = module.or(parsed.module_path.map(PathBuf::from));
+        label = label.or(parsed.token);
+        serial = serial.or(parsed.serial);
+        if let Some(source) = parsed.pin_source {
+            let file = source.strip_prefix("file:").unwrap_or(&source);
+            pin = Some(SecretSource::File(PathBuf::from(file)));
+        }
+    }
+    let module = module.ok_or_else(|| {
+        ConfigError::invalid(path, "pkcs11.module", "name the PKCS#11 module (or module-path in pkcs11.uri)")
+    })?;
+    let label = label
+        .ok_or_else(|| ConfigError::invalid(path, "pkcs11.token_label", "name the token (or token= in pkcs11.uri)"))?;
+    if label.is_empty() || label.len() > 32 {
+        return Err(ConfigError::invalid(
+            path,
+            "pkcs11.token_label",
+            "must be 1 to 32 characters (the PKCS#11 label field)",
+        ));
+    }
+    let pin = match (p.pin, pin) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                path,
+                "pkcs11.pin",
+                "is also given as pin-source in pkcs11.uri: give it once",
+            ))
+        }
+        (Some(raw), None) => secret_source(raw, path, "pkcs11.pin")?,
+        (None, Some(from_uri)) => from_uri,
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                path,
+                "pkcs11.pin",
+                "say where the PIN comes from: \"prompt\", { env = \"VAR\" } or { file = \"/path\" }",
+            ))
+        }
+    };
+    Ok(Backend::Pkcs11 { module, token: TokenSelector { label, serial }, pin })
 }
 
 fn secret_source(raw: RawSecretSource, path: &Path, field: &str) -> Result<SecretSource, ConfigError> {
@@ -171,6 +227,24 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("pkcs11.pin"), "{msg}");
         assert!(!msg.contains("123456"), "{msg}");
+    }
+
+    #[test]
+    fn a_pkcs11_uri_names_module_token_and_pin_file() {
+        let env =
+            load("[pkcs11]\nuri = \"pkcs11:token=root%20hsm;serial=42?module-path=/m.so&pin-source=file:/run/pin\"\n")
+                .expect("uri");
+        match env.backend {
+            Backend::Pkcs11 { module, token, pin: SecretSource::File(pin) } => {
+                assert_eq!(module, PathBuf::from("/m.so"));
+                assert_eq!(token, TokenSelector { label: "root hsm".into(), serial: Some("42".into()) });
+                assert_eq!(pin, PathBuf::from("/run/pin"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let twice =
+            load("[pkcs11]\nuri = \"pkcs11:token=a?module-path=/m.so\"\nmodule = \"/n.so\"\npin = \"prompt\"\n");
+        assert!(twice.expect_err("twice").to_string().contains("is also in pkcs11.uri"));
     }
 
     #[test]
