@@ -17,9 +17,8 @@ pub enum Format {
 
 /// Renders the script.
 pub fn render(plan: &Plan, format: Format) -> String {
-    let md = markdown(plan);
     match format {
-        Format::Markdown => md,
+        Format::Markdown => markdown(plan),
         Format::Html => html(plan),
     }
 }
@@ -92,16 +91,134 @@ fn markdown(plan: &Plan) -> String {
 }
 
 fn html(plan: &Plan) -> String {
-    // A self-contained page: prints on any machine in the room, no assets.
-    let body = markdown(plan);
-    let mut out = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
-    out.push_str(&escape(&plan.title));
-    out.push_str("</title><style>body{font-family:serif;max-width:48em;margin:2em auto}pre{white-space:pre-wrap;font-family:monospace;font-size:11pt}</style></head><body><pre>\n");
-    out.push_str(&escape(&body));
-    out.push_str("</pre></body></html>\n");
-    out
+    // A self-contained page that prints on any machine in the room: no
+    // scripts, no external assets, one step per block, boxes as table cells.
+    let e = escape;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\n\
+         body{{font-family:Georgia,serif;max-width:50em;margin:2em auto;line-height:1.4}}\n\
+         table{{border-collapse:collapse;width:100%;margin:.5em 0}} td,th{{border:1px solid #000;padding:.3em;vertical-align:top;text-align:left}}\n\
+         .box td{{height:2.5em}} code,.words{{font-family:monospace}} .step{{page-break-inside:avoid;margin-top:1.5em}}\n\
+         .sig{{margin:2em 0 0;border-top:1px solid #000;width:60%}}\n</style></head><body>\n",
+        e(&plan.title)
+    );
+    let _ = writeln!(s, "<h1>{}</h1>", e(&plan.title));
+    let _ = writeln!(
+        s,
+        "<p>Ceremony <code>{}</code> ({}), script <code>{}</code>.</p>",
+        e(&plan.id),
+        plan.kind.name(),
+        e(&plan.path.display().to_string())
+    );
+    if !plan.description.trim().is_empty() {
+        let _ = writeln!(s, "<p>{}</p>", e(plan.description.trim()));
+    }
+    let _ = writeln!(s, "<table>");
+    for (k, v) in [
+        ("Plan SHA-256", format!("<code>{}</code>", plan.fingerprint.hex)),
+        ("Plan words", format!("<span class=\"words\">{}</span>", plan.fingerprint.words)),
+        (
+            "Template",
+            format!(
+                "<code>{}</code> (SHA-256 <code>{}</code>)",
+                e(&plan.template_path.display().to_string()),
+                plan.template_fingerprint.hex
+            ),
+        ),
+        ("Key", format!("{} ({}, {})", e(&plan.key.label), plan.key.algorithm, plan.key.signature)),
+        ("Audit key", format!("{} ({})", e(&plan.audit_key.label), plan.audit_key.algorithm)),
+        (
+            "Outputs",
+            e(&format!(
+                "{}, {}, {}",
+                plan.outputs.certificate_pem, plan.outputs.certificate_der, plan.outputs.audit_log
+            )),
+        ),
+    ] {
+        let _ = writeln!(s, "<tr><th>{k}</th><td>{v}</td></tr>");
+    }
+    let _ = writeln!(
+        s,
+        "</table>\n<h2>Participants</h2>\n<table class=\"box\"><tr><th>Role</th><th>Name</th><th>Signature</th></tr>"
+    );
+    for role in &plan.roles {
+        for _ in 0..role.min {
+            let _ = writeln!(s, "<tr><td>{}</td><td></td><td></td></tr>", e(&role.title));
+        }
+    }
+    let _ = writeln!(s, "</table>\n<h2>Steps</h2>");
+    for step in &plan.steps {
+        let role = plan.role(&step.role).map_or(step.role.as_str(), |r| r.title.as_str());
+        let witness =
+            step.witness.as_deref().map(|w| plan.role(w).map_or(w, |r| r.title.as_str())).unwrap_or("Internal Witness");
+        let _ = writeln!(s, "<div class=\"step\"><h3>Step {}: {}</h3>", step.number, e(&step.title));
+        let _ = writeln!(s, "<p><em>{}</em> — performed by the {}.</p>", step.kind.name(), e(role));
+        if !step.text.trim().is_empty() {
+            let _ = writeln!(s, "<p>{}</p>", e(step.text.trim()));
+        }
+        match step.kind {
+            StepKind::WitnessPlan => {
+                let _ = writeln!(
+                    s,
+                    "<p>Witness reads aloud the first three plan words: <strong class=\"words\">{}</strong></p>",
+                    plan.fingerprint.first_words(3)
+                );
+            }
+            StepKind::WitnessRoot => {
+                let _ = writeln!(s, "<table class=\"box\"><tr><th>Root certificate SHA-256 (write it here)</th></tr><tr><td></td></tr></table>");
+            }
+            StepKind::Checkpoint | StepKind::Close => {
+                let _ = writeln!(s, "<table class=\"box\"><tr><th>Checkpoint tree size</th><th>Root (first words)</th></tr><tr><td></td><td></td></tr></table>");
+            }
+            _ => {}
+        }
+        let _ = writeln!(
+            s,
+            "<table class=\"box\"><tr><th>Initials ({})</th><th>Initials ({})</th><th>Time (UTC)</th><th>Exceptions</th></tr><tr><td></td><td></td><td></td><td></td></tr></table></div>",
+            e(role),
+            e(witness)
+        );
+    }
+    let _ = writeln!(s, "<h2>Final checkpoint</h2><p>Copy the final checkpoint printed by keyrite:</p><table class=\"box\"><tr><td style=\"height:8em\"></td></tr></table>");
+    let _ = writeln!(s, "<h2>Signatures</h2><p>By signing, each participant attests that the ceremony followed this script, with the exceptions noted.</p>");
+    for role in &plan.roles {
+        for _ in 0..role.min {
+            let _ = writeln!(s, "<p class=\"sig\">{}, name and date</p>", e(&role.title));
+        }
+    }
+    s.push_str("</body></html>\n");
+    s
 }
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ceremonies/root-init.toml")).expect("plan")
+    }
+
+    #[test]
+    fn the_printed_script_has_the_plan_hash_a_box_per_step_and_signature_lines() {
+        let plan = plan();
+        for format in [Format::Markdown, Format::Html] {
+            let text = render(&plan, format);
+            assert!(text.contains(&plan.fingerprint.hex), "plan hash printed");
+            assert!(text.contains(&plan.fingerprint.first_words(3)), "read-back words printed");
+            let boxes = text.matches("Initials (").count();
+            assert_eq!(boxes, plan.steps.len() * 2, "two initials boxes per step ({format:?})");
+            for role in &plan.roles {
+                assert!(text.contains(&role.title));
+            }
+        }
+        let html = render(&plan, Format::Html);
+        assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+        assert!(!html.contains("<script"), "a printable page runs nothing");
+    }
 }
