@@ -469,8 +469,14 @@ pub fn restore_key<'t>(
     let cleanup = destroy_kek(session, &kek_label, &token_label);
     let private = match unwrapped {
         Ok(handle) => handle,
+        // The KEK is known to be right here, so a refusal of the blob means
+        // the blob. SoftHSM 2.6.1 reports a failed RFC 5649 integrity check
+        // as CKR_GENERAL_ERROR (measured), others as WRAPPED_KEY_INVALID.
         Err(CkError::Pkcs11(
-            rv @ (RvError::WrappedKeyInvalid | RvError::WrappedKeyLenRange | RvError::EncryptedDataInvalid),
+            rv @ (RvError::WrappedKeyInvalid
+            | RvError::WrappedKeyLenRange
+            | RvError::EncryptedDataInvalid
+            | RvError::GeneralError),
             _,
         )) => {
             cleanup?;
