@@ -92,7 +92,12 @@ fn kek_and_shares(token: &Token) -> (Secret, Vec<shares::Share>) {
 /// Generates `label` with wrap-with-trusted on a fresh token A and backs it
 /// up; returns the backup (after a round trip through the file format), the
 /// shares, the original SPKI and the backup file's path.
-fn generate_and_back_up(h: &Harness, dir: &Path, label: &str, algorithm: KeyAlgorithm) -> (WrappedKey, Vec<shares::Share>) {
+fn generate_and_back_up(
+    h: &Harness,
+    dir: &Path,
+    label: &str,
+    algorithm: KeyAlgorithm,
+) -> (WrappedKey, Vec<shares::Share>) {
     let a = fresh_token(h, "custody-a");
     let mut token = open(h, &a);
     let spki = {
@@ -215,7 +220,12 @@ fn the_token_refuses_to_wrap_with_a_key_the_user_made() {
     let a = fresh_token(h, "custody-a");
     let token = open(h, &a);
     let key = token
-        .generate("root-untrusted", KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP256.default_signature(), Extractability::WrapWithTrustedOnly)
+        .generate(
+            "root-untrusted",
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP256.default_signature(),
+            Extractability::WrapWithTrustedOnly,
+        )
         .expect("generate");
     let aes = |trusted: Option<bool>| {
         let mut t = vec![
@@ -250,20 +260,30 @@ fn a_key_that_is_never_extractable_cannot_be_backed_up() {
     let a = fresh_token(h, "custody-a");
     let mut token = open(h, &a);
     token
-        .generate("root-never", KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP256.default_signature(), Extractability::Never)
+        .generate(
+            "root-never",
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP256.default_signature(),
+            Extractability::Never,
+        )
         .expect("generate");
     let (kek, _) = kek_and_shares(&token);
-    let err = backup::backup_key(&mut token, &a.user_pin, &a.so_pin, "root-never", &kek).err().expect("must fail");
+    let err = backup::backup_key(&mut token, &a.user_pin, &a.so_pin, "root-never", &kek).expect_err("must fail");
     assert!(matches!(err, HsmError::Backup(BackupError::NotBackupable { .. })), "{err}");
     assert!(err.to_string().contains("not extractable"), "{err}");
     assert_eq!(secret_keys(&token), 0);
 
     // A wrong SO PIN fails cleanly and leaves the user logged in.
     token
-        .generate("root-ok", KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP256.default_signature(), Extractability::WrapWithTrustedOnly)
+        .generate(
+            "root-ok",
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP256.default_signature(),
+            Extractability::WrapWithTrustedOnly,
+        )
         .expect("generate");
     let wrong_so = Secret::new(b"not-the-so-pin".to_vec());
-    let err = backup::backup_key(&mut token, &a.user_pin, &wrong_so, "root-ok", &kek).err().expect("must fail");
+    let err = backup::backup_key(&mut token, &a.user_pin, &wrong_so, "root-ok", &kek).expect_err("must fail");
     assert!(err.to_string().contains("C_Login"), "{err}");
     assert_eq!(secret_keys(&token), 0);
     token.find_key("root-ok", None, None).expect("still logged in as user").sign(b"m").expect("sign");

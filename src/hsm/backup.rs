@@ -32,7 +32,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use serde::{Deserialize, Serialize};
 
-use super::pkcs11::{auth_pin, call, curve_oid_der, Extractability, Module, Pkcs11Error, Token, TokenKey, TokenSelector};
+use super::pkcs11::{
+    auth_pin, call, curve_oid_der, Extractability, Module, Pkcs11Error, Token, TokenKey, TokenSelector,
+};
 use super::{
     rsa_public_key_parts, spki_algorithm, verify_signature, HsmError, KeyAlgorithm, RandomSource, SignatureAlgorithm,
     Signer,
@@ -114,26 +116,33 @@ impl WrappedKey {
     /// mechanism, bad encodings and a blob whose SHA-256 differs from the
     /// recorded one are all refused, naming `path` and the field.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<WrappedKey, BackupError> {
-        let bad = |field: &str, what: String| BackupError::BadFile { path: path.to_path_buf(), field: field.into(), what };
+        let bad =
+            |field: &str, what: String| BackupError::BadFile { path: path.to_path_buf(), field: field.into(), what };
         let file: BlobFile =
             serde_json::from_slice(bytes).map_err(|e| bad("(document)", format!("not a keyrite backup file: {e}")))?;
         if file.format != FORMAT {
             return Err(bad("format", format!("is {:?}, this keyrite reads {FORMAT:?}", file.format)));
         }
         if file.wrapping_mechanism != WRAP_MECHANISM {
-            return Err(bad("wrapping_mechanism", format!("is {:?}, only {WRAP_MECHANISM} is supported", file.wrapping_mechanism)));
+            return Err(bad(
+                "wrapping_mechanism",
+                format!("is {:?}, only {WRAP_MECHANISM} is supported", file.wrapping_mechanism),
+            ));
         }
         if file.key_label.is_empty() {
             return Err(bad("key_label", "is empty".into()));
         }
         let key_id = hex::decode(&file.key_id).map_err(|e| bad("key_id", format!("is not hex: {e}")))?;
         let algorithm = KeyAlgorithm::from_name(&file.algorithm).map_err(|e| bad("algorithm", e.to_string()))?;
-        let public_key_spki = B64.decode(&file.public_key).map_err(|e| bad("public_key", format!("is not base64: {e}")))?;
+        let public_key_spki =
+            B64.decode(&file.public_key).map_err(|e| bad("public_key", format!("is not base64: {e}")))?;
         let stated = spki_algorithm(&public_key_spki).map_err(|e| bad("public_key", e.to_string()))?;
         if stated != algorithm {
             return Err(bad("public_key", format!("is a {stated} key but `algorithm` says {algorithm}")));
         }
-        if file.kek_check.len() != 16 || !file.kek_check.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if file.kek_check.len() != 16
+            || !file.kek_check.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
             return Err(bad("kek_check", "is not 16 lowercase hex digits".into()));
         }
         let blob = B64.decode(&file.blob).map_err(|e| bad("blob", format!("is not base64: {e}")))?;
@@ -144,7 +153,14 @@ impl WrappedKey {
         if crate::words::sha256_hex(&blob) != file.blob_sha256.to_ascii_lowercase() {
             return Err(bad("blob_sha256", "does not match `blob`: the file is damaged; use another copy".into()));
         }
-        Ok(WrappedKey { key_label: file.key_label, key_id, algorithm, public_key_spki, blob, kek_check: file.kek_check })
+        Ok(WrappedKey {
+            key_label: file.key_label,
+            key_id,
+            algorithm,
+            public_key_spki,
+            blob,
+            kek_check: file.kek_check,
+        })
     }
 }
 
@@ -206,9 +222,9 @@ pub fn backup_key(
         if let Err(e) = &relogin {
             // A read-write public session may still destroy a public object.
             let detail = format!("logging the user back in failed: {e}");
-            return Err(destroy_kek(session, &kek_label, &token_label).err().unwrap_or_else(|| {
-                BackupError::Relogin { token: token_label.clone(), detail }.into()
-            }));
+            return Err(destroy_kek(session, &kek_label, &token_label)
+                .err()
+                .unwrap_or_else(|| BackupError::Relogin { token: token_label.clone(), detail }.into()));
         }
     }
     created?;
@@ -303,7 +319,13 @@ fn create_trusted_kek(
     logout
 }
 
-fn wrap_with(session: &Session, kek_label: &str, key_label: &str, key_id: &[u8], token: &str) -> Result<Vec<u8>, HsmError> {
+fn wrap_with(
+    session: &Session,
+    kek_label: &str,
+    key_label: &str,
+    key_id: &[u8],
+    token: &str,
+) -> Result<Vec<u8>, HsmError> {
     let kek = find_one(session, &[Attribute::Class(ObjectClass::SECRET_KEY), label(kek_label)], kek_label, token)?;
     // The handle from before the logout is gone; look the key up again.
     let private = find_one(
@@ -338,7 +360,8 @@ fn find_one(session: &Session, template: &[Attribute], what: &str, token: &str) 
 
 /// Destroys every object labelled `kek_label` and checks none is left.
 fn destroy_kek(session: &Session, kek_label: &str, token: &str) -> Result<(), HsmError> {
-    let left = |detail: String| BackupError::KekLeftOnToken { kek_label: kek_label.into(), token: token.into(), detail };
+    let left =
+        |detail: String| BackupError::KekLeftOnToken { kek_label: kek_label.into(), token: token.into(), detail };
     let found = session.find_objects(&[label(kek_label)]).map_err(|e| left(format!("C_FindObjects failed: {e}")))?;
     for handle in found {
         session.destroy_object(handle).map_err(|e| left(format!("C_DestroyObject failed: {e}")))?;
@@ -412,7 +435,7 @@ pub fn restore_key<'t>(
     options: &RestoreOptions<'_>,
 ) -> Result<TokenKey<'t>, HsmError> {
     let check = kek_check(kek)?;
-    if !aws_lc_rs::constant_time::verify_slices_are_equal(check.as_bytes(), wrapped.kek_check.as_bytes()).is_ok() {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(check.as_bytes(), wrapped.kek_check.as_bytes()).is_err() {
         return Err(BackupError::WrongKek { label: wrapped.key_label.clone() }.into());
     }
     let stated = spki_algorithm(&wrapped.public_key_spki)?;
@@ -480,14 +503,20 @@ pub fn restore_key<'t>(
             _,
         )) => {
             cleanup?;
-            return Err(
-                BackupError::BlobRejected { label: wrapped.key_label.clone(), token: token_label, rv: format!("{rv}") }
-                    .into(),
-            );
+            return Err(BackupError::BlobRejected {
+                label: wrapped.key_label.clone(),
+                token: token_label,
+                rv: format!("{rv}"),
+            }
+            .into());
         }
         Err(e) => {
             cleanup?;
-            return Err(call("C_UnwrapKey", e, format!("backup of key {:?} onto token {token_label:?}", wrapped.key_label)));
+            return Err(call(
+                "C_UnwrapKey",
+                e,
+                format!("backup of key {:?} onto token {token_label:?}", wrapped.key_label),
+            ));
         }
     };
     if let Err(e) = cleanup {
@@ -516,7 +545,12 @@ pub fn restore_key<'t>(
 /// The template for `C_UnwrapKey`. Key-type parameters (EC curve, RSA
 /// modulus) come from the wrapped PKCS#8 and must not be given: SoftHSM
 /// answers `CKR_ATTRIBUTE_READ_ONLY` to `CKA_EC_PARAMS` here (measured).
-fn private_key_template(algorithm: KeyAlgorithm, label: &str, id: &[u8], extractability: Extractability) -> Vec<Attribute> {
+fn private_key_template(
+    algorithm: KeyAlgorithm,
+    label: &str,
+    id: &[u8],
+    extractability: Extractability,
+) -> Vec<Attribute> {
     let key_type = if algorithm.is_rsa() { KeyType::RSA } else { KeyType::EC };
     let extractable = extractability == Extractability::WrapWithTrustedOnly;
     let mut template = vec![
@@ -633,15 +667,17 @@ fn prove<'t>(
     id: &[u8],
     signature: SignatureAlgorithm,
 ) -> Result<TokenKey<'t>, HsmError> {
-    let failed = |what: String| BackupError::ProofFailed { label: label.into(), token: token.facts().label.clone(), what };
+    let failed =
+        |what: String| BackupError::ProofFailed { label: label.into(), token: token.facts().label.clone(), what };
     let key = token.find_key(label, Some(id), Some(signature))?;
     if key.spki_der() != wrapped.public_key_spki.as_slice() {
         return Err(failed("the public key on the token differs from the backup's".into()).into());
     }
     let challenge = token.random_bytes(32)?;
     let sig = key.sign(&challenge)?;
-    verify_signature(&wrapped.public_key_spki, signature, &challenge, &sig)
-        .map_err(|e| failed(format!("a signature by the restored key does not verify under the backup's public key: {e}")))?;
+    verify_signature(&wrapped.public_key_spki, signature, &challenge, &sig).map_err(|e| {
+        failed(format!("a signature by the restored key does not verify under the backup's public key: {e}"))
+    })?;
     Ok(key)
 }
 
@@ -722,7 +758,12 @@ pub fn init_user_pin(
 }
 
 /// Changes the security officer's PIN (`C_SetPIN` in an SO session).
-pub fn set_so_pin(module: &Module, selector: &TokenSelector, old_pin: &Secret, new_pin: &Secret) -> Result<(), HsmError> {
+pub fn set_so_pin(
+    module: &Module,
+    selector: &TokenSelector,
+    old_pin: &Secret,
+    new_pin: &Secret,
+) -> Result<(), HsmError> {
     module.open_so_session(selector, old_pin)?.set_so_pin(old_pin, new_pin)
 }
 
@@ -731,7 +772,9 @@ pub fn set_so_pin(module: &Module, selector: &TokenSelector, old_pin: &Secret, n
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
-    #[error("the key-encryption key must be {KEK_LEN} bytes, not {len}: recombine the custodians' shares of the backup key")]
+    #[error(
+        "the key-encryption key must be {KEK_LEN} bytes, not {len}: recombine the custodians' shares of the backup key"
+    )]
     KekLength { len: usize },
     #[error("the recombined key does not match this backup of key {label:?}: a share is from another set, or the shares belong to another backup; compare each card's set with the ceremony record and try another combination of shares")]
     WrongKek { label: String },
@@ -761,9 +804,15 @@ mod tests {
 
     #[test]
     fn base32_matches_rfc_4648_vectors() {
-        for (input, expected) in
-            [("", ""), ("f", "MY"), ("fo", "MZXQ"), ("foo", "MZXW6"), ("foob", "MZXW6YQ"), ("fooba", "MZXW6YTB"), ("foobar", "MZXW6YTBOI")]
-        {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "MY"),
+            ("fo", "MZXQ"),
+            ("foo", "MZXW6"),
+            ("foob", "MZXW6YQ"),
+            ("fooba", "MZXW6YTB"),
+            ("foobar", "MZXW6YTBOI"),
+        ] {
             assert_eq!(base32(input.as_bytes()), expected.as_bytes(), "{input}");
         }
         let pin = pin_from_seed(&Secret::new(vec![0xff; PIN_SEED_LEN])).expect("pin");
@@ -854,7 +903,8 @@ mod tests {
         let shares = shares::split(&sealing, 3, 5, b"", 0, &SystemRng).expect("split");
         let key = store.generate("root", KeyAlgorithm::EcdsaP384, &SealingKey::Raw(sealing)).expect("generate");
 
-        let recombined = shares::combine(&[shares[4].clone(), shares[0].clone(), shares[2].clone()], b"").expect("combine");
+        let recombined =
+            shares::combine(&[shares[4].clone(), shares[0].clone(), shares[2].clone()], b"").expect("combine");
         let opened = store.load("root", &SealingKey::Raw(recombined)).expect("unseal");
         assert_eq!(opened.spki_der(), key.spki_der());
         let sig = opened.sign(b"tbs").expect("sign");
