@@ -6,6 +6,7 @@
 //! Nothing outside this room ever sees private key bytes; the rest of keyrite
 //! deals in SubjectPublicKeyInfo DER and X.509-ready signatures.
 
+pub mod backup;
 pub mod keystore;
 pub mod pkcs11;
 pub mod soft;
@@ -275,6 +276,8 @@ pub enum HsmError {
     Soft(Box<soft::SoftError>),
     #[error(transparent)]
     Uri(#[from] uri::UriError),
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
 }
 
 impl From<pkcs11::Pkcs11Error> for HsmError {

@@ -160,7 +160,74 @@ impl Module {
     }
 }
 
-fn auth_pin(pin: &Secret) -> Result<AuthPin, HsmError> {
+impl Module {
+    /// Opens a read-write session on the selected token logged in as its
+    /// security officer, for PIN management on a token nobody else in this
+    /// process is logged in to: PKCS#11 keeps one login state per token and
+    /// process, so this fails while a [`Token`] of the same token is open.
+    pub fn open_so_session(&self, selector: &TokenSelector, so_pin: &Secret) -> Result<SoSession, HsmError> {
+        let (slot, info) = self.find_token(selector)?;
+        let label = info.label().trim().to_string();
+        if info.so_pin_locked() {
+            return Err(Pkcs11Error::Other(format!(
+                "the security officer PIN of token {label:?} is locked; only the vendor's tool can recover it"
+            ))
+            .into());
+        }
+        let session =
+            self.ctx.open_rw_session(slot).map_err(|e| call("C_OpenSession", e, format!("token {label:?}")))?;
+        session
+            .login(UserType::So, Some(&auth_pin(so_pin)?))
+            .map_err(|e| call("C_Login", e, format!("security officer of token {label:?}")))?;
+        Ok(SoSession { session, label, max_pin_len: info.max_pin_length() })
+    }
+}
+
+/// A session logged in as security officer. It logs out when dropped (by
+/// closing the session), so an SO login never outlives its use.
+pub struct SoSession {
+    session: Session,
+    label: String,
+    max_pin_len: usize,
+}
+
+impl SoSession {
+    pub fn token_label(&self) -> &str {
+        &self.label
+    }
+
+    /// The longest PIN the token accepts, as it reports it.
+    pub fn max_pin_len(&self) -> usize {
+        self.max_pin_len
+    }
+
+    /// Sets a new user PIN without knowing the old one (`C_InitPIN`).
+    pub fn init_user_pin(&self, new_pin: &Secret) -> Result<(), HsmError> {
+        self.session
+            .init_pin(&auth_pin(new_pin)?)
+            .map_err(|e| call("C_InitPIN", e, format!("user PIN of token {:?}", self.label)))
+    }
+
+    /// Changes the security officer's PIN (`C_SetPIN` in an SO session).
+    pub fn set_so_pin(&self, old_pin: &Secret, new_pin: &Secret) -> Result<(), HsmError> {
+        self.session
+            .set_pin(&auth_pin(old_pin)?, &auth_pin(new_pin)?)
+            .map_err(|e| call("C_SetPIN", e, format!("security officer PIN of token {:?}", self.label)))
+    }
+
+    /// The raw session, for the custody code's key-encryption keys.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl Drop for SoSession {
+    fn drop(&mut self) {
+        let _ = self.session.logout();
+    }
+}
+
+pub(super) fn auth_pin(pin: &Secret) -> Result<AuthPin, HsmError> {
     let text = pin.expose_str().ok_or(Pkcs11Error::PinNotText)?;
     Ok(AuthPin::from(text.to_string()))
 }
@@ -189,7 +256,7 @@ impl Token {
         &self.facts
     }
 
-    fn supports(&self, mechanism: MechanismType) -> bool {
+    pub(super) fn supports(&self, mechanism: MechanismType) -> bool {
         self.mechanisms.contains(&mechanism)
     }
 
@@ -605,7 +672,7 @@ fn rsa_mechanism(signature: SignatureAlgorithm) -> Result<Mechanism<'static>, Hs
 }
 
 /// DER of the named-curve OID, as `CKA_EC_PARAMS` wants it.
-fn curve_oid_der(algorithm: KeyAlgorithm) -> Vec<u8> {
+pub(super) fn curve_oid_der(algorithm: KeyAlgorithm) -> Vec<u8> {
     use der::Encode;
     let oid = if algorithm == KeyAlgorithm::EcdsaP384 {
         const_oid::db::rfc5912::SECP_384_R_1
@@ -671,7 +738,7 @@ fn spki_rsa(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, HsmError> {
 }
 
 /// Turns a cryptoki error into one that names the function and what to do.
-fn call(function: &'static str, error: CkError, context: String) -> HsmError {
+pub(super) fn call(function: &'static str, error: CkError, context: String) -> HsmError {
     let (rv, hint) = match &error {
         CkError::Pkcs11(rv, f) => (format!("{rv} ({f})"), hint(*rv, *f)),
         other => (other.to_string(), "check the module and token"),
