@@ -291,7 +291,7 @@ fn create_trusted_kek(
     // A public token object: SO sessions cannot create private ones, and the
     // user session must see it. Sensitive, unextractable and unmodifiable,
     // it can wrap and do nothing else while it exists.
-    let template = [
+    let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Value(kek.expose().to_vec()),
@@ -312,9 +312,16 @@ fn create_trusted_kek(
     ];
     let created = session
         .create_object(&template)
-        .map(|_| ())
         .map_err(|e| call("C_CreateObject", e, format!("trusted key-encryption key on token {token:?}")));
+    wipe(&mut template);
     let logout = session.logout().map_err(|e| call("C_Logout", e, format!("security officer of token {token:?}")));
+    if let (Ok(_), Err(e)) = (&created, &logout) {
+        // Still the SO: remove the KEK now, while we can see it.
+        let detail = format!("logging the security officer out failed: {e}");
+        return Err(destroy_kek(session, kek_label, token)
+            .err()
+            .unwrap_or_else(|| BackupError::Relogin { token: token.into(), detail }.into()));
+    }
     created?;
     logout
 }
@@ -343,6 +350,15 @@ fn wrap_with(
         .into(),
         other => call("C_WrapKey", other, format!("key {key_label:?} on token {token:?}")),
     })
+}
+
+/// Overwrites key bytes a template carried, once the token has them.
+fn wipe(template: &mut [Attribute]) {
+    for attribute in template {
+        if let Attribute::Value(bytes) = attribute {
+            zeroize::Zeroize::zeroize(bytes);
+        }
+    }
 }
 
 fn label(text: &str) -> Attribute {
@@ -467,21 +483,23 @@ pub fn restore_key<'t>(
     let public_template = public_key_template(wrapped, new_label, &key_id)?;
 
     let kek_label = format!("{KEK_LABEL_PREFIX}{}", hex::encode(token.random_bytes(8)?));
-    let kek_handle = session
-        .create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Value(kek.expose().to_vec()),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Unwrap(true),
-            Attribute::Wrap(false),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            label(&kek_label),
-        ])
+    let mut kek_template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Value(kek.expose().to_vec()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Unwrap(true),
+        Attribute::Wrap(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        label(&kek_label),
+    ];
+    let kek_handle = session.create_object(&kek_template);
+    wipe(&mut kek_template);
+    let kek_handle = kek_handle
         .map_err(|e| call("C_CreateObject", e, format!("session key-encryption key on token {token_label:?}")))?;
     let unwrapped = session.unwrap_key(
         &Mechanism::AesKeyWrapPad,
@@ -725,13 +743,12 @@ pub fn random_pin(rng: &dyn RandomSource) -> Result<Secret, HsmError> {
     let limit = 256 - 256 % n;
     let mut pin = Vec::with_capacity(RANDOM_PIN_LEN);
     while pin.len() < RANDOM_PIN_LEN {
-        let mut batch = zeroize::Zeroizing::new(rng.random_bytes(2 * (RANDOM_PIN_LEN - pin.len()))?);
+        let batch = zeroize::Zeroizing::new(rng.random_bytes(2 * (RANDOM_PIN_LEN - pin.len()))?);
         for &b in batch.iter().filter(|b| usize::from(**b) < limit) {
             if pin.len() < RANDOM_PIN_LEN {
                 pin.push(PIN_ALPHABET[usize::from(b) % n]);
             }
         }
-        zeroize::Zeroize::zeroize(&mut *batch);
     }
     Ok(Secret::new(pin))
 }
