@@ -1,5 +1,7 @@
 //! The root key ceremony, run by the real binary against a real SoftHSM
-//! token, its outputs checked with openssl and pkcs11-tool.
+//! token, its outputs checked with openssl and pkcs11-tool. These runs use
+//! `ceremonies/root-init-hsm-only.toml`, whose key never leaves the token;
+//! `tests/custody_ceremony.rs` runs the backup-enabled `root-init.toml`.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use keyrite::words::Fingerprint;
 
+const PLAN: &str = "ceremonies/root-init-hsm-only.toml";
 const PIN: &str = "314159";
 const SO_PIN: &str = "27182818";
 
@@ -49,7 +52,7 @@ impl Setup {
     /// Answers with the real plan read-back (the first three words of the
     /// plan hash), or `plan_words` to simulate a witness misreading.
     fn write_answers(&self, plan_words: Option<&str>) {
-        let plan = std::fs::read(self.path("ceremonies/root-init.toml")).expect("plan");
+        let plan = std::fs::read(self.path(PLAN)).expect("plan");
         let words = plan_words.map(str::to_string).unwrap_or_else(|| Fingerprint::sha256(&plan).first_words(3));
         std::fs::write(
             self.path("answers.toml"),
@@ -65,16 +68,7 @@ impl Setup {
             .current_dir(self.work.path())
             .env("SOFTHSM2_CONF", &self.hsm.conf)
             .env("KEYRITE_TEST_PIN", pin)
-            .args([
-                "ceremony",
-                "run",
-                "ceremonies/root-init.toml",
-                "--env",
-                "env.toml",
-                "--answers",
-                "answers.toml",
-                "--allow-network",
-            ])
+            .args(["ceremony", "run", PLAN, "--env", "env.toml", "--answers", "answers.toml", "--allow-network"])
             .output()
             .expect("run keyrite")
     }
@@ -200,12 +194,12 @@ fn the_audit_log_names_an_edit_a_deleted_line_a_swap_and_a_cut_tail() {
 #[test]
 fn a_ceremony_file_with_an_unknown_key_is_refused_before_anything_happens() {
     let s = Setup::new("unknown-key-token");
-    let plan = s.path("ceremonies/root-init.toml");
+    let plan = s.path(PLAN);
     let text = std::fs::read_to_string(&plan).expect("plan");
     std::fs::write(&plan, text.replace("[key]\n", "[key]\nslot = 0\n")).expect("write");
     let o = s.run(PIN);
     assert_fails_with(&o, "unknown field `slot`");
-    assert!(stderr(&o).contains("root-init.toml"), "the message names the file");
+    assert!(stderr(&o).contains("root-init-hsm-only.toml"), "the message names the file");
     assert!(list(&s.out()).is_empty(), "nothing written: {:?}", list(&s.out()));
 }
 
@@ -257,7 +251,7 @@ fn a_key_label_already_on_the_token_is_refused() {
 #[test]
 fn an_unsupported_algorithm_is_refused_by_name() {
     let s = Setup::new("alg-token");
-    let plan = s.path("ceremonies/root-init.toml");
+    let plan = s.path(PLAN);
     let text = std::fs::read_to_string(&plan).expect("plan");
     std::fs::write(&plan, text.replacen("algorithm = \"ecdsa-p384\"", "algorithm = \"ecdsa-p521\"", 1)).expect("write");
     let o = s.run(PIN);
@@ -283,7 +277,7 @@ fn a_witness_who_reads_back_the_wrong_plan_words_stops_the_ceremony_before_any_k
 #[test]
 fn rsa_roots_are_generated_in_the_token_too() {
     let s = Setup::new("rsa-token");
-    let plan = s.path("ceremonies/root-init.toml");
+    let plan = s.path(PLAN);
     let text = std::fs::read_to_string(&plan).expect("plan");
     std::fs::write(&plan, text.replacen("algorithm = \"ecdsa-p384\"", "algorithm = \"rsa-3072\"", 1)).expect("write");
     s.write_answers(None);
@@ -315,13 +309,13 @@ fn in_netns(s: &Setup, script: &str) -> std::process::Output {
 #[test]
 fn the_air_gap_guard_refuses_an_interface_that_is_up_and_allows_an_isolated_laptop() {
     let s = Setup::new("airgap-token");
-    let run = "\"$KEYRITE\" ceremony run ceremonies/root-init.toml --env env.toml --answers answers.toml";
+    let run = format!("\"$KEYRITE\" ceremony run {PLAN} --env env.toml --answers answers.toml");
     let refused = in_netns(&s, &format!("ip link add kr0 type veth peer name kr1 && ip link set kr0 up && {run}"));
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("network interfaces are up: kr0"), "{}", stderr(&refused));
     assert!(list(&s.out()).is_empty());
 
-    let isolated = in_netns(&s, run);
+    let isolated = in_netns(&s, &run);
     assert!(isolated.status.success(), "{}\n{}", stdout(&isolated), stderr(&isolated));
     let log = std::fs::read_to_string(s.out().join("root-r1-audit.jsonl")).expect("log");
     assert!(log.contains("\"network_interfaces_up\":[]"), "the log records the empty interface list");
@@ -332,7 +326,9 @@ fn rehearse(dir: &Path, extra: &[&str]) -> serde_json::Value {
     assert_ok(&o);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("rehearsal.json")).expect("rehearsal.json")).expect("json");
-    for key in ["backend", "module", "token_label", "root_cert", "audit_log"] {
+    for key in
+        ["backend", "module", "token_label", "root_cert", "audit_log", "share_cards", "share_threshold", "backup_blob"]
+    {
         assert!(json.get(key).is_some(), "rehearsal.json lacks {key}: {json}");
     }
     let cert = json["root_cert"].as_str().expect("root_cert");
@@ -340,6 +336,22 @@ fn rehearse(dir: &Path, extra: &[&str]) -> serde_json::Value {
     assert!(v.status.success(), "{}", stderr(&v));
     let log = json["audit_log"].as_str().expect("audit_log");
     assert_ok(&keyrite().args(["audit", "verify", log]).output().expect("verify"));
+    // Every custodian's card holds that custodian's words, and each checks
+    // alone against the log.
+    let cards = json["share_cards"].as_array().expect("share_cards");
+    assert_eq!(cards.len(), 3);
+    assert_eq!(json["share_threshold"], 2);
+    for card in cards {
+        let card = card.as_str().expect("card path");
+        let text = std::fs::read_to_string(card).expect("card");
+        assert!(text.contains("Words (33):"), "{text}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(card).expect("stat").permissions());
+        assert_eq!(mode & 0o777, 0o600, "a share card is for its custodian only");
+        let v = keyrite().args(["shares", "verify", "--log", log, "--card", card]).output().expect("shares verify");
+        assert_ok(&v);
+        assert!(stdout(&v).contains("matches its commitment"), "{}", stdout(&v));
+    }
+    assert!(Path::new(json["backup_blob"].as_str().expect("blob")).exists());
     json
 }
 
@@ -355,7 +367,7 @@ fn rehearse_runs_the_bundled_ceremony_on_softhsm() {
     let repo_plan =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("ceremonies/root-init.toml")).expect("plan");
     let copied = std::fs::read(dir.path().join("r/ceremonies/root-init.toml")).expect("copy");
-    assert_eq!(repo_plan, copied);
+    assert!(repo_plan == copied, "the rehearsal must run the repository's root-init.toml byte for byte");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! One file per ceremony kind, written top-down in the order things happen.
 
 pub mod airgap;
+pub mod custody;
+pub mod engine;
 pub mod operator;
 pub mod print;
 pub mod rehearse;

@@ -1,6 +1,7 @@
 //! How a ceremony talks to the people in the room.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use super::CeremonyError;
 use crate::config::answers::{Answer, Answers};
@@ -22,6 +23,17 @@ pub trait Operator {
     fn read_back(&mut self, key: &str, question: &str, shown: &str) -> Result<ReadBack, CeremonyError>;
     /// A PIN or passphrase, typed without echo.
     fn secret(&mut self, key: &str, question: &str) -> Result<Secret, CeremonyError>;
+    /// Gives `custodian` their share card (share `number`) so that only they
+    /// see it; returns the file it was written to, if it was.
+    fn hand_out_share(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+    ) -> Result<Option<PathBuf>, CeremonyError>;
+    /// `custodian` enters their share's words (attempt 1, 2, ...).
+    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError>;
     /// Whether a person is answering (the log records which).
     fn is_interactive(&self) -> bool;
 }
@@ -41,6 +53,9 @@ pub const AS_SHOWN: &str = "(as shown)";
 /// have seen, so a rehearsal's transcript reads like the real thing.
 pub struct ScriptedOperator {
     answers: Answers,
+    /// Where share cards go and come back from: one file per custodian, as
+    /// if each had their own USB stick. Unattended runs only.
+    custodian_media: Option<PathBuf>,
     /// Rehearsals only: a read-back with no answer in the file echoes the
     /// value shown, because the rehearsal's own fingerprints cannot be known
     /// when the answers file is written. The log marks such answers.
@@ -50,7 +65,26 @@ pub struct ScriptedOperator {
 
 impl ScriptedOperator {
     pub fn new(answers: Answers, out: Box<dyn Write>) -> Self {
-        ScriptedOperator { answers, echo_read_backs: false, out }
+        ScriptedOperator { answers, custodian_media: None, echo_read_backs: false, out }
+    }
+
+    /// Share cards are written to, and read back from, `dir`.
+    pub fn with_custodian_media(mut self, dir: PathBuf) -> Self {
+        self.custodian_media = Some(dir);
+        self
+    }
+
+    fn card_path(&self, custodian: &str) -> Result<PathBuf, CeremonyError> {
+        let dir = self.custodian_media.as_ref().ok_or_else(|| CeremonyError::Input {
+            what: "share cards".into(),
+            detail: "an unattended run with custodians needs custodian_media in the environment file (a directory standing for the custodians' own media)".into(),
+        })?;
+        Ok(dir.join(format!("{}.card.txt", super::custody::slug(custodian))))
+    }
+
+    /// Hands back the transcript's writer, for the next ceremony of a run.
+    pub fn into_output(self) -> Box<dyn Write> {
+        self.out
     }
 
     /// For `keyrite rehearse`: read-backs without an answer echo the screen.
@@ -110,6 +144,33 @@ impl Operator for ScriptedOperator {
 
     fn secret(&mut self, key: &str, _question: &str) -> Result<Secret, CeremonyError> {
         Err(CeremonyError::SecretNotScripted { key: key.into() })
+    }
+
+    fn hand_out_share(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+    ) -> Result<Option<PathBuf>, CeremonyError> {
+        let path = self.card_path(custodian)?;
+        if let Some(dir) = path.parent() {
+            crate::files::create_dir(dir, crate::files::Mode::Private)?;
+        }
+        crate::files::write_new(&path, card.expose(), crate::files::Mode::Private)?;
+        let _ =
+            writeln!(self.out, "  [{key}] share {number} written for {custodian} to {} (mode 0600)", path.display());
+        Ok(Some(path))
+    }
+
+    fn take_share(&mut self, key: &str, custodian: &str, _attempt: u32) -> Result<Secret, CeremonyError> {
+        let path = self.card_path(custodian)?;
+        let card = std::fs::read(&path).map_err(|e| CeremonyError::Input {
+            what: format!("{custodian}'s share card {}", path.display()),
+            detail: e.to_string(),
+        })?;
+        let _ = writeln!(self.out, "  [{key}] {custodian} enters their share from {}", path.display());
+        Ok(crate::shares::words_from_card(&Secret::new(card)))
     }
 
     fn is_interactive(&self) -> bool {

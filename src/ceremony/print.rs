@@ -31,17 +31,10 @@ fn markdown(plan: &Plan) -> String {
         let _ = writeln!(s, "{}\n", plan.description.trim());
     }
     let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| Plan SHA-256 | `{}` |", plan.fingerprint.hex);
-    let _ = writeln!(s, "| Plan words | {} |", plan.fingerprint.words);
-    let _ =
-        writeln!(s, "| Template | `{}` (SHA-256 `{}`) |", plan.template_path.display(), plan.template_fingerprint.hex);
-    let _ = writeln!(s, "| Key | {} ({}, {}) |", plan.key.label, plan.key.algorithm, plan.key.signature);
-    let _ = writeln!(s, "| Audit key | {} ({}) |", plan.audit_key.label, plan.audit_key.algorithm);
-    let _ = writeln!(
-        s,
-        "| Outputs | {}, {}, {} |\n",
-        plan.outputs.certificate_pem, plan.outputs.certificate_der, plan.outputs.audit_log
-    );
+    for (k, v) in plan.summary() {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "## Participants\n\n| Role | Name | Signature |\n|---|---|---|");
     for role in &plan.roles {
         for _ in 0..role.min {
@@ -116,27 +109,8 @@ fn html(plan: &Plan) -> String {
         let _ = writeln!(s, "<p>{}</p>", e(plan.description.trim()));
     }
     let _ = writeln!(s, "<table>");
-    for (k, v) in [
-        ("Plan SHA-256", format!("<code>{}</code>", plan.fingerprint.hex)),
-        ("Plan words", format!("<span class=\"words\">{}</span>", plan.fingerprint.words)),
-        (
-            "Template",
-            format!(
-                "<code>{}</code> (SHA-256 <code>{}</code>)",
-                e(&plan.template_path.display().to_string()),
-                plan.template_fingerprint.hex
-            ),
-        ),
-        ("Key", format!("{} ({}, {})", e(&plan.key.label), plan.key.algorithm, plan.key.signature)),
-        ("Audit key", format!("{} ({})", e(&plan.audit_key.label), plan.audit_key.algorithm)),
-        (
-            "Outputs",
-            e(&format!(
-                "{}, {}, {}",
-                plan.outputs.certificate_pem, plan.outputs.certificate_der, plan.outputs.audit_log
-            )),
-        ),
-    ] {
+    for (k, v) in plan.summary() {
+        let v = if k.contains("SHA-256") || k.contains("words") { format!("<code>{}</code>", e(&v)) } else { e(&v) };
         let _ = writeln!(s, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
     let _ = writeln!(

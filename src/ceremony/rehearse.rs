@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{root, CeremonyError, RunOptions, ScriptedOperator};
+use super::{engine, CeremonyError, RunOptions, ScriptedOperator};
 use crate::audit::{self, VerifyOptions};
 use crate::config::{Answers, Backend, Environment, Plan, SecretSource};
 use crate::files::{self, Mode};
@@ -18,14 +18,17 @@ use crate::hsm::pkcs11::Module;
 use crate::hsm::soft::SystemRng;
 use crate::hsm::RandomSource;
 use crate::secret::Secret;
-use crate::words;
 
 const ROOT_INIT: &str = include_str!("../../ceremonies/root-init.toml");
+const ROOT_RESTORE: &str = include_str!("../../ceremonies/root-restore.toml");
 const ROOT_TEMPLATE: &str = include_str!("../../templates/root-ca.toml");
-const ANSWERS: &str = include_str!("../../ceremonies/answers/root-init.rehearsal.toml");
+const INIT_ANSWERS: &str = include_str!("../../ceremonies/answers/root-init.rehearsal.toml");
+const RESTORE_ANSWERS: &str = include_str!("../../ceremonies/answers/root-restore.rehearsal.toml");
 
 /// The token label rehearsals use.
 pub const TOKEN_LABEL: &str = "keyrite-rehearsal";
+/// The fresh token the rehearsal restores the root key into.
+pub const RESTORE_TOKEN_LABEL: &str = "keyrite-restore";
 
 /// Which key store to rehearse on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,13 @@ pub struct Rehearsal {
     pub token_label: String,
     pub root_cert: String,
     pub audit_log: String,
+    /// One card file per custodian, each holding that custodian's words.
+    pub share_cards: Vec<String>,
+    pub share_threshold: u8,
+    pub backup_blob: String,
+    /// The restore ceremony's own log, and the token it restored into.
+    pub restore_audit_log: String,
+    pub restore_token_label: String,
 }
 
 /// Where SoftHSM's module is on common distributions.
@@ -66,7 +76,9 @@ pub fn find_softhsm() -> Option<PathBuf> {
 }
 
 /// Runs the rehearsal in `dir` (which must be absent or empty), printing the
-/// transcript to `out`.
+/// transcript to `out`: the root ceremony with its backup and restore drill,
+/// then a restore of the root key into a fresh token from two of the three
+/// custodians' shares.
 pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> Result<Rehearsal, CeremonyError> {
     prepare_dir(dir)?;
     let module = match choice {
@@ -78,77 +90,121 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         BackendChoice::Auto => find_softhsm(),
     };
 
-    // The script, template and answers, exactly as in the repository.
-    let plan_path = dir.join("ceremonies/root-init.toml");
-    write_file(&plan_path, ROOT_INIT.as_bytes())?;
+    // The scripts, template and answers, exactly as in the repository.
+    let init_path = dir.join("ceremonies/root-init.toml");
+    let restore_path = dir.join("ceremonies/root-restore.toml");
+    write_file(&init_path, ROOT_INIT.as_bytes())?;
+    write_file(&restore_path, ROOT_RESTORE.as_bytes())?;
     write_file(&dir.join("templates/root-ca.toml"), ROOT_TEMPLATE.as_bytes())?;
-    let answers_path = dir.join("ceremonies/answers/root-init.rehearsal.toml");
-    write_file(&answers_path, ANSWERS.as_bytes())?;
-    let plan = Plan::load(&plan_path)?;
-    let answers = Answers::from_toml_str(ANSWERS, &answers_path)?;
+    let init_answers_path = dir.join("ceremonies/answers/root-init.rehearsal.toml");
+    let restore_answers_path = dir.join("ceremonies/answers/root-restore.rehearsal.toml");
+    write_file(&init_answers_path, INIT_ANSWERS.as_bytes())?;
+    write_file(&restore_answers_path, RESTORE_ANSWERS.as_bytes())?;
+    let init_plan = Plan::load(&init_path)?;
+    let restore_plan = Plan::load(&restore_path)?;
 
-    let output_dir = dir.join("root");
-    files::create_dir(&output_dir, Mode::Public)?;
-    let (backend, token_label) = match &module {
-        Some(module) => {
-            let token = softhsm_token(dir, module)?;
-            (
-                Backend::Pkcs11 { module: module.clone(), token: token.0, pin: SecretSource::Memory(token.1) },
-                TOKEN_LABEL.to_string(),
-            )
-        }
-        None => {
-            let passphrase = random_secret()?;
-            let store = dir.join("keystore");
-            (
-                Backend::Soft { dir: store.clone(), passphrase: SecretSource::Memory(passphrase) },
-                store.display().to_string(),
-            )
-        }
+    let root_dir = dir.join("root");
+    let restore_dir = dir.join("restore");
+    let media = dir.join("custodians");
+    files::create_dir(&root_dir, Mode::Public)?;
+    files::create_dir(&restore_dir, Mode::Public)?;
+    let softhsm = match &module {
+        Some(module) => Some(SoftHsmDir::create(dir, module)?),
+        None => None,
     };
-    let backend_name = match &backend {
-        Backend::Pkcs11 { .. } => "softhsm",
-        Backend::Soft { .. } => "soft",
-    };
-    let env = Environment { backend, output_dir, source: None };
-
-    let mut operator = ScriptedOperator::new(answers, out).echoing_read_backs();
-    crate::ceremony::Operator::say(
-        &mut operator,
-        &match &module {
-            Some(m) => {
-                format!("Rehearsal on a throwaway SoftHSM token {TOKEN_LABEL:?} ({}) in {}", m.display(), dir.display())
+    let backend_for = |label: &str, store: &str| -> Result<Backend, CeremonyError> {
+        match (&softhsm, &module) {
+            (Some(hsm), Some(module)) => {
+                let (selector, so_pin, user_pin) = hsm.init_token(label)?;
+                Ok(Backend::Pkcs11 {
+                    module: module.clone(),
+                    token: selector,
+                    pin: SecretSource::Memory(user_pin),
+                    so_pin: Some(SecretSource::Memory(so_pin)),
+                })
             }
+            _ => Ok(Backend::Soft { dir: dir.join(store), passphrase: None }),
+        }
+    };
+    let mut transcript = out;
+    let say = |t: &mut Box<dyn std::io::Write>, text: &str| {
+        let _ = writeln!(t, "{text}");
+    };
+    say(
+        &mut transcript,
+        &match &module {
+            Some(m) => format!("Rehearsal on throwaway SoftHSM tokens ({}) in {}", m.display(), dir.display()),
             None => format!("SoftHSM is not installed: rehearsal on the software key store in {}", dir.display()),
         },
     );
-    let outcome = root::run(&plan, &env, &mut operator, &RunOptions { allow_network: true })?;
 
-    let report = audit::verify(
-        &outcome.audit_log,
-        &VerifyOptions {
-            pinned_audit_keys: Vec::new(),
-            expect_closed: true,
-            expected_checkpoint: Some(outcome.final_checkpoint.note_text.clone()),
-        },
-    )?;
-    crate::ceremony::Operator::say(
-        &mut operator,
-        &format!("\nAudit log verified: {} entries, {} checkpoints.", report.entries, report.checkpoints),
+    // 1. The root ceremony, with backup, shares and drill.
+    let env = Environment {
+        backend: backend_for(TOKEN_LABEL, "keystore")?,
+        output_dir: root_dir.clone(),
+        input_dir: root_dir.clone(),
+        custodian_media: Some(media.clone()),
+        source: None,
+    };
+    let answers = Answers::from_toml_str(INIT_ANSWERS, &init_answers_path)?;
+    let mut operator =
+        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
+    let root = engine::run(&init_plan, &env, &mut operator, &RunOptions { allow_network: true })?;
+    verify_log(&root.audit_log, &root.final_checkpoint.note_text)?;
+    let transcript = operator.into_output();
+
+    // 2. The restore, into a fresh token, from two of the three shares.
+    let env = Environment {
+        backend: backend_for(RESTORE_TOKEN_LABEL, "keystore-restore")?,
+        output_dir: restore_dir.clone(),
+        input_dir: root_dir.clone(),
+        custodian_media: Some(media.clone()),
+        source: None,
+    };
+    let answers = Answers::from_toml_str(RESTORE_ANSWERS, &restore_answers_path)?;
+    let mut operator = ScriptedOperator::new(answers, transcript).with_custodian_media(media).echoing_read_backs();
+    let restored = engine::run(&restore_plan, &env, &mut operator, &RunOptions { allow_network: true })?;
+    let report = verify_log(&restored.audit_log, &restored.final_checkpoint.note_text)?;
+    let mut transcript = operator.into_output();
+    say(
+        &mut transcript,
+        &format!("\nRestore audit log verified: {} entries, {} checkpoints.", report.entries, report.checkpoints),
     );
 
+    let missing =
+        |what: &str| CeremonyError::Step { step: 0, message: format!("the root ceremony produced no {what}") };
+    let (token_label, restore_token_label) = match &module {
+        Some(_) => (TOKEN_LABEL.to_string(), RESTORE_TOKEN_LABEL.to_string()),
+        None => (root.store.label(), restored.store.label()),
+    };
     let rehearsal = Rehearsal {
-        backend: backend_name.into(),
+        backend: if module.is_some() { "softhsm" } else { "soft" }.into(),
         module: module.map(|m| m.display().to_string()),
         token_label,
-        root_cert: absolute(&outcome.certificate_pem),
-        audit_log: absolute(&outcome.audit_log),
+        root_cert: absolute(root.certificate_pem.as_deref().ok_or_else(|| missing("certificate"))?),
+        audit_log: absolute(&root.audit_log),
+        share_cards: root.share_cards.iter().map(|p| absolute(p)).collect(),
+        share_threshold: root.share_threshold.ok_or_else(|| missing("share set"))?,
+        backup_blob: absolute(root.backup_blob.as_deref().ok_or_else(|| missing("backup"))?),
+        restore_audit_log: absolute(&restored.audit_log),
+        restore_token_label,
     };
     let json =
         serde_json::to_vec_pretty(&rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
     files::write_new(&dir.join("rehearsal.json"), &json, Mode::Public)?;
-    crate::ceremony::Operator::say(&mut operator, &format!("Wrote {}", dir.join("rehearsal.json").display()));
+    say(&mut transcript, &format!("Wrote {}", dir.join("rehearsal.json").display()));
     Ok(rehearsal)
+}
+
+fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, CeremonyError> {
+    Ok(audit::verify(
+        path,
+        &VerifyOptions {
+            pinned_audit_keys: Vec::new(),
+            expect_closed: true,
+            expected_checkpoint: Some(final_note.to_string()),
+        },
+    )?)
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), CeremonyError> {
@@ -177,26 +233,37 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CeremonyError> {
     Ok(files::write_new(path, bytes, Mode::Public)?)
 }
 
-/// Makes a SoftHSM token directory inside the rehearsal and initialises a
-/// token there with random PINs that live only in memory.
-fn softhsm_token(dir: &Path, module: &Path) -> Result<(crate::hsm::pkcs11::TokenSelector, Secret), CeremonyError> {
-    let tokens = dir.join("softhsm/tokens");
-    files::create_dir(&tokens, Mode::Private)?;
-    let conf = dir.join("softhsm/softhsm2.conf");
-    let text = format!(
-        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-        absolute(&tokens)
-    );
-    files::write_new(&conf, text.as_bytes(), Mode::Private)?;
-    // SoftHSM reads its configuration from this variable when the module
-    // initialises; the rehearsal is the only user of the module in-process.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let so_pin = random_secret()?;
-    let user_pin = random_secret()?;
-    let module = Module::load(module)?;
-    let selector = module.init_token(TOKEN_LABEL, &so_pin, &user_pin)?;
-    drop(module);
-    Ok((selector, user_pin))
+/// A SoftHSM token directory inside the rehearsal, with its own
+/// configuration file.
+struct SoftHsmDir {
+    module: PathBuf,
+}
+
+impl SoftHsmDir {
+    fn create(dir: &Path, module: &Path) -> Result<Self, CeremonyError> {
+        let tokens = dir.join("softhsm/tokens");
+        files::create_dir(&tokens, Mode::Private)?;
+        let conf = dir.join("softhsm/softhsm2.conf");
+        let text = format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            absolute(&tokens)
+        );
+        files::write_new(&conf, text.as_bytes(), Mode::Private)?;
+        // SoftHSM reads its configuration from this variable when the module
+        // initialises; the rehearsal is the only user of the module in-process.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Ok(SoftHsmDir { module: module.to_path_buf() })
+    }
+
+    /// Initialises a token with random SO and user PINs that live only in
+    /// memory.
+    fn init_token(&self, label: &str) -> Result<(crate::hsm::pkcs11::TokenSelector, Secret, Secret), CeremonyError> {
+        let so_pin = random_secret()?;
+        let user_pin = random_secret()?;
+        let module = Module::load(&self.module)?;
+        let selector = module.init_token(label, &so_pin, &user_pin)?;
+        Ok((selector, so_pin, user_pin))
+    }
 }
 
 /// A throwaway PIN: 24 hex characters from the system RNG.
@@ -207,9 +274,4 @@ fn random_secret() -> Result<Secret, CeremonyError> {
 
 fn absolute(path: &Path) -> String {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
-}
-
-/// The plan hash of the bundled root ceremony, for the README and tests.
-pub fn bundled_plan_sha256() -> String {
-    words::sha256_hex(ROOT_INIT.as_bytes())
 }

@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit::{self, VerifyOptions};
-use crate::ceremony::{print, rehearse, root, Operator, RunOptions, ScriptedOperator};
-use crate::config::{Answers, CeremonyKind, Environment, Plan};
+use crate::ceremony::{engine, print, rehearse, Operator, RunOptions, ScriptedOperator};
+use crate::config::{Answers, Environment, Plan};
 use crate::files::{self, Mode};
 
 #[derive(Parser)]
@@ -43,6 +43,22 @@ enum Command {
     /// PKCS#11 tokens
     #[command(subcommand)]
     Hsm(HsmCommand),
+    /// Custodians' shares
+    #[command(subcommand)]
+    Shares(SharesCommand),
+}
+
+#[derive(Subcommand)]
+enum SharesCommand {
+    /// Check one share alone against its commitment in a ceremony's audit log (offline)
+    Verify {
+        /// The audit log of the ceremony that issued the share
+        #[arg(long)]
+        log: PathBuf,
+        /// A share card file (or a file with just the words); without it the words are asked for, hidden
+        #[arg(long)]
+        card: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,9 +164,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ceremony(CeremonyCommand::Check { ceremony }) => {
             let plan = Plan::load(&ceremony)?;
             println!("{}: {} ceremony {:?} is valid", ceremony.display(), plan.kind.name(), plan.id);
-            println!("plan SHA-256  {}\nplan words    {}", plan.fingerprint.hex, plan.fingerprint.words);
-            println!("template      {} (SHA-256 {})", plan.template_path.display(), plan.template_fingerprint.hex);
-            println!("steps         {}", plan.steps.len());
+            for (k, v) in plan.summary() {
+                println!("{k:<13} {v}");
+            }
+            println!("{:<13} {}", "Steps", plan.steps.len());
         }
         Command::Ceremony(CeremonyCommand::Print { ceremony, format, output }) => {
             let plan = Plan::load(&ceremony)?;
@@ -173,7 +190,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 env.output_dir = out;
             }
             let mut operator: Box<dyn Operator> = match answers {
-                Some(path) => Box::new(ScriptedOperator::new(Answers::load(&path)?, Box::new(std::io::stdout()))),
+                Some(path) => {
+                    let scripted = ScriptedOperator::new(Answers::load(&path)?, Box::new(std::io::stdout()));
+                    Box::new(match &env.custodian_media {
+                        Some(dir) => scripted.with_custodian_media(dir.clone()),
+                        None => scripted,
+                    })
+                }
                 None => {
                     if !std::io::stdin().is_terminal() {
                         bail!("no terminal to prompt on: run from a terminal, or pass --answers FILE for an unattended run");
@@ -181,20 +204,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Box::new(terminal::TerminalOperator::new())
                 }
             };
-            let options = RunOptions { allow_network };
-            match plan.kind {
-                CeremonyKind::RootInit => {
-                    let outcome = root::run(&plan, &env, operator.as_mut(), &options)
-                        .with_context(|| format!("ceremony {:?} stopped", plan.id))?;
-                    println!(
-                        "Ceremony {:?} complete.\nroot certificate {}\naudit log        {}\nkey              {}",
-                        plan.id,
-                        outcome.certificate_pem.display(),
-                        outcome.audit_log.display(),
-                        outcome.key_uri
-                    );
-                }
+            let done = engine::run(&plan, &env, operator.as_mut(), &RunOptions { allow_network })
+                .with_context(|| format!("ceremony {:?} stopped", plan.id))?;
+            println!("\nCeremony {:?} ({}) complete.", plan.id, plan.kind.name());
+            if let Some(p) = &done.certificate_pem {
+                println!("root certificate {}", p.display());
             }
+            if let Some(p) = &done.backup_blob {
+                println!("backup           {}", p.display());
+            }
+            for card in &done.share_cards {
+                println!("share card       {}", card.display());
+            }
+            if let Some(uri) = &done.key_uri {
+                println!("key              {uri}");
+            }
+            println!("audit log        {}", done.audit_log.display());
         }
         Command::Audit(AuditCommand::Verify { log, audit_keys, checkpoint, allow_open }) => {
             let expected_checkpoint = match checkpoint {
@@ -224,6 +249,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(size) = report.matched_expected_checkpoint {
                 println!("the paper checkpoint matches the log's checkpoint over {size} entries");
             }
+        }
+        Command::Shares(SharesCommand::Verify { log, card }) => {
+            let words = match card {
+                Some(path) => crate::shares::words_from_card(&crate::secret::Secret::new(
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                )),
+                None => {
+                    if !std::io::stdin().is_terminal() {
+                        bail!("no terminal to type the share on: pass --card FILE");
+                    }
+                    terminal::TerminalOperator::new().take_share("shares-verify", "the custodian", 1)?
+                }
+            };
+            let checked = crate::ceremony::custody::verify_share(&log, &words)?;
+            println!("{checked}");
         }
         Command::Hsm(HsmCommand::List { module }) => {
             let module = crate::hsm::pkcs11::Module::load(&module)?;

@@ -1,5 +1,7 @@
 //! The interactive operator: dialoguer prompts on the ceremony terminal.
 
+use std::path::PathBuf;
+
 use dialoguer::{Confirm, Input, Password};
 
 use crate::ceremony::{CeremonyError, Operator, ReadBack};
@@ -54,6 +56,53 @@ impl Operator for TerminalOperator {
 
     fn secret(&mut self, key: &str, question: &str) -> Result<Secret, CeremonyError> {
         Password::new().with_prompt(question).interact().map(Secret::from_string).map_err(|e| input_error(key, e))
+    }
+
+    fn hand_out_share(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+    ) -> Result<Option<PathBuf>, CeremonyError> {
+        println!("\nShare {number} is for {custodian}. Everyone else looks away from the screen now.");
+        Confirm::new()
+            .with_prompt(format!("{custodian}: are you alone at the screen?"))
+            .default(false)
+            .interact()
+            .map_err(|e| input_error(key, e))?;
+        println!("{}", card.expose_str().unwrap_or_default());
+        let path: String = Input::new()
+            .with_prompt("Also write the card to your own medium? Path, or empty for paper only")
+            .allow_empty(true)
+            .interact_text()
+            .map_err(|e| input_error(key, e))?;
+        let written = if path.trim().is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(path.trim());
+            crate::files::write_new(&path, card.expose(), crate::files::Mode::Private)
+                .map_err(|e| CeremonyError::Input { what: "share card".into(), detail: e.to_string() })?;
+            Some(path)
+        };
+        Confirm::new()
+            .with_prompt(format!("{custodian}: words copied onto your card? The screen is cleared next"))
+            .default(false)
+            .interact()
+            .map_err(|e| input_error(key, e))?;
+        // Clear the screen and the scrollback, so the next custodian cannot
+        // scroll up to this share.
+        print!("\x1b[2J\x1b[3J\x1b[H");
+        Ok(written)
+    }
+
+    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError> {
+        let prompt = if attempt == 1 {
+            format!("{custodian}: type the words of your share (hidden)")
+        } else {
+            format!("{custodian}: try again, attempt {attempt} (hidden)")
+        };
+        Password::new().with_prompt(prompt).interact().map(Secret::from_string).map_err(|e| input_error(key, e))
     }
 
     fn is_interactive(&self) -> bool {

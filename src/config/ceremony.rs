@@ -26,11 +26,36 @@ struct RawCeremony {
     #[serde(default)]
     description: String,
     roles: Vec<RawRole>,
-    key: RawKey,
+    key: Option<RawKey>,
     audit_key: RawKey,
-    certificate: RawCertificate,
+    certificate: Option<RawCertificate>,
+    backup: Option<RawBackup>,
+    restore: Option<RawRestore>,
     outputs: RawOutputs,
     steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    threshold: u8,
+    shares: u8,
+    #[serde(default = "custodian_role")]
+    custodian_role: String,
+}
+
+fn custodian_role() -> String {
+    "custodian".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestore {
+    backup_blob: String,
+    root_certificate: String,
+    ceremony_log: String,
+    #[serde(default = "custodian_role")]
+    custodian_role: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,8 +89,9 @@ struct RawCertificate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutputs {
-    certificate_pem: String,
-    certificate_der: String,
+    certificate_pem: Option<String>,
+    certificate_der: Option<String>,
+    backup_blob: Option<String>,
     audit_log: String,
 }
 
@@ -84,29 +110,44 @@ struct RawStep {
 /// The kinds of ceremony keyrite runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CeremonyKind {
-    /// Generate a root key in a token and self-sign the root certificate.
+    /// Generate a root key in a token and self-sign the root certificate;
+    /// with `[backup]`, also wrap the key under a KEK split among custodians.
     RootInit,
+    /// Bring a quorum of custodians' shares back and restore the root key
+    /// from its backup into a fresh token.
+    RootRestore,
 }
 
 impl CeremonyKind {
     pub fn name(self) -> &'static str {
         match self {
             CeremonyKind::RootInit => "root-init",
+            CeremonyKind::RootRestore => "root-restore",
         }
     }
 
     /// The step kinds this ceremony must contain, in the order they must come.
-    fn required_steps(self) -> &'static [StepKind] {
-        match self {
-            CeremonyKind::RootInit => &[
-                StepKind::Attendance,
-                StepKind::WitnessPlan,
-                StepKind::OpenToken,
-                StepKind::GenerateAuditKey,
-                StepKind::GenerateKey,
-                StepKind::SignRoot,
-                StepKind::Close,
+    fn required_steps(self, backup: bool) -> Vec<StepKind> {
+        use StepKind::*;
+        match (self, backup) {
+            (CeremonyKind::RootInit, false) => {
+                vec![Attendance, WitnessPlan, OpenToken, GenerateAuditKey, GenerateKey, SignRoot, Close]
+            }
+            (CeremonyKind::RootInit, true) => vec![
+                Attendance,
+                WitnessPlan,
+                OpenToken,
+                GenerateAuditKey,
+                GenerateKey,
+                SignRoot,
+                BackupKey,
+                DistributeShares,
+                RestoreDrill,
+                Close,
             ],
+            (CeremonyKind::RootRestore, _) => {
+                vec![Attendance, WitnessPlan, OpenToken, GenerateAuditKey, CollectShares, RestoreKey, Close]
+            }
         }
     }
 }
@@ -135,6 +176,16 @@ pub enum StepKind {
     WitnessRoot,
     /// Sign an audit checkpoint and print it for the paper log.
     Checkpoint,
+    /// Draw a key-encryption key, wrap the CA key under it, write the backup.
+    BackupKey,
+    /// Split the KEK and hand each custodian their share, one at a time.
+    DistributeShares,
+    /// Every custodian re-enters their share; every quorum must recombine.
+    RestoreDrill,
+    /// Custodians of a restore enter their shares; each is checked alone.
+    CollectShares,
+    /// Unwrap the backup into the token and prove it against the root certificate.
+    RestoreKey,
     /// Close the ceremony: final entry and final checkpoint.
     Close,
 }
@@ -151,6 +202,11 @@ impl StepKind {
             StepKind::SignRoot => "sign-root",
             StepKind::WitnessRoot => "witness-root",
             StepKind::Checkpoint => "checkpoint",
+            StepKind::BackupKey => "backup-key",
+            StepKind::DistributeShares => "distribute-shares",
+            StepKind::RestoreDrill => "restore-drill",
+            StepKind::CollectShares => "collect-shares",
+            StepKind::RestoreKey => "restore-key",
             StepKind::Close => "close",
         }
     }
@@ -192,9 +248,50 @@ pub struct KeySpec {
 /// Output file names, relative to the environment's output directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outputs {
-    pub certificate_pem: String,
-    pub certificate_der: String,
+    pub certificate_pem: Option<String>,
+    pub certificate_der: Option<String>,
+    pub backup_blob: Option<String>,
     pub audit_log: String,
+}
+
+impl Outputs {
+    /// Every output file name, for the "all absent" preflight check.
+    pub fn all(&self) -> Vec<&str> {
+        [&self.certificate_pem, &self.certificate_der, &self.backup_blob]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(std::iter::once(self.audit_log.as_str()))
+            .collect()
+    }
+}
+
+/// The certificate a ceremony signs, from its template.
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    pub template_path: PathBuf,
+    pub template_fingerprint: Fingerprint,
+    pub template: Profile,
+    pub not_before: Option<OffsetDateTime>,
+}
+
+/// n-of-m custody of the root key's backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSpec {
+    pub threshold: u8,
+    pub shares: u8,
+    pub custodian_role: String,
+}
+
+/// What a restore ceremony reads, by file name in the environment's input
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSpec {
+    pub backup_blob: String,
+    pub root_certificate: String,
+    /// The original ceremony's audit log: it holds the share commitments.
+    pub ceremony_log: String,
+    pub custodian_role: String,
 }
 
 /// A validated ceremony: after this, nothing re-checks the input.
@@ -210,12 +307,12 @@ pub struct Plan {
     pub title: String,
     pub description: String,
     pub roles: Vec<Role>,
-    pub key: KeySpec,
+    /// The CA key a root-init ceremony generates.
+    pub key: Option<KeySpec>,
     pub audit_key: KeySpec,
-    pub template_path: PathBuf,
-    pub template_fingerprint: Fingerprint,
-    pub template: Profile,
-    pub not_before: Option<OffsetDateTime>,
+    pub certificate: Option<CertificateSpec>,
+    pub backup: Option<BackupSpec>,
+    pub restore: Option<RestoreSpec>,
     pub outputs: Outputs,
     pub steps: Vec<Step>,
 }
@@ -231,8 +328,12 @@ impl Plan {
         let invalid = |field: &str, message: String| ConfigError::invalid(path, field, message);
         let kind = match raw.kind.as_str() {
             "root-init" => CeremonyKind::RootInit,
+            "root-restore" => CeremonyKind::RootRestore,
             other => {
-                return Err(invalid("kind", format!("unknown ceremony kind {other:?}; this version runs: root-init")))
+                return Err(invalid(
+                    "kind",
+                    format!("unknown ceremony kind {other:?}; this version runs: root-init, root-restore"),
+                ))
             }
         };
         check_id(&raw.id).map_err(|m| invalid("id", m))?;
@@ -261,66 +362,136 @@ impl Plan {
             }
         }
 
-        let key = key_spec(raw.key, "key", path)?;
+        let key = raw.key.map(|k| key_spec(k, "key", path)).transpose()?;
         let audit_key = key_spec(raw.audit_key, "audit_key", path)?;
-        if key.label == audit_key.label {
+        if key.as_ref().is_some_and(|k| k.label == audit_key.label) {
             return Err(invalid(
                 "audit_key.label",
                 "must differ from key.label: checkpoints are never signed by the CA key".into(),
             ));
         }
 
-        let base = path.parent().unwrap_or(Path::new("."));
-        let template_path = base.join(&raw.certificate.template);
-        let template_bytes = std::fs::read(&template_path)
-            .map_err(|source| ConfigError::Read { path: template_path.clone(), source })?;
-        let template = Profile::load(&template_path)
-            .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
-        let wanted = match kind {
-            CeremonyKind::RootInit => CertKind::RootCa,
-        };
-        if template.kind() != wanted {
-            return Err(invalid(
-                "certificate.template",
-                format!(
-                    "{} is a {:?} template; a {} ceremony needs a {wanted:?} template",
-                    template_path.display(),
-                    template.kind(),
-                    kind.name()
-                ),
-            ));
-        }
-        let not_before = match raw.certificate.not_before {
-            Some(s) => Some(
-                OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| invalid("certificate.not_before", format!("{s:?} is not an RFC 3339 time ({e})")))?,
-            ),
+        let certificate = match raw.certificate {
+            Some(c) => Some(certificate_spec(c, kind, path)?),
             None => None,
         };
-
         let outputs = Outputs {
             certificate_pem: raw.outputs.certificate_pem,
             certificate_der: raw.outputs.certificate_der,
+            backup_blob: raw.outputs.backup_blob,
             audit_log: raw.outputs.audit_log,
         };
         let mut names = BTreeSet::new();
-        for (field, name) in [
-            ("outputs.certificate_pem", &outputs.certificate_pem),
-            ("outputs.certificate_der", &outputs.certificate_der),
-            ("outputs.audit_log", &outputs.audit_log),
-        ] {
-            if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
-                return Err(invalid(
-                    field,
-                    format!("{name:?} must be a plain file name; the environment file says which directory"),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(invalid(field, format!("{name:?} is used for two outputs")));
+        for name in outputs.all() {
+            check_file_name(name).map_err(|m| invalid("outputs", m))?;
+            if !names.insert(name.to_string()) {
+                return Err(invalid("outputs", format!("{name:?} is used for two outputs")));
             }
         }
 
-        let steps = steps(raw.steps, &role_ids, kind, path)?;
+        let backup = match raw.backup {
+            Some(b) => {
+                if b.threshold < 2 || b.threshold > b.shares || b.shares > 16 {
+                    return Err(invalid(
+                        "backup",
+                        format!("threshold {} of {} shares: use 2 <= threshold <= shares <= 16 (one custodian alone must never hold the key)", b.threshold, b.shares),
+                    ));
+                }
+                match roles.iter().find(|r| r.id == b.custodian_role) {
+                    Some(r) if r.min == usize::from(b.shares) => {}
+                    Some(r) => {
+                        return Err(invalid(
+                            "backup.shares",
+                            format!(
+                                "{} shares need exactly {} custodians: set min = {} on role {:?}",
+                                b.shares, b.shares, b.shares, r.id
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            "backup.custodian_role",
+                            format!("role {:?} is not declared in [[roles]]", b.custodian_role),
+                        ))
+                    }
+                }
+                Some(BackupSpec { threshold: b.threshold, shares: b.shares, custodian_role: b.custodian_role })
+            }
+            None => None,
+        };
+        let restore = match raw.restore {
+            Some(r) => {
+                for (field, name) in [
+                    ("restore.backup_blob", &r.backup_blob),
+                    ("restore.root_certificate", &r.root_certificate),
+                    ("restore.ceremony_log", &r.ceremony_log),
+                ] {
+                    check_file_name(name).map_err(|m| invalid(field, m))?;
+                }
+                if !role_ids.contains(&r.custodian_role) {
+                    return Err(invalid(
+                        "restore.custodian_role",
+                        format!("role {:?} is not declared in [[roles]]", r.custodian_role),
+                    ));
+                }
+                Some(RestoreSpec {
+                    backup_blob: r.backup_blob,
+                    root_certificate: r.root_certificate,
+                    ceremony_log: r.ceremony_log,
+                    custodian_role: r.custodian_role,
+                })
+            }
+            None => None,
+        };
+
+        // What each kind needs, and what it must not have.
+        match kind {
+            CeremonyKind::RootInit => {
+                if key.is_none() {
+                    return Err(invalid("key", "a root-init ceremony generates a key: add a [key] table".into()));
+                }
+                if certificate.is_none() {
+                    return Err(invalid(
+                        "certificate",
+                        "a root-init ceremony signs a certificate: add a [certificate] table".into(),
+                    ));
+                }
+                if outputs.certificate_pem.is_none() || outputs.certificate_der.is_none() {
+                    return Err(invalid(
+                        "outputs",
+                        "a root-init ceremony writes outputs.certificate_pem and outputs.certificate_der".into(),
+                    ));
+                }
+                if backup.is_some() != outputs.backup_blob.is_some() {
+                    return Err(invalid("outputs.backup_blob", "is needed exactly when [backup] is present".into()));
+                }
+                if restore.is_some() {
+                    return Err(invalid("restore", "belongs in a root-restore ceremony".into()));
+                }
+            }
+            CeremonyKind::RootRestore => {
+                if restore.is_none() {
+                    return Err(invalid(
+                        "restore",
+                        "a root-restore ceremony needs a [restore] table naming its inputs".into(),
+                    ));
+                }
+                for (field, present) in [
+                    ("key", key.is_some()),
+                    ("certificate", certificate.is_some()),
+                    ("backup", backup.is_some()),
+                    ("outputs.certificate_pem", outputs.certificate_pem.is_some()),
+                    ("outputs.certificate_der", outputs.certificate_der.is_some()),
+                    ("outputs.backup_blob", outputs.backup_blob.is_some()),
+                ] {
+                    if present {
+                        return Err(invalid(field, "does not belong in a root-restore ceremony: the key and its certificate come from the backup".into()));
+                    }
+                }
+            }
+        }
+
+        let steps = steps(raw.steps, &role_ids, kind, backup.is_some(), path)?;
         Ok(Plan {
             path: path.to_path_buf(),
             fingerprint: Fingerprint::sha256(text.as_bytes()),
@@ -332,10 +503,9 @@ impl Plan {
             roles,
             key,
             audit_key,
-            template_path,
-            template_fingerprint: Fingerprint::sha256(&template_bytes),
-            template,
-            not_before,
+            certificate,
+            backup,
+            restore,
             outputs,
             steps,
         })
@@ -344,6 +514,80 @@ impl Plan {
     pub fn role(&self, id: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.id == id)
     }
+
+    /// The plan at a glance, as (label, value) rows: shown on screen at the
+    /// start of a run and printed at the top of the paper script, so both
+    /// say the same thing.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let mut rows = vec![
+            ("Ceremony", format!("{} ({})", self.id, self.kind.name())),
+            ("Script", self.path.display().to_string()),
+            ("Plan SHA-256", self.fingerprint.hex.clone()),
+            ("Plan words", self.fingerprint.words.clone()),
+        ];
+        if let Some(c) = &self.certificate {
+            rows.push(("Template", format!("{} (SHA-256 {})", c.template_path.display(), c.template_fingerprint.hex)));
+        }
+        if let Some(k) = &self.key {
+            rows.push(("Key", format!("{} ({}, signing {})", k.label, k.algorithm, k.signature)));
+        }
+        rows.push(("Audit key", format!("{} ({})", self.audit_key.label, self.audit_key.algorithm)));
+        if let Some(b) = &self.backup {
+            rows.push((
+                "Custody",
+                format!(
+                    "backup wrapped under a key split {} of {} among the {} role",
+                    b.threshold, b.shares, b.custodian_role
+                ),
+            ));
+        }
+        if let Some(r) = &self.restore {
+            rows.push(("Inputs", format!("{}, {}, {}", r.backup_blob, r.root_certificate, r.ceremony_log)));
+        }
+        rows.push(("Outputs", self.outputs.all().join(", ")));
+        rows
+    }
+}
+
+fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Result<CertificateSpec, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let template_path = base.join(&raw.template);
+    let template_bytes =
+        std::fs::read(&template_path).map_err(|source| ConfigError::Read { path: template_path.clone(), source })?;
+    let template = Profile::load(&template_path)
+        .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
+    let wanted = CertKind::RootCa;
+    if template.kind() != wanted || kind != CeremonyKind::RootInit {
+        return Err(ConfigError::invalid(
+            path,
+            "certificate.template",
+            format!(
+                "{} is a {:?} template; a {} ceremony needs a {wanted:?} template",
+                template_path.display(),
+                template.kind(),
+                kind.name()
+            ),
+        ));
+    }
+    let not_before = match raw.not_before {
+        Some(s) => Some(OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            ConfigError::invalid(path, "certificate.not_before", format!("{s:?} is not an RFC 3339 time ({e})"))
+        })?),
+        None => None,
+    };
+    Ok(CertificateSpec {
+        template_path,
+        template_fingerprint: Fingerprint::sha256(&template_bytes),
+        template,
+        not_before,
+    })
+}
+
+fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return Err(format!("{name:?} must be a plain file name; the environment file says which directory"));
+    }
+    Ok(())
 }
 
 fn key_spec(raw: RawKey, field: &str, path: &Path) -> Result<KeySpec, ConfigError> {
@@ -370,6 +614,7 @@ fn steps(
     raw: Vec<RawStep>,
     roles: &BTreeSet<String>,
     kind: CeremonyKind,
+    backup: bool,
     path: &Path,
 ) -> Result<Vec<Step>, ConfigError> {
     let mut ids = BTreeSet::new();
@@ -421,9 +666,36 @@ fn steps(
             text: s.text,
         });
     }
-    let required = kind.required_steps();
+    let required = kind.required_steps(backup);
+    for s in &out {
+        let custody_step = matches!(
+            s.kind,
+            StepKind::BackupKey
+                | StepKind::DistributeShares
+                | StepKind::RestoreDrill
+                | StepKind::CollectShares
+                | StepKind::RestoreKey
+                | StepKind::GenerateKey
+                | StepKind::SignRoot
+                | StepKind::WitnessRoot
+        );
+        let allowed =
+            s.kind == StepKind::WitnessRoot && required.contains(&StepKind::SignRoot) || required.contains(&s.kind);
+        if custody_step && !allowed {
+            return Err(ConfigError::invalid(
+                path,
+                format!("steps[{}]", s.number - 1),
+                format!(
+                    "a {} step has no place in a {} ceremony{}",
+                    s.kind.name(),
+                    kind.name(),
+                    if backup { "" } else { " without [backup]" }
+                ),
+            ));
+        }
+    }
     let mut last_position = None;
-    for need in required {
+    for need in &required {
         let positions: Vec<usize> = out.iter().filter(|s| s.kind == *need).map(|s| s.number).collect();
         let position = match positions.as_slice() {
             [one] => *one,

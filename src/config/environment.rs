@@ -52,6 +52,11 @@ enum RawSecretSource {
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     output_dir: Option<PathBuf>,
+    /// Where a restore's inputs are (default: the output directory).
+    input_dir: Option<PathBuf>,
+    /// Unattended runs only: a directory standing for the custodians' own
+    /// media, one share card file each.
+    custodian_media: Option<PathBuf>,
     pkcs11: Option<RawPkcs11>,
     soft: Option<RawSoft>,
 }
@@ -66,20 +71,23 @@ struct RawPkcs11 {
     token_label: Option<String>,
     token_serial: Option<String>,
     pin: Option<RawSecretSource>,
+    /// The security officer's PIN: needed by ceremonies that make a backup.
+    so_pin: Option<RawSecretSource>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSoft {
     dir: PathBuf,
-    passphrase: RawSecretSource,
+    /// Not needed when the ceremony puts the store under custodians' shares.
+    passphrase: Option<RawSecretSource>,
 }
 
 /// Where the keys live.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Pkcs11 { module: PathBuf, token: TokenSelector, pin: SecretSource },
-    Soft { dir: PathBuf, passphrase: SecretSource },
+    Pkcs11 { module: PathBuf, token: TokenSelector, pin: SecretSource, so_pin: Option<SecretSource> },
+    Soft { dir: PathBuf, passphrase: Option<SecretSource> },
 }
 
 impl Backend {
@@ -98,6 +106,8 @@ impl Backend {
 pub struct Environment {
     pub backend: Backend,
     pub output_dir: PathBuf,
+    pub input_dir: PathBuf,
+    pub custodian_media: Option<PathBuf>,
     /// The file it came from, if any (rehearsals build one in memory).
     pub source: Option<PathBuf>,
 }
@@ -109,9 +119,10 @@ impl Environment {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let backend = match (raw.pkcs11, raw.soft) {
             (Some(p), None) => pkcs11_backend(p, path)?,
-            (None, Some(s)) => {
-                Backend::Soft { dir: resolve(s.dir), passphrase: secret_source(s.passphrase, path, "soft.passphrase")? }
-            }
+            (None, Some(s)) => Backend::Soft {
+                dir: resolve(s.dir),
+                passphrase: s.passphrase.map(|p| secret_source(p, path, "soft.passphrase")).transpose()?,
+            },
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(path, "pkcs11/soft", "name exactly one backend, not both"))
             }
@@ -119,9 +130,12 @@ impl Environment {
                 return Err(ConfigError::invalid(path, "pkcs11/soft", "name a backend: a [pkcs11] or a [soft] table"))
             }
         };
+        let output_dir = raw.output_dir.map(resolve).unwrap_or_else(|| base.to_path_buf());
         Ok(Environment {
             backend,
-            output_dir: raw.output_dir.map(resolve).unwrap_or_else(|| base.to_path_buf()),
+            input_dir: raw.input_dir.map(resolve).unwrap_or_else(|| output_dir.clone()),
+            output_dir,
+            custodian_media: raw.custodian_media.map(resolve),
             source: Some(path.to_path_buf()),
         })
     }
@@ -189,7 +203,8 @@ fn pkcs11_backend(p: RawPkcs11, path: &Path) -> Result<Backend, ConfigError> {
             ))
         }
     };
-    Ok(Backend::Pkcs11 { module, token: TokenSelector { label, serial }, pin })
+    let so_pin = p.so_pin.map(|raw| secret_source(raw, path, "pkcs11.so_pin")).transpose()?;
+    Ok(Backend::Pkcs11 { module, token: TokenSelector { label, serial }, pin, so_pin })
 }
 
 fn secret_source(raw: RawSecretSource, path: &Path, field: &str) -> Result<SecretSource, ConfigError> {
@@ -235,7 +250,7 @@ mod tests {
             load("[pkcs11]\nuri = \"pkcs11:token=root%20hsm;serial=42?module-path=/m.so&pin-source=file:/run/pin\"\n")
                 .expect("uri");
         match env.backend {
-            Backend::Pkcs11 { module, token, pin: SecretSource::File(pin) } => {
+            Backend::Pkcs11 { module, token, pin: SecretSource::File(pin), .. } => {
                 assert_eq!(module, PathBuf::from("/m.so"));
                 assert_eq!(token, TokenSelector { label: "root hsm".into(), serial: Some("42".into()) });
                 assert_eq!(pin, PathBuf::from("/run/pin"));

@@ -931,7 +931,7 @@ mod tests {
         let foreign = shares::split(&other, 3, 5, b"", 0, &SystemRng).expect("split");
         let wrong = shares::combine(&foreign[..3], b"").expect("combine");
         match store.load("root", &SealingKey::Raw(wrong)) {
-            Err(HsmError::Soft(SoftError::Unseal { .. })) => {}
+            Err(HsmError::Soft(e)) if matches!(*e, SoftError::Unseal { .. }) => {}
             Err(other) => panic!("expected an unseal failure, got {other}"),
             Ok(_) => panic!("a foreign share set must not unseal"),
         }

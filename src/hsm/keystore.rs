@@ -1,19 +1,32 @@
 //! One face for both backends, as a ceremony sees them: open (log in or
 //! unseal), check, generate, find, draw random bytes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use serde::Serialize;
 
 use super::pkcs11::{Extractability, Module, Token, TokenFacts, TokenSelector};
-use super::soft::{SealingKey, SoftStore, SystemRng};
+use super::soft::{SealingKey, SoftKey, SoftStore, SystemRng};
 use super::{HsmError, KeyAlgorithm, RandomSource, SignatureAlgorithm, Signer};
 use crate::secret::Secret;
 
 /// Where keys live for this run, opened and logged in.
 pub enum KeyStore {
-    Pkcs11 { module: Module, token: Token },
-    Soft { store: SoftStore, sealing: SealingKey },
+    Pkcs11 {
+        module: Module,
+        token: Token,
+    },
+    /// Unsealed keys are cached: unsealing under a passphrase costs a
+    /// deliberate 600,000 PBKDF2 rounds, and a ceremony uses its audit key
+    /// at every checkpoint.
+    Soft {
+        store: SoftStore,
+        sealing: SealingKey,
+        cache: RefCell<HashMap<String, Rc<SoftKey>>>,
+    },
 }
 
 /// What the audit log records about the key store: never a PIN or path to
@@ -46,7 +59,7 @@ impl KeyStore {
     /// Opens a software key store; the passphrase is checked when a key is
     /// unsealed (a new store has nothing to check it against).
     pub fn open_soft(dir: &std::path::Path, sealing: SealingKey) -> Result<Self, HsmError> {
-        Ok(KeyStore::Soft { store: SoftStore::open(dir)?, sealing })
+        Ok(KeyStore::Soft { store: SoftStore::open(dir)?, sealing, cache: RefCell::new(HashMap::new()) })
     }
 
     pub fn facts(&self) -> StoreFacts {
@@ -80,18 +93,62 @@ impl KeyStore {
         algorithm: KeyAlgorithm,
         signature: SignatureAlgorithm,
     ) -> Result<GeneratedKey<'_>, HsmError> {
+        self.generate_with(label, algorithm, signature, Extractability::Never)
+    }
+
+    /// Generates a key; `extractability` applies to tokens (a software key
+    /// file is its own backup, sealed under the store's sealing key).
+    pub fn generate_with(
+        &self,
+        label: &str,
+        algorithm: KeyAlgorithm,
+        signature: SignatureAlgorithm,
+        extractability: Extractability,
+    ) -> Result<GeneratedKey<'_>, HsmError> {
         match self {
             KeyStore::Pkcs11 { token, .. } => {
-                let key = token.generate(label, algorithm, signature, Extractability::Never)?;
+                let key = token.generate(label, algorithm, signature, extractability)?;
                 let uri = key.uri();
                 Ok(GeneratedKey { signer: Box::new(key), uri })
             }
-            KeyStore::Soft { store, sealing } => {
-                let key = store.generate(label, algorithm, sealing)?.with_signature(signature)?;
-                let uri = format!("keyrite-soft:{}", store.key_path(label).display());
-                Ok(GeneratedKey { signer: Box::new(key), uri })
+            KeyStore::Soft { store, sealing, cache } => {
+                let key = Rc::new(store.generate(label, algorithm, sealing)?.with_signature(signature)?);
+                cache.borrow_mut().insert(label.to_string(), key.clone());
+                Ok(GeneratedKey { signer: Box::new(key), uri: soft_uri(store, label) })
             }
         }
+    }
+
+    /// Checks a restored key can take `label`: nothing on the token or in the
+    /// store carries it yet.
+    pub fn check_restore_label(&self, label: &str) -> Result<(), HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => token.check_label_free(label),
+            KeyStore::Soft { store, .. } => store.check_new_label(label),
+        }
+    }
+
+    /// Software store: takes in a sealed key file (a restored backup) under
+    /// `label`, unseals it with `sealing` (the key recombined from shares),
+    /// and keeps it ready. The file is removed again if it does not open.
+    pub fn adopt_sealed(&self, label: &str, bytes: &[u8], sealing: &SealingKey) -> Result<GeneratedKey<'_>, HsmError> {
+        let KeyStore::Soft { store, cache, .. } = self else {
+            return Err(HsmError::UnsupportedAlgorithm(
+                "a sealed key file can only be restored into a software key store".into(),
+            ));
+        };
+        store.check_new_label(label)?;
+        let path = store.key_path(label);
+        crate::files::write_new(&path, bytes, crate::files::Mode::Private).map_err(super::soft::SoftError::File)?;
+        let key = match store.load(label, sealing) {
+            Ok(k) => Rc::new(k),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        cache.borrow_mut().insert(label.to_string(), key.clone());
+        Ok(GeneratedKey { signer: Box::new(key), uri: soft_uri(store, label) })
     }
 
     /// Finds an existing key.
@@ -102,13 +159,21 @@ impl KeyStore {
                 let uri = key.uri();
                 Ok(GeneratedKey { signer: Box::new(key), uri })
             }
-            KeyStore::Soft { store, sealing } => {
-                let mut key = store.load(label, sealing)?;
-                if let Some(sig) = signature {
-                    key = key.with_signature(sig)?;
-                }
-                let uri = format!("keyrite-soft:{}", store.key_path(label).display());
-                Ok(GeneratedKey { signer: Box::new(key), uri })
+            KeyStore::Soft { store, sealing, cache } => {
+                let cached = cache.borrow().get(label).cloned();
+                let key = match cached {
+                    Some(k) if signature.is_none_or(|s| s == k.signature_algorithm()) => k,
+                    _ => {
+                        let mut key = store.load(label, sealing)?;
+                        if let Some(sig) = signature {
+                            key = key.with_signature(sig)?;
+                        }
+                        let key = Rc::new(key);
+                        cache.borrow_mut().insert(label.to_string(), key.clone());
+                        key
+                    }
+                };
+                Ok(GeneratedKey { signer: Box::new(key), uri: soft_uri(store, label) })
             }
         }
     }
@@ -134,6 +199,10 @@ impl KeyStore {
             KeyStore::Soft { .. } => None,
         }
     }
+}
+
+fn soft_uri(store: &SoftStore, label: &str) -> String {
+    format!("keyrite-soft:{}", store.key_path(label).display())
 }
 
 impl RandomSource for KeyStore {

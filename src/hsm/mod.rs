@@ -138,6 +138,26 @@ pub trait Signer {
     fn describe(&self) -> String;
 }
 
+/// A shared or borrowed signer signs the same way (the software store
+/// caches unsealed keys behind `Rc`).
+impl<T: Signer + ?Sized> Signer for std::rc::Rc<T> {
+    fn key_algorithm(&self) -> KeyAlgorithm {
+        (**self).key_algorithm()
+    }
+    fn signature_algorithm(&self) -> SignatureAlgorithm {
+        (**self).signature_algorithm()
+    }
+    fn spki_der(&self) -> &[u8] {
+        (**self).spki_der()
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        (**self).sign(message)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 /// Something that can hand out random bytes, ideally from the token's RNG.
 pub trait RandomSource {
     fn random_bytes(&self, len: usize) -> Result<Vec<u8>, HsmError>;

@@ -412,6 +412,31 @@ pub fn render_card(ceremony_id: &str, custodian: &str, share: &Share, share_coun
     Secret::from_string(std::mem::take(&mut *card))
 }
 
+/// The words of a share from a card made by [`render_card`] (the numbered
+/// words after the "Words" line), or from a file holding only the words.
+/// Nothing is checked here: [`Share::parse`] does that and names problems.
+pub fn words_from_card(card: &Secret) -> Secret {
+    let text = card.expose_str().unwrap_or_default();
+    let mut words = Zeroizing::new(String::with_capacity(text.len()));
+    let mut push = |w: &str| {
+        if !words.is_empty() {
+            words.push(' ');
+        }
+        words.push_str(w);
+    };
+    match text.lines().position(|l| l.starts_with("Words (")) {
+        Some(start) => {
+            for line in text.lines().skip(start + 1).take_while(|l| !l.trim().is_empty()) {
+                for token in line.split_whitespace().filter(|t| !t.ends_with('.')) {
+                    push(token);
+                }
+            }
+        }
+        None => text.split_whitespace().for_each(&mut push),
+    }
+    Secret::from_string(std::mem::take(&mut *words))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,541 @@
+//! The ceremony engine: preflight, the walk through the steps, and the steps
+//! every kind of ceremony shares (attendance, confirmations, witness
+//! read-backs, the audit key, checkpoints, closing).
+//!
+//! The order follows Boulder's `cmd/ceremony` and the IANA KSK scripts:
+//! everything that can be checked is checked before a single file is written
+//! or a key made (outputs absent, inputs present and sound, network down,
+//! token present, PINs right, labels free, mechanisms supported); then the
+//! steps run in the script's order, each leaving an audit entry; a failure
+//! after the log exists is itself logged, and stops the ceremony.
+
+use std::path::{Path, PathBuf};
+
+use super::operator::same_words;
+use super::{airgap, custody, root, CeremonyError, Operator, RunOptions};
+use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome};
+use crate::config::{Backend, CeremonyKind, Environment, Plan, SecretSource, Step, StepKind};
+use crate::files;
+use crate::hsm::keystore::{KeyStore, StoreFacts};
+use crate::hsm::soft::SealingKey;
+use crate::hsm::RandomSource;
+use crate::secret::Secret;
+use crate::words::Fingerprint;
+
+/// Words a witness reads back: three words are 30 bits, enough to catch a
+/// wrong page or a substituted file, short enough to say aloud.
+pub const READ_BACK_WORDS: usize = 3;
+
+/// What a finished ceremony produced. Fields a kind does not produce are
+/// empty.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub audit_log: PathBuf,
+    pub store: StoreFacts,
+    pub final_checkpoint: Checkpoint,
+    pub certificate_pem: Option<PathBuf>,
+    pub certificate_der: Option<PathBuf>,
+    pub certificate_fingerprint: Option<Fingerprint>,
+    pub key_uri: Option<String>,
+    pub backup_blob: Option<PathBuf>,
+    pub share_cards: Vec<PathBuf>,
+    pub share_threshold: Option<u8>,
+}
+
+/// Runs a plan to the end, or stops at the first failure.
+pub fn run(
+    plan: &Plan,
+    env: &Environment,
+    operator: &mut dyn Operator,
+    options: &RunOptions,
+) -> Result<Finished, CeremonyError> {
+    let preflight = preflight(plan, env, operator, options)?;
+    show_plan(plan, &preflight, operator);
+    let log = AuditLog::create(&preflight.output(&plan.outputs.audit_log), &plan.id)?;
+    let mut s = Session {
+        plan,
+        log,
+        output_dir: preflight.output_dir,
+        store: preflight.store,
+        user_pin: preflight.user_pin,
+        so_pin: preflight.so_pin,
+        participants: Vec::new(),
+        root: root::State::default(),
+        custody: preflight.custody,
+        final_checkpoint: None,
+    };
+    let started = Event::new("preflight", "ceremony-started")
+        .input(Artifact::of(display_name(&plan.path), plan.text.as_bytes()))
+        .detail("kind", plan.kind.name())
+        .detail("title", plan.title.as_str())
+        .detail("keyrite_version", env!("CARGO_PKG_VERSION"))
+        .detail("store", serde_json::to_value(s.store.facts()).unwrap_or_default())
+        .detail("network_interfaces_up", preflight.interfaces_up.clone())
+        .detail("network_allowed", options.allow_network)
+        .detail("operator_interactive", operator.is_interactive());
+    let started = match &plan.certificate {
+        Some(c) => {
+            started.input(Artifact { name: display_name(&c.template_path), sha256: c.template_fingerprint.hex.clone() })
+        }
+        None => started,
+    };
+    let started = preflight.inputs.iter().fold(started, |e, a| e.input(a.clone()));
+    s.log.append(started)?;
+
+    for step in &plan.steps {
+        operator.say(&format!("\n== Step {} of {}: {} ==", step.number, plan.steps.len(), step.title));
+        if !step.text.trim().is_empty() {
+            operator.say(step.text.trim());
+        }
+        if let Err(e) = run_step(step, &mut s, operator) {
+            let aborted = Event::new(&step.id, "ceremony-aborted")
+                .role(step.role.as_str())
+                .result(Outcome::Failed)
+                .detail("error", e.to_string());
+            // The failure itself is evidence: record it, then stop. If even
+            // that fails, the original error is the one to report.
+            let _ = s.log.append(aborted);
+            return Err(e);
+        }
+    }
+
+    let final_checkpoint = s
+        .final_checkpoint
+        .take()
+        .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan did not close".into() })?;
+    Ok(Finished {
+        audit_log: s.log.path().to_path_buf(),
+        store: s.store.facts(),
+        final_checkpoint,
+        certificate_pem: s.root.certificate_pem,
+        certificate_der: s.root.certificate_der,
+        certificate_fingerprint: s.root.issued.map(|i| i.fingerprint),
+        key_uri: s.root.key_uri.or(s.custody.restored_uri.clone()),
+        backup_blob: s.custody.blob_path.clone(),
+        share_cards: s.custody.cards.clone(),
+        share_threshold: plan.backup.as_ref().map(|b| b.threshold),
+    })
+}
+
+/// One ceremony in progress: the plan, the open log and key store, and what
+/// the steps have produced so far.
+pub struct Session<'p> {
+    pub plan: &'p Plan,
+    pub log: AuditLog,
+    pub output_dir: PathBuf,
+    pub store: KeyStore,
+    /// Kept for the custody steps: a PKCS#11 backup logs the session out to
+    /// let the security officer in, and back in as user after.
+    pub user_pin: Option<Secret>,
+    pub so_pin: Option<Secret>,
+    /// (role id, name), in the order recorded.
+    pub participants: Vec<(String, String)>,
+    pub root: root::State,
+    pub custody: custody::State,
+    pub final_checkpoint: Option<Checkpoint>,
+}
+
+impl Session<'_> {
+    /// The people recorded for a role, joined, for the log's `actor`.
+    pub fn actor_of(&self, role: &str) -> String {
+        self.names_of(role).join(", ")
+    }
+
+    pub fn names_of(&self, role: &str) -> Vec<String> {
+        self.participants.iter().filter(|(r, _)| r == role).map(|(_, n)| n.clone()).collect()
+    }
+
+    pub fn output(&self, name: &str) -> PathBuf {
+        self.output_dir.join(name)
+    }
+
+    /// An event for `step`, with its role and performers filled in.
+    pub fn event(&self, step: &Step, event: &str) -> Event {
+        Event::new(&step.id, event).role(step.role.as_str()).actor(self.actor_of(&step.role))
+    }
+
+    pub fn role_title(&self, role: &str) -> String {
+        self.plan.role(role).map_or_else(|| role.to_string(), |r| r.title.clone())
+    }
+}
+
+/// What the preflight established; nothing has been written yet.
+struct Preflight {
+    output_dir: PathBuf,
+    store: KeyStore,
+    user_pin: Option<Secret>,
+    so_pin: Option<Secret>,
+    interfaces_up: Vec<String>,
+    inputs: Vec<Artifact>,
+    custody: custody::State,
+}
+
+impl Preflight {
+    fn output(&self, name: &str) -> PathBuf {
+        self.output_dir.join(name)
+    }
+}
+
+/// Checks everything that can fail before a file is written or a key made.
+fn preflight(
+    plan: &Plan,
+    env: &Environment,
+    operator: &mut dyn Operator,
+    options: &RunOptions,
+) -> Result<Preflight, CeremonyError> {
+    let out = &env.output_dir;
+    if !out.is_dir() {
+        return Err(CeremonyError::Step {
+            step: 0,
+            message: format!("output directory {} does not exist; create it (the USB medium) first", out.display()),
+        });
+    }
+    for name in plan.outputs.all() {
+        files::ensure_absent(&out.join(name))?;
+    }
+
+    let interfaces_up = airgap::interfaces_up();
+    if !interfaces_up.is_empty() && !options.allow_network {
+        return Err(CeremonyError::NetworkUp { interfaces: interfaces_up.join(", ") });
+    }
+
+    // Inputs of a restore are read and checked before any PIN is asked for.
+    let restore_inputs = match (&plan.restore, plan.kind) {
+        (Some(spec), CeremonyKind::RootRestore) => Some(custody::read_restore_inputs(spec, &env.input_dir)?),
+        _ => None,
+    };
+
+    let backup = plan.backup.is_some();
+    let mut user_pin = None;
+    let mut so_pin = None;
+    let mut custody = custody::State::default();
+    let store = match &env.backend {
+        Backend::Pkcs11 { module, token, pin, so_pin: so_source } => {
+            let pin = resolve_secret(pin, operator, "token-pin", &format!("User PIN for token {:?}", token.label))?;
+            if backup {
+                let source = so_source.as_ref().ok_or_else(|| CeremonyError::Step {
+                    step: 0,
+                    message: "this ceremony makes a backup, which needs the token's security officer: add so_pin (\"prompt\", { env = \"VAR\" } or { file = \"/path\" }) to [pkcs11] in the environment file".into(),
+                })?;
+                so_pin = Some(resolve_secret(
+                    source,
+                    operator,
+                    "token-so-pin",
+                    &format!("Security officer PIN for token {:?}", token.label),
+                )?);
+            }
+            let store = KeyStore::open_pkcs11(module, token, &pin)?;
+            user_pin = Some(pin);
+            store
+        }
+        Backend::Soft { dir, passphrase } => {
+            let sealing = if backup {
+                // Under custody the sealing key is the backup KEK itself: 256
+                // bits from the system RNG, to be split among the custodians.
+                let kek = Secret::new(crate::hsm::soft::SystemRng.random_bytes(32)?);
+                custody.kek = Some(kek.clone());
+                SealingKey::Raw(kek)
+            } else if plan.kind == CeremonyKind::RootRestore {
+                // The restored key stays sealed under the key the custodians'
+                // shares rebuild; keys this ceremony makes (its audit key) are
+                // sealed under a fresh random key that is never kept: they
+                // sign this ceremony's checkpoints and nothing after.
+                SealingKey::Raw(Secret::new(crate::hsm::soft::SystemRng.random_bytes(32)?))
+            } else {
+                let source = passphrase.as_ref().ok_or_else(|| CeremonyError::Step {
+                    step: 0,
+                    message:
+                        "the software key store needs a passphrase source in [soft] (or a [backup] in the ceremony)"
+                            .into(),
+                })?;
+                SealingKey::Passphrase(resolve_secret(
+                    source,
+                    operator,
+                    "store-passphrase",
+                    "Passphrase for the software key store",
+                )?)
+            };
+            KeyStore::open_soft(dir, sealing)?
+        }
+    };
+    let mut new_keys = vec![&plan.audit_key];
+    new_keys.extend(plan.key.as_ref());
+    for key in new_keys {
+        store.check_new_key(&key.label, key.algorithm, key.signature)?;
+    }
+    let mut inputs = Vec::new();
+    if let Some(r) = restore_inputs {
+        store.check_restore_label(&r.key_label())?;
+        inputs = r.artifacts();
+        custody.restore = Some(r);
+    }
+    if let (Some(c), Some(nb)) = (&plan.certificate, plan.certificate.as_ref().and_then(|c| c.not_before)) {
+        if c.template.not_after_for(nb) <= time::OffsetDateTime::now_utc() {
+            return Err(CeremonyError::Step {
+                step: 0,
+                message: format!("certificate.not_before {nb} plus the template's validity has already passed"),
+            });
+        }
+    }
+    Ok(Preflight { output_dir: out.clone(), store, user_pin, so_pin, interfaces_up, inputs, custody })
+}
+
+/// Reads a PIN or passphrase from where the environment file says.
+pub fn resolve_secret(
+    source: &SecretSource,
+    operator: &mut dyn Operator,
+    key: &str,
+    question: &str,
+) -> Result<Secret, CeremonyError> {
+    match source {
+        SecretSource::Prompt => operator.secret(key, question),
+        SecretSource::Memory(s) => Ok(s.clone()),
+        SecretSource::Env(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Secret::from_string(v)),
+            _ => Err(CeremonyError::Input {
+                what: format!("environment variable {var}"),
+                detail: "it is not set or empty".into(),
+            }),
+        },
+        SecretSource::File(path) => read_secret_file(path),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, CeremonyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = || format!("secret file {}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(CeremonyError::Input {
+            what: what(),
+            detail: "it is readable by group or others; chmod 600 it".into(),
+        });
+    }
+    let mut bytes = std::fs::read(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(Secret::new(bytes))
+}
+
+fn show_plan(plan: &Plan, preflight: &Preflight, operator: &mut dyn Operator) {
+    let store = match preflight.store.facts() {
+        StoreFacts::Pkcs11(t) => format!(
+            "PKCS#11 token {:?} serial {} ({} {}, firmware {}) via {}",
+            t.label, t.serial, t.manufacturer, t.model, t.firmware, t.module
+        ),
+        StoreFacts::Soft { dir } => format!("software key store {dir} (no HSM)"),
+    };
+    let mut text = format!("keyrite ceremony: {}\n", plan.title);
+    for (k, v) in plan.summary() {
+        text.push_str(&format!("  {k:<13} {v}\n"));
+    }
+    text.push_str(&format!("  {:<13} {store}\n  {:<13} {}", "Key store", "Output dir", preflight.output_dir.display()));
+    operator.say(&text);
+    if !preflight.interfaces_up.is_empty() {
+        operator.say(&format!(
+            "WARNING: network interfaces are up ({}); allowed for this run and logged",
+            preflight.interfaces_up.join(", ")
+        ));
+    }
+}
+
+fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
+    match step.kind {
+        StepKind::Attendance => attendance(step, s, operator),
+        StepKind::Confirm => {
+            let question = format!("{}: {} confirms this step is done", step.title, s.role_title(&step.role));
+            if !operator.confirm(&step.id, &question)? {
+                return Err(CeremonyError::Declined {
+                    step: step.number,
+                    title: step.title.clone(),
+                    role: s.role_title(&step.role),
+                    question,
+                });
+            }
+            s.log.append(s.event(step, "step-confirmed").detail("title", step.title.as_str()))?;
+            Ok(())
+        }
+        StepKind::WitnessPlan => {
+            let fp = s.plan.fingerprint.clone();
+            witness_read_back(step, s, operator, "plan SHA-256", &fp)
+        }
+        StepKind::OpenToken => {
+            // The login happened in the preflight, so that a wrong PIN stopped
+            // the ceremony before anything was written; this records it.
+            let facts = s.store.facts();
+            s.log.append(
+                s.event(step, "token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default()),
+            )?;
+            Ok(())
+        }
+        StepKind::GenerateAuditKey => {
+            let spec = s.plan.audit_key.clone();
+            let (spki, uri, sig) = {
+                let key = s.store.generate(&spec.label, spec.algorithm, spec.signature)?;
+                (key.signer.spki_der().to_vec(), key.uri.clone(), key.signer.signature_algorithm())
+            };
+            let fp = Fingerprint::sha256(&spki);
+            s.log.append(key_event(s.event(step, "key-generated"), "audit", &spec, &uri, &fp))?;
+            s.log.announce_key(&spec.label, &spki, sig)?;
+            operator.say(&format!(
+                "Audit key {:?} generated. Public key SHA-256:\n  {}\n  {}",
+                spec.label, fp.hex, fp.words
+            ));
+            Ok(())
+        }
+        StepKind::Checkpoint => {
+            let cp = checkpoint(s)?;
+            print_checkpoint(operator, "Audit checkpoint", &cp);
+            Ok(())
+        }
+        StepKind::Close => close(step, s, operator),
+        StepKind::GenerateKey | StepKind::SignRoot | StepKind::WitnessRoot => root::run_step(step, s, operator),
+        StepKind::BackupKey
+        | StepKind::DistributeShares
+        | StepKind::RestoreDrill
+        | StepKind::CollectShares
+        | StepKind::RestoreKey => custody::run_step(step, s, operator),
+    }
+}
+
+fn attendance(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
+    for role in &s.plan.roles {
+        let names = operator.participants(&format!("{}.{}", step.id, role.id), role)?;
+        let names: Vec<String> = names.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+        if names.len() < role.min {
+            return Err(CeremonyError::TooFewParticipants {
+                step: step.number,
+                role: role.id.clone(),
+                min: role.min,
+                got: names.len(),
+            });
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != names.len() {
+            return Err(CeremonyError::Step {
+                step: step.number,
+                message: format!("role {:?} lists a name twice; every participant is a different person", role.id),
+            });
+        }
+        for name in &names {
+            s.participants.push((role.id.clone(), name.clone()));
+        }
+        s.log.append(
+            Event::new(&step.id, "participants-recorded")
+                .role(role.id.as_str())
+                .detail("role_title", role.title.as_str())
+                .detail("names", names.clone()),
+        )?;
+    }
+    Ok(())
+}
+
+/// A witness reads the first words of `fp` back from paper; a mismatch is
+/// logged as a deviation and stops the ceremony.
+pub fn witness_read_back(
+    step: &Step,
+    s: &mut Session<'_>,
+    operator: &mut dyn Operator,
+    what: &str,
+    fp: &Fingerprint,
+) -> Result<(), CeremonyError> {
+    let witness = step.witness.clone().unwrap_or_default();
+    operator.say(&format!("{what} on screen:\n  {}\n  {}", fp.hex, fp.words));
+    let expected = fp.first_words(READ_BACK_WORDS);
+    let question = format!(
+        "{}: read the first {READ_BACK_WORDS} words of the {what} from the printed record",
+        s.role_title(&witness)
+    );
+    let read = operator.read_back(&step.id, &question, &expected)?;
+    let matched = same_words(&read.text, &expected);
+    let event = Event::new(&step.id, if matched { "witness-confirmed" } else { "deviation" })
+        .role(witness.as_str())
+        .actor(s.actor_of(&witness))
+        .result(if matched { Outcome::Ok } else { Outcome::Failed })
+        .detail("compared", what)
+        .detail("value_sha256", fp.hex.as_str())
+        .detail("read_back", read.text.as_str())
+        .detail(
+            "answered_by",
+            match (operator.is_interactive(), read.echoed) {
+                (true, _) => "person",
+                (false, false) => "answers file",
+                (false, true) => "answers file, echoing the screen (rehearsal: not a real comparison)",
+            },
+        );
+    s.log.append(event)?;
+    if !matched {
+        return Err(CeremonyError::ReadBackMismatch {
+            step: step.number,
+            title: step.title.clone(),
+            expected,
+            got: read.text,
+        });
+    }
+    Ok(())
+}
+
+/// Signs a checkpoint with the audit key (found afresh: a backup may have
+/// logged the token out and back in since it was made).
+pub fn checkpoint(s: &mut Session<'_>) -> Result<Checkpoint, CeremonyError> {
+    let label = s.plan.audit_key.label.clone();
+    let key = s.store.find(&label, Some(s.plan.audit_key.signature))?;
+    Ok(s.log.checkpoint(key.signer.as_ref(), &label)?)
+}
+
+fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
+    let mut closed = s
+        .event(step, "ceremony-closed")
+        .detail("participants", s.participants.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>());
+    for name in s.plan.outputs.all() {
+        let path = s.output(name);
+        if name == s.plan.outputs.audit_log {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(&path) {
+            closed = closed.output(Artifact::of(name, &bytes));
+        }
+    }
+    s.log.append(closed)?;
+    let cp = checkpoint(s)?;
+    print_checkpoint(operator, "FINAL audit checkpoint: copy this into the paper log and sign it", &cp);
+    s.final_checkpoint = Some(cp);
+    Ok(())
+}
+
+fn print_checkpoint(operator: &mut dyn Operator, title: &str, cp: &Checkpoint) {
+    let note = cp.note_text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    operator.say(&format!(
+        "{title}\n  entries     {}\n  tree root   {}\n  note SHA-256 {}\n  words       {}\n{note}",
+        cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words
+    ));
+}
+
+/// The audit entry for a key just generated.
+pub fn key_event(
+    event: Event,
+    purpose: &str,
+    spec: &crate::config::ceremony::KeySpec,
+    uri: &str,
+    fp: &Fingerprint,
+) -> Event {
+    event
+        .detail("purpose", purpose)
+        .detail("label", spec.label.as_str())
+        .detail("algorithm", spec.algorithm.name())
+        .detail("signature", spec.signature.name())
+        .detail("uri", uri)
+        .detail("public_key_sha256", fp.hex.as_str())
+        .detail("public_key_words", fp.words.as_str())
+}
+
+pub fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
