@@ -295,9 +295,9 @@ pub enum HsmError {
     #[error(transparent)]
     Soft(Box<soft::SoftError>),
     #[error(transparent)]
-    Uri(#[from] uri::UriError),
+    Uri(Box<uri::UriError>),
     #[error(transparent)]
-    Backup(#[from] backup::BackupError),
+    Backup(Box<backup::BackupError>),
 }
 
 impl From<pkcs11::Pkcs11Error> for HsmError {
@@ -309,5 +309,17 @@ impl From<pkcs11::Pkcs11Error> for HsmError {
 impl From<soft::SoftError> for HsmError {
     fn from(e: soft::SoftError) -> Self {
         HsmError::Soft(Box::new(e))
+    }
+}
+
+impl From<uri::UriError> for HsmError {
+    fn from(e: uri::UriError) -> Self {
+        HsmError::Uri(Box::new(e))
+    }
+}
+
+impl From<backup::BackupError> for HsmError {
+    fn from(e: backup::BackupError) -> Self {
+        HsmError::Backup(Box::new(e))
     }
 }
