@@ -17,4 +17,5 @@ pub mod hsm;
 pub mod profile;
 pub mod secret;
 pub mod shares;
+pub mod transfer;
 pub mod words;
