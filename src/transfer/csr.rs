@@ -90,7 +90,7 @@ pub enum CsrError {
     Attribute { oid: ObjectIdentifier, name: String },
     #[error("the CSR's requested extension {name} ({oid}) does not parse: {problem}")]
     Extension { oid: ObjectIdentifier, name: String, problem: String },
-    #[error("the CSR requests extension {name} ({oid}), which an intermediate from this CA never carries; regenerate the CSR without it")]
+    #[error("the CSR asks for more than the template allows: it requests extension {name} ({oid}), which keyrite never grants on request; regenerate the CSR without it")]
     UnexpectedExtension { oid: ObjectIdentifier, name: String },
     #[error("the CSR requests extension {name} twice")]
     DuplicateExtension { name: String },
