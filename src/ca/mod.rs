@@ -443,6 +443,15 @@ impl CaDir {
                 summary.serial_hex, summary.issuer, root.tbs_certificate().subject()
             )));
         }
+        // Same name is not enough (another root can share it): the root's
+        // key must have signed the certificate.
+        let root_spki = root.tbs_certificate().subject_public_key_info().to_der().map_err(|e| refuse(e.to_string()))?;
+        if !signed_by(cert_der, &root_spki) {
+            return Err(refuse(format!(
+                "serial {}: its signature does not verify under this CA's root key; it was issued by another root",
+                summary.serial_hex
+            )));
+        }
         let ski = tbs
             .get_extension::<SubjectKeyIdentifier>()
             .map_err(|e| refuse(e.to_string()))?
@@ -751,6 +760,26 @@ pub fn crl_signed_event(crl: &SignedCrl) -> Event {
         .detail("entries", crl.entries as u64)
         .detail("this_update", crl.this_update.unix_timestamp())
         .detail("next_update", crl.next_update.unix_timestamp())
+}
+
+/// Whether `cert_der`'s signature, in one of the schemes keyrite signs
+/// with, verifies under `spki`.
+fn signed_by(cert_der: &[u8], spki: &[u8]) -> bool {
+    use der::asn1::BitStringRef;
+    use der::{Decode, Reader, SliceReader};
+    use crate::hsm::SignatureAlgorithm::*;
+    let Ok(mut reader) = SliceReader::new(cert_der) else { return false };
+    let parts = reader.sequence(|seq| {
+        let tbs = seq.tlv_bytes()?;
+        let alg = seq.tlv_bytes()?;
+        let sig = BitStringRef::decode(seq)?;
+        Ok::<_, der::Error>((tbs, alg, sig.raw_bytes()))
+    });
+    let Ok((tbs, alg_tlv, sig)) = parts else { return false };
+    [EcdsaSha256, EcdsaSha384, RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384]
+        .into_iter()
+        .find(|a| crate::profile::algorithm_identifier(*a) == alg_tlv)
+        .is_some_and(|alg| crate::hsm::verify_signature(spki, alg, tbs, sig).is_ok())
 }
 
 fn state_bytes(dir: &Path, state: &CaState) -> Result<Vec<u8>, CaError> {
