@@ -9,7 +9,7 @@ use keyrite::audit::AuditLog;
 use keyrite::ca::{self, build_crl, CaDir, CaError, CrlParams, RevocationReason};
 use keyrite::hsm::soft::SoftKey;
 use keyrite::hsm::{KeyAlgorithm, Signer};
-use keyrite::profile::{issue, IssueRequest, IssuerRef, Issued, Profile};
+use keyrite::profile::{issue, IssueRequest, Issued, IssuerRef, Profile};
 use time::{Duration, OffsetDateTime};
 
 const OPENSSL: &str = "/usr/bin/openssl";
@@ -213,12 +213,18 @@ fn crl_builder_refuses_bad_requests() {
     let e = build(3, None, now, vec![]).expect_err("dates");
     assert!(e.to_string().contains("not before nextUpdate"), "{e}");
     let s: &'static [u8] = Box::leak(Box::new(serial));
-    let e = build(3, None, now + Duration::days(1), vec![(s, RevocationReason::Superseded), (s, RevocationReason::Superseded)])
-        .expect_err("duplicate");
+    let e = build(
+        3,
+        None,
+        now + Duration::days(1),
+        vec![(s, RevocationReason::Superseded), (s, RevocationReason::Superseded)],
+    )
+    .expect_err("duplicate");
     assert!(matches!(e, CaError::Lint { .. }) && e.to_string().contains("listed twice"), "{e}");
     let e = build(3, None, now + Duration::days(1), vec![(&[0, 0], RevocationReason::Superseded)]).expect_err("zero");
     assert!(e.to_string().contains("zero"), "{e}");
-    let e = build(3, None, now + Duration::days(1), vec![(&[0x80; 20], RevocationReason::Superseded)]).expect_err("long");
+    let e =
+        build(3, None, now + Duration::days(1), vec![(&[0x80; 20], RevocationReason::Superseded)]).expect_err("long");
     assert!(e.to_string().contains("20 octets"), "{e}");
     let e = build(3, None, now + Duration::days(1), vec![(s, RevocationReason::RemoveFromCrl)]).expect_err("remove");
     assert!(e.to_string().contains("removeFromCRL"), "{e}");
@@ -256,11 +262,28 @@ fn export_index_is_read_by_openssl_ca() {
     )
     .expect("cnf");
     let (ok, out) = openssl(
-        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=openssl test CA", "-days", "1"],
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+            "-subj",
+            "/CN=openssl test CA",
+            "-days",
+            "1",
+        ],
         &w,
     );
     assert!(ok, "{out}");
-    let (ok, out) = openssl(&["ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "k.pem", "-cert", "c.pem", "-out", "o.pem"], &w);
+    let (ok, out) =
+        openssl(&["ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "k.pem", "-cert", "c.pem", "-out", "o.pem"], &w);
     assert!(ok, "openssl ca -gencrl must accept the exported index: {out}");
     let (ok, text) = openssl(&["crl", "-in", "o.pem", "-noout", "-text"], &w);
     assert!(ok, "{text}");
@@ -349,7 +372,8 @@ fn a_crash_between_reservation_and_record_loses_and_reuses_nothing() {
         &p.root_key,
     )
     .expect("build");
-    keyrite::files::write_new(&dir.join(format!("crls/crl-{n}.der")), &crl.der, keyrite::files::Mode::Public).expect("file");
+    keyrite::files::write_new(&dir.join(format!("crls/crl-{n}.der")), &crl.der, keyrite::files::Mode::Public)
+        .expect("file");
     drop(ca); // dies before record_crl updates state.json
     let report = CaDir::verify(&dir).expect("verify after crash 2");
     assert_eq!(report.next_crl_number, 4);
@@ -391,7 +415,8 @@ fn backup_writes_a_ca_backup_bundle() {
     let out = tmp.path().join("usb").join("backup");
     let manifest = ca::backup(&dir, &out, "root ceremony 2").expect("backup");
     assert_eq!(manifest.extra["next_crl_number"], 2);
-    let b = keyrite::transfer::Bundle::open(&out, keyrite::transfer::BundleKind::CaBackup, &Default::default()).expect("open");
+    let b = keyrite::transfer::Bundle::open(&out, keyrite::transfer::BundleKind::CaBackup, &Default::default())
+        .expect("open");
     assert_eq!(b.file(ca::STATE_FILE).expect("state"), fs::read(dir.join(ca::STATE_FILE)).expect("read"));
     assert!(b.file("crl-1.der").is_ok());
     assert!(b.file(&format!("cert-{}.der", p.ints[0].serial_hex)).is_ok());

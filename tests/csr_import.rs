@@ -32,7 +32,8 @@ fn openssl_csr(dir: &Path, name: &str, newkey: &[&str], extra: &[&str]) -> PathB
 }
 
 fn ec(dir: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
-    std::fs::read(openssl_csr(dir, name, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], extra)).expect("read")
+    std::fs::read(openssl_csr(dir, name, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], extra))
+        .expect("read")
 }
 
 #[test]
@@ -58,7 +59,8 @@ fn ec_p256_csr_is_accepted() {
 #[test]
 fn ec_p384_signed_with_sha256_is_accepted() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let path = openssl_csr(tmp.path(), "p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-sha256"], &[]);
+    let path =
+        openssl_csr(tmp.path(), "p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-sha256"], &[]);
     let csr = parse_csr(&std::fs::read(path).expect("read")).expect("parse");
     csr.check_against(&template()).expect("fits");
 }

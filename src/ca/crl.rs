@@ -165,10 +165,10 @@ where
     // Lint a throwaway-key CRL over the very same TBS bytes.
     let throwaway = SoftKey::generate("keyrite-crl-lint-throwaway", signer.key_algorithm())
         .and_then(|k| k.with_signature(alg))
-        .map_err(|source| CaError::Signer { signer: "throwaway lint key".into(), source })?;
+        .map_err(|source| CaError::Signer { signer: "throwaway lint key".into(), source: Box::new(source) })?;
     let lint_sig = throwaway
         .sign(&out[tbs_range.clone()])
-        .map_err(|source| CaError::Signer { signer: throwaway.describe(), source })?;
+        .map_err(|source| CaError::Signer { signer: throwaway.describe(), source: Box::new(source) })?;
     hsm::verify_signature(throwaway.spki_der(), alg, &out[tbs_range.clone()], &lint_sig)
         .map_err(|e| CaError::CrlBuild(format!("the throwaway lint signature does not verify: {e}")))?;
     let expect = Expected {
@@ -191,7 +191,7 @@ where
     // The real signature, over the bytes that were linted.
     let sig = signer
         .sign(&out[tbs_range.clone()])
-        .map_err(|source| CaError::Signer { signer: signer.describe(), source })?;
+        .map_err(|source| CaError::Signer { signer: signer.describe(), source: Box::new(source) })?;
     out.extend_from_slice(alg_id);
     write_header(&mut out, 0x03, sig.len() + 1);
     out.push(0);
@@ -245,7 +245,7 @@ impl Issuer {
             .map_err(|e| refuse(format!("subjectKeyIdentifier: {e}")))?
             .ok_or_else(|| refuse("it has no subjectKeyIdentifier for the CRL's authorityKeyIdentifier".into()))?
             .1
-            .0
+             .0
             .as_bytes()
             .to_vec();
         let enc = |e: der::Error| refuse(e.to_string());
@@ -306,7 +306,9 @@ fn reason_code(reason: RevocationReason) -> Option<u8> {
 
 fn reason_allowed_on_crl(reason: RevocationReason) -> Result<(), &'static str> {
     match reason {
-        RevocationReason::RemoveFromCrl => Err("removeFromCRL only appears on delta CRLs (RFC 5280 §5.3.1); keyrite never writes it"),
+        RevocationReason::RemoveFromCrl => {
+            Err("removeFromCRL only appears on delta CRLs (RFC 5280 §5.3.1); keyrite never writes it")
+        }
         _ => Ok(()),
     }
 }
@@ -406,7 +408,8 @@ fn crl_extensions(ski: &[u8], number: u64, idp: Option<&str>) -> Result<Vec<u8>,
         },
     ];
     if let Some(uri) = idp {
-        crate::profile::check_http_uri(uri).map_err(|p| CaError::CrlRequest(format!("issuing_distribution_point: {p}")))?;
+        crate::profile::check_http_uri(uri)
+            .map_err(|p| CaError::CrlRequest(format!("issuing_distribution_point: {p}")))?;
         let value = IssuingDistributionPoint {
             distribution_point: Some(DistributionPointName::FullName(vec![GeneralName::UniformResourceIdentifier(
                 Ia5String::new(uri).map_err(enc)?,
@@ -448,7 +451,10 @@ struct Expected<'a> {
 fn lint_tbs(tbs: &[u8], exp: &Expected<'_>) -> Result<Vec<String>, CaError> {
     let mut findings = Vec::new();
     let mut keys: Vec<[u8; 20]> = Vec::with_capacity(exp.count);
-    let parse_err = |e: der::Error| CaError::Lint { crl_number: exp.crl_number, findings: vec![format!("the TBSCertList does not parse: {e}")] };
+    let parse_err = |e: der::Error| CaError::Lint {
+        crl_number: exp.crl_number,
+        findings: vec![format!("the TBSCertList does not parse: {e}")],
+    };
     let mut reader = SliceReader::new(tbs).map_err(parse_err)?;
     let f = &mut findings;
     let k = &mut keys;
@@ -602,7 +608,8 @@ fn lint_crl_extensions(exts: &[Extension], exp: &Expected<'_>, f: &mut Vec<Strin
         _ => f.push("crl-idp: issuingDistributionPoint is not the critical extension requested".into()),
     }
     for ext in exts {
-        if ![ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_ISSUING_DISTRIBUTION_POINT].contains(&ext.extn_id) {
+        if ![ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_ISSUING_DISTRIBUTION_POINT].contains(&ext.extn_id)
+        {
             f.push(format!("crl-extension: unexpected extension {}", ext.extn_id));
         }
     }
@@ -647,9 +654,8 @@ mod tests {
         for len in [0usize, 1, 127, 128, 255, 256, 65535, 65536, 16_777_215, 16_777_216] {
             let mut out = Vec::new();
             write_header(&mut out, 0x30, len);
-            let expected = der::Header::new(Tag::Sequence, der::Length::try_from(len).expect("len"))
-                .to_der()
-                .expect("header");
+            let expected =
+                der::Header::new(Tag::Sequence, der::Length::try_from(len).expect("len")).to_der().expect("header");
             assert_eq!(out, expected, "{len}");
             assert_eq!(tlv_len(len), out.len() + len);
         }

@@ -292,8 +292,9 @@ pub enum CaError {
     #[error("signer {signer} failed: {source}")]
     Signer {
         signer: String,
+        // Boxed: a PKCS#11 error is large and this enum is returned everywhere.
         #[source]
-        source: HsmError,
+        source: Box<HsmError>,
     },
     #[error("lint refused CRL number {crl_number}; nothing was signed with the real key:\n  {}", findings.join("\n  "))]
     Lint { crl_number: u64, findings: Vec<String> },
@@ -324,8 +325,10 @@ impl CaDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => files::create_dir(dir, Mode::Public)?,
             Err(e) => return Err(FileError::io(dir, "listing", e).into()),
         }
-        let summary = crate::profile::certificate_summary(root_cert_der)
-            .map_err(|e| CaError::BadCertificate { dir: dir.to_path_buf(), problem: format!("root certificate: {e}") })?;
+        let summary = crate::profile::certificate_summary(root_cert_der).map_err(|e| CaError::BadCertificate {
+            dir: dir.to_path_buf(),
+            problem: format!("root certificate: {e}"),
+        })?;
         if summary.subject != summary.issuer {
             return Err(CaError::BadCertificate {
                 dir: dir.to_path_buf(),
@@ -440,7 +443,9 @@ impl CaDir {
         if issuer != root_subject {
             return Err(refuse(format!(
                 "serial {}: its issuer {} is not this CA's root {}",
-                summary.serial_hex, summary.issuer, root.tbs_certificate().subject()
+                summary.serial_hex,
+                summary.issuer,
+                root.tbs_certificate().subject()
             )));
         }
         // Same name is not enough (another root can share it): the root's
@@ -477,7 +482,12 @@ impl CaDir {
     /// revocation, reasons not allowed for CA certificates (see
     /// [`RevocationReason::allowed_for_ca`]) and times before the
     /// certificate's notBefore.
-    pub fn revoke(&mut self, serial: &str, reason: RevocationReason, time: OffsetDateTime) -> Result<IssuedRecord, CaError> {
+    pub fn revoke(
+        &mut self,
+        serial: &str,
+        reason: RevocationReason,
+        time: OffsetDateTime,
+    ) -> Result<IssuedRecord, CaError> {
         let wanted = normalize_hex(serial);
         let dir = self.dir.clone();
         let Some(record) = self.state.certificates.iter_mut().find(|c| c.serial == wanted) else {
@@ -486,9 +496,11 @@ impl CaDir {
         if let (CertStatus::Revoked, Some(at), Some(r)) = (record.status, record.revoked_at, record.reason) {
             return Err(CaError::AlreadyRevoked { dir, serial: wanted, at, reason: r });
         }
-        reason
-            .allowed_for_ca()
-            .map_err(|p| CaError::BadRevocation { dir: dir.clone(), serial: wanted.clone(), problem: p.into() })?;
+        reason.allowed_for_ca().map_err(|p| CaError::BadRevocation {
+            dir: dir.clone(),
+            serial: wanted.clone(),
+            problem: p.into(),
+        })?;
         let time = time.to_offset(time::UtcOffset::UTC);
         let time = time.replace_nanosecond(0).unwrap_or(time);
         if time < record.not_before {
@@ -654,7 +666,10 @@ impl CaDir {
                 return Err(bad(format!("CRL number {} follows {last}: CRL numbers must grow", c.number)));
             }
             if c.number > state.crl.last_reserved {
-                return Err(bad(format!("CRL number {} is above the last reserved number {}", c.number, state.crl.last_reserved)));
+                return Err(bad(format!(
+                    "CRL number {} is above the last reserved number {}",
+                    c.number, state.crl.last_reserved
+                )));
             }
             if c.file != format!("{CRLS_DIR}/crl-{}.der", c.number) {
                 return Err(bad(format!("CRL {}: file {:?} is not where keyrite stores it", c.number, c.file)));
@@ -765,9 +780,9 @@ pub fn crl_signed_event(crl: &SignedCrl) -> Event {
 /// Whether `cert_der`'s signature, in one of the schemes keyrite signs
 /// with, verifies under `spki`.
 fn signed_by(cert_der: &[u8], spki: &[u8]) -> bool {
+    use crate::hsm::SignatureAlgorithm::*;
     use der::asn1::BitStringRef;
     use der::{Decode, Reader, SliceReader};
-    use crate::hsm::SignatureAlgorithm::*;
     let Ok(mut reader) = SliceReader::new(cert_der) else { return false };
     let parts = reader.sequence(|seq| {
         let tbs = seq.tlv_bytes()?;
@@ -793,15 +808,20 @@ fn read_state(dir: &Path) -> Result<CaState, CaError> {
     let path = dir.join(STATE_FILE);
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CaError::NotInitialised { dir: dir.to_path_buf() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CaError::NotInitialised { dir: dir.to_path_buf() })
+        }
         Err(e) => return Err(FileError::io(&path, "checking", e).into()),
     };
     if meta.len() > MAX_STATE_BYTES {
-        return Err(CaError::BadState { path, problem: format!("{} bytes is larger than any state keyrite writes", meta.len()) });
+        return Err(CaError::BadState {
+            path,
+            problem: format!("{} bytes is larger than any state keyrite writes", meta.len()),
+        });
     }
     let bytes = fs::read(&path).map_err(|e| FileError::io(&path, "reading", e))?;
-    let state: CaState =
-        serde_json::from_slice(&bytes).map_err(|e| CaError::BadState { path: path.clone(), problem: format!("does not parse: {e}") })?;
+    let state: CaState = serde_json::from_slice(&bytes)
+        .map_err(|e| CaError::BadState { path: path.clone(), problem: format!("does not parse: {e}") })?;
     if state.format != STATE_FORMAT {
         return Err(CaError::BadState { path, problem: format!("format {:?} is not {STATE_FORMAT:?}", state.format) });
     }
@@ -875,7 +895,10 @@ fn logged_crl_numbers(path: &Path) -> Result<Option<u64>, CaError> {
             Ok(v) => v,
             Err(_) if torn => continue,
             Err(e) => {
-                return Err(CaError::AuditLog { path: path.to_path_buf(), problem: format!("line {} is not JSON: {e}", i + 1) })
+                return Err(CaError::AuditLog {
+                    path: path.to_path_buf(),
+                    problem: format!("line {} is not JSON: {e}", i + 1),
+                })
             }
         };
         if value.get("event").and_then(|e| e.as_str()) != Some(EVENT_CRL_SIGNED) {

@@ -60,10 +60,16 @@ pub struct RequestedExtension {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requested {
-    BasicConstraints { ca: bool, path_len: Option<u8> },
+    BasicConstraints {
+        ca: bool,
+        path_len: Option<u8>,
+    },
     /// Bits that map to the template's names, and any that do not
     /// (encipherOnly, decipherOnly).
-    KeyUsage { known: Vec<KeyUsage>, other: Vec<&'static str> },
+    KeyUsage {
+        known: Vec<KeyUsage>,
+        other: Vec<&'static str>,
+    },
     ExtendedKeyUsage(Vec<ObjectIdentifier>),
     SubjectAltName,
     NameConstraints,
@@ -200,11 +206,8 @@ impl Csr {
             .subject_keys()
             .check(&self.spki_der)
             .map_err(|problem| CsrError::KeyRefused { template: template.clone(), problem })?;
-        let more = |extension, problem: String| CsrError::MoreThanTemplate {
-            template: template.clone(),
-            extension,
-            problem,
-        };
+        let more =
+            |extension, problem: String| CsrError::MoreThanTemplate { template: template.clone(), extension, problem };
         for ext in &self.extensions {
             match &ext.value {
                 Requested::BasicConstraints { ca: false, .. } => {}
@@ -253,8 +256,11 @@ impl Csr {
                             ExtendedKeyUsage::ClientAuth => OID_CLIENT_AUTH,
                         })
                         .collect();
-                    let extra: Vec<String> =
-                        oids.iter().filter(|o| !granted.contains(o)).map(|o| format!("{} ({o})", oid_name(o))).collect();
+                    let extra: Vec<String> = oids
+                        .iter()
+                        .filter(|o| !granted.contains(o))
+                        .map(|o| format!("{} ({o})", oid_name(o)))
+                        .collect();
                     if !extra.is_empty() {
                         return Err(more(
                             "extendedKeyUsage",
@@ -291,12 +297,7 @@ impl Csr {
             format!("key SHA-256: {}", self.spki_sha256.hex),
         ];
         for e in &self.extensions {
-            out.push(format!(
-                "requests {}{}: {}",
-                e.name,
-                if e.critical { " (critical)" } else { "" },
-                e.summary
-            ));
+            out.push(format!("requests {}{}: {}", e.name, if e.critical { " (critical)" } else { "" }, e.summary));
         }
         out
     }
@@ -329,7 +330,9 @@ fn oid_name(oid: &ObjectIdentifier) -> String {
 }
 
 /// (CertificationRequestInfo TLV, signatureAlgorithm TLV, signature bits).
-fn split(der: &[u8]) -> Result<(&[u8], &[u8], &[u8]), CsrError> {
+type Parts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+fn split(der: &[u8]) -> Result<Parts<'_>, CsrError> {
     let bad = |e: der::Error| CsrError::Der(e.to_string());
     let mut reader = SliceReader::new(der).map_err(bad)?;
     let parts = reader
@@ -391,7 +394,10 @@ fn verify_pop(spki_der: &[u8], alg: SignatureAlgorithm, message: &[u8], signatur
         return hsm::verify_signature(spki_der, alg, message, signature)
             .map_err(|e| CsrError::ProofOfPossession(e.to_string()));
     }
-    let curve = key.algorithm.parameters_oid().map_err(|_| CsrError::ProofOfPossession("EC key without a named curve".into()))?;
+    let curve = key
+        .algorithm
+        .parameters_oid()
+        .map_err(|_| CsrError::ProofOfPossession("EC key without a named curve".into()))?;
     let params: &'static sig::EcdsaVerificationAlgorithm = match (curve, alg) {
         (c, SignatureAlgorithm::EcdsaSha256) if c == SECP_256_R_1 => &sig::ECDSA_P256_SHA256_ASN1,
         (c, SignatureAlgorithm::EcdsaSha384) if c == SECP_256_R_1 => &sig::ECDSA_P256_SHA384_ASN1,
@@ -399,16 +405,17 @@ fn verify_pop(spki_der: &[u8], alg: SignatureAlgorithm, message: &[u8], signatur
         (c, SignatureAlgorithm::EcdsaSha384) if c == SECP_384_R_1 => &sig::ECDSA_P384_SHA384_ASN1,
         (c, _) => return Err(CsrError::ProofOfPossession(format!("EC curve {c} is not P-256 or P-384"))),
     };
-    sig::UnparsedPublicKey::new(params, key.subject_public_key.raw_bytes())
-        .verify(message, signature)
-        .map_err(|_| CsrError::ProofOfPossession(format!("the {alg} signature does not verify under the request's own key")))
+    sig::UnparsedPublicKey::new(params, key.subject_public_key.raw_bytes()).verify(message, signature).map_err(|_| {
+        CsrError::ProofOfPossession(format!("the {alg} signature does not verify under the request's own key"))
+    })
 }
 
 /// Maps the subject onto a [`DistinguishedName`]: single-valued RDNs, each
 /// of C, ST, L, O, OU, CN at most once, UTF8String or PrintableString.
 fn subject(name: &x509_cert::name::Name) -> Result<DistinguishedName, CsrError> {
     let mut dn = DistinguishedName::default();
-    let err = |attribute: &str, problem: &str| CsrError::Subject { attribute: attribute.into(), problem: problem.into() };
+    let err =
+        |attribute: &str, problem: &str| CsrError::Subject { attribute: attribute.into(), problem: problem.into() };
     for rdn in name.iter_rdn() {
         if rdn.len() != 1 {
             return Err(err("(RDN)", "a multi-valued RDN is not supported; put each attribute in its own RDN"));
@@ -493,10 +500,7 @@ fn requested_extension(ext: &x509_cert::ext::Extension) -> Result<RequestedExten
             o if o == OID_CLIENT_AUTH => "client-auth",
             _ => "other",
         }));
-        let summary = format!(
-            "{summary} ({})",
-            eku.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        );
+        let summary = format!("{summary} ({})", eku.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
         ("extendedKeyUsage", Requested::ExtendedKeyUsage(eku.0), summary)
     } else if oid == ID_CE_SUBJECT_ALT_NAME {
         let san = SubjectAltName::from_der(bytes).map_err(|e| bad("subjectAltName", e))?;

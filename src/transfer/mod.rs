@@ -138,7 +138,9 @@ pub enum TransferError {
     Symlink { dir: PathBuf, file: String },
     #[error("{dir}: {file} is not a regular file (a directory or device); remove it")]
     NotAFile { dir: PathBuf, file: String },
-    #[error("{dir}: {file} is {actual} bytes, larger than the limit of {limit}; this is not a file keyrite expects here")]
+    #[error(
+        "{dir}: {file} is {actual} bytes, larger than the limit of {limit}; this is not a file keyrite expects here"
+    )]
     TooLarge { dir: PathBuf, file: String, actual: u64, limit: u64 },
     #[error("{dir}: the bundle lists {count} files, more than the limit of {limit}")]
     TooManyFiles { dir: PathBuf, count: usize, limit: usize },
@@ -208,12 +210,21 @@ impl BundleWriter {
             return Err(TransferError::Duplicate { dir: self.dir.clone(), file: name.to_string() });
         }
         files::write_new(&self.dir.join(name), bytes, Mode::Public)?;
-        self.files.push(ManifestFile { path: name.to_string(), size: bytes.len() as u64, sha256: words::sha256_hex(bytes) });
+        self.files.push(ManifestFile {
+            path: name.to_string(),
+            size: bytes.len() as u64,
+            sha256: words::sha256_hex(bytes),
+        });
         Ok(())
     }
 
     /// Writes the manifest, which completes the bundle.
-    pub fn finish(self, kind: BundleKind, identity: &str, extra: Map<String, Value>) -> Result<Manifest, TransferError> {
+    pub fn finish(
+        self,
+        kind: BundleKind,
+        identity: &str,
+        extra: Map<String, Value>,
+    ) -> Result<Manifest, TransferError> {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             kind,
@@ -222,8 +233,10 @@ impl BundleWriter {
             files: self.files,
             extra,
         };
-        let mut text = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| TransferError::BadManifest { dir: self.dir.clone(), problem: format!("cannot serialise: {e}") })?;
+        let mut text = serde_json::to_vec_pretty(&manifest).map_err(|e| TransferError::BadManifest {
+            dir: self.dir.clone(),
+            problem: format!("cannot serialise: {e}"),
+        })?;
         text.push(b'\n');
         files::write_new(&self.dir.join(MANIFEST), &text, Mode::Public)?;
         Ok(manifest)
