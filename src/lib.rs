@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod ca;
 pub mod ceremony;
 pub mod cli;
 pub mod config;
@@ -17,4 +18,5 @@ pub mod hsm;
 pub mod profile;
 pub mod secret;
 pub mod shares;
+pub mod transfer;
 pub mod words;

@@ -30,6 +30,8 @@ pub use template::{
     AccessInfo, CertKind, ExtendedKeyUsage, KeyUsage, NameConstraintsSpec, Profile, SubjectKeyPolicy, SubjectKeyType,
 };
 pub use verify::{certificate_summary, dn_to_string, CertSummary};
+pub(crate) use template::check_http_uri;
+pub(crate) use verify::algorithm_identifier;
 
 /// A subject or issuer name as keyrite writes it.
 ///
