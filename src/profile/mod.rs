@@ -26,12 +26,12 @@ use crate::words::Fingerprint;
 
 pub use build::issue;
 pub use lint::{lint_certificate, Finding, Severity};
+pub(crate) use template::check_http_uri;
 pub use template::{
     AccessInfo, CertKind, ExtendedKeyUsage, KeyUsage, NameConstraintsSpec, Profile, SubjectKeyPolicy, SubjectKeyType,
 };
-pub use verify::{certificate_summary, dn_to_string, CertSummary};
-pub(crate) use template::check_http_uri;
 pub(crate) use verify::algorithm_identifier;
+pub use verify::{certificate_summary, dn_to_string, CertSummary};
 
 /// A subject or issuer name as keyrite writes it.
 ///
