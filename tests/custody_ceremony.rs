@@ -164,7 +164,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     // The root key is on the token, sensitive, and extractable only under
     // wrap-with-trusted; the backup KEK is gone from the token.
     let objects = c.token_objects("root");
-    let root = objects.split("Private Key Object").find(|o| o.contains("label:      root-r1\n")).expect("root key");
+    let root = objects.split("Private Key Object").skip(1).find(|o| o.contains("label:      root-r1\n")).expect("root key");
     assert!(root.contains("sensitive") && root.contains("always sensitive") && root.contains("local"), "{root}");
     assert!(!objects.contains("keyrite-kek-"), "the KEK must be destroyed on the token: {objects}");
 
@@ -303,6 +303,61 @@ fn bad_shares_at_a_restore_are_named_and_nothing_is_restored() {
     std::fs::write(&carol, original_carol).expect("restore card");
     assert_ok(&c.restore("good", &[CUSTODIANS[0], CUSTODIANS[2]]));
     assert!(c.token_objects("good").contains("label:      root-r1\n"));
+}
+
+#[test]
+fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
+    let c = Custody::new();
+    let new = ["Dave Custodian", "Erin Custodian", "Frank Custodian", "Grace Custodian"];
+    std::fs::create_dir(c.path("reshare-out")).expect("out");
+    c.env("reshare-env.toml", "root", "reshare-out", "out");
+    let plan = std::fs::read(c.path("ceremonies/reshare.toml")).expect("plan");
+    let words = Fingerprint::sha256(&plan).first_words(3);
+    let names = new.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        c.path("reshare-answers.toml"),
+        format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [\"{}\", \"{}\"]\nnew-custodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n", CUSTODIANS[1], CUSTODIANS[0]),
+    )
+    .expect("answers");
+    let o = c.keyrite(&[
+        "ceremony",
+        "run",
+        "ceremonies/reshare.toml",
+        "--env",
+        "reshare-env.toml",
+        "--answers",
+        "reshare-answers.toml",
+        "--allow-network",
+    ]);
+    assert_ok(&o);
+    let log = c.path("reshare-out/root-r1-reshare-audit.jsonl");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("\"event\":\"share-set-retired\"") && text.contains("\"event\":\"restore-drill-passed\""),
+        "{text}"
+    );
+
+    // A new card checks against the reshare's log; an old one is another set.
+    let check = |card: &Path| {
+        c.keyrite(&["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")])
+    };
+    assert_ok(&check(&c.card(new[3])));
+    let old = check(&c.card(CUSTODIANS[2]));
+    assert!(!old.status.success() && stderr(&old).contains("from another set"), "{}", stderr(&old));
+
+    // A restore from three of the new custodians works; the inputs now name
+    // the reshare's log, which holds the new set's commitments.
+    std::fs::copy(&log, c.path("out/root-r1-reshare-audit.jsonl")).expect("copy log");
+    let restore = c.path("ceremonies/root-restore.toml");
+    let text = std::fs::read_to_string(&restore).expect("restore plan");
+    std::fs::write(
+        &restore,
+        text.replace("ceremony_log = \"root-r1-audit.jsonl\"", "ceremony_log = \"root-r1-reshare-audit.jsonl\"")
+            .replace("min = 2", "min = 3"),
+    )
+    .expect("write");
+    assert_ok(&c.restore("after-reshare", &[new[0], new[2], new[3]]));
+    assert!(c.token_objects("after-reshare").contains("label:      root-r1\n"));
 }
 
 /// Replaces word `n` (1-based) of a card with another list word.

@@ -109,8 +109,8 @@ impl ShareSet {
 /// Everything a restore reads, checked before a PIN is asked for.
 pub struct RestoreInputs {
     pub backup: Backup,
-    pub root_spki: Vec<u8>,
-    pub root_fingerprint: Fingerprint,
+    /// The root certificate's key and fingerprint (a restore has one).
+    pub root: Option<(Vec<u8>, Fingerprint)>,
     /// The original ceremony's id: the share commitments are bound to it.
     pub source_ceremony: String,
     pub set: ShareSet,
@@ -155,43 +155,40 @@ pub fn read_restore_inputs(spec: &RestoreSpec, input_dir: &Path) -> Result<Resto
         Ok((path, bytes))
     };
     let (blob_path, blob_bytes) = read(&spec.backup_blob, 1 << 20)?;
-    let (cert_path, cert_bytes) = read(&spec.root_certificate, 1 << 20)?;
     let (log_path, log_bytes) = read(&spec.ceremony_log, 256 << 20)?;
-
     let backup = parse_backup(&blob_path, &blob_bytes)?;
-    let cert_der = certificate_der(&cert_path, &cert_bytes)?;
-    let root_spki = certificate_spki(&cert_path, &cert_der)?;
-    let backup_spki = match &backup {
-        Backup::Wrapped(w) => &w.public_key_spki,
-        Backup::Sealed { spki, .. } => spki,
+    let mut artifacts =
+        vec![Artifact::of(display_name(&blob_path), &blob_bytes), Artifact::of(display_name(&log_path), &log_bytes)];
+    let root = match &spec.root_certificate {
+        Some(name) => {
+            let (cert_path, cert_bytes) = read(name, 1 << 20)?;
+            let cert_der = certificate_der(&cert_path, &cert_bytes)?;
+            let root_spki = certificate_spki(&cert_path, &cert_der)?;
+            let backup_spki = match &backup {
+                Backup::Wrapped(w) => &w.public_key_spki,
+                Backup::Sealed { spki, .. } => spki,
+            };
+            if *backup_spki != root_spki {
+                return Err(CeremonyError::Input {
+                    what: blob_path.display().to_string(),
+                    detail: format!(
+                        "this backup holds a different key than the root certificate {}; bring the backup of this root",
+                        cert_path.display()
+                    ),
+                });
+            }
+            artifacts.push(Artifact::of(display_name(&cert_path), &cert_bytes));
+            Some((root_spki, Fingerprint::sha256(&cert_der)))
+        }
+        None => None,
     };
-    if *backup_spki != root_spki {
-        return Err(CeremonyError::Input {
-            what: blob_path.display().to_string(),
-            detail: format!(
-                "this backup holds a different key than the root certificate {}; bring the backup of this root",
-                cert_path.display()
-            ),
-        });
-    }
 
     audit::verify(
         &log_path,
         &VerifyOptions { pinned_audit_keys: Vec::new(), expect_closed: true, expected_checkpoint: None },
     )?;
     let (source_ceremony, set) = share_set_from_log(&log_path, &log_bytes)?;
-    Ok(RestoreInputs {
-        backup,
-        root_spki,
-        root_fingerprint: Fingerprint::sha256(&cert_der),
-        source_ceremony,
-        set,
-        artifacts: vec![
-            Artifact::of(display_name(&blob_path), &blob_bytes),
-            Artifact::of(display_name(&cert_path), &cert_bytes),
-            Artifact::of(display_name(&log_path), &log_bytes),
-        ],
-    })
+    Ok(RestoreInputs { backup, root, source_ceremony, set, artifacts })
 }
 
 fn parse_backup(path: &Path, bytes: &[u8]) -> Result<Backup, CeremonyError> {
@@ -391,6 +388,15 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
         "format",
         "SLIP-0039, one group, extendable, iteration exponent 0, empty passphrase; commitments per shares::commitment",
     ))?;
+    if let Some(old) = s.custody.restore.as_ref().map(|r| (r.set.set_identifier, r.source_ceremony.clone())) {
+        s.log.append(
+            s.event(step, "share-set-retired")
+                .detail("set_identifier", u64::from(old.0))
+                .detail("issued_by_ceremony", old.1)
+                .detail("replaced_by", u64::from(set.set_identifier))
+                .detail("reason", "reshare: the old cards no longer count; custodians destroy them"),
+        )?;
+    }
     s.custody.shares = shares;
     s.custody.set = Some(set);
     Ok(())
@@ -562,6 +568,22 @@ fn collect(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
     }
     let kek =
         shares::combine(&entered, b"").map_err(|e| step_error(step, format!("the shares do not combine: {e}")))?;
+    // The recombined key must open this backup before anything is done with
+    // it: a wrong quorum is told apart from a damaged backup here.
+    if let Some(r) = &s.custody.restore {
+        let fits = match &r.backup {
+            Backup::Wrapped(w) => backup::kek_check(&kek).map(|c| c == w.kek_check).unwrap_or(false),
+            Backup::Sealed { label, bytes, .. } => {
+                crate::hsm::soft::unseal_bytes(label, bytes, &SealingKey::Raw(kek.clone())).is_ok()
+            }
+        };
+        if !fits {
+            return Err(step_error(
+                step,
+                "the shares combine, but not to the key that protects this backup: they are shares of another backup; check each card's ceremony and set",
+            ));
+        }
+    }
     s.log.append(
         s.event(step, "shares-combined")
             .detail("cards", entered.len() as u64)
@@ -593,7 +615,11 @@ fn restore(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
         )),
     };
     drop(kek);
-    if spki != inputs.root_spki {
+    let (root_spki, root_fingerprint) = inputs
+        .root
+        .as_ref()
+        .ok_or_else(|| step_error(step, "the plan names no root certificate to prove the restore against"))?;
+    if spki != *root_spki {
         return Err(step_error(
             step,
             "the restored public key differs from the root certificate's; the restore is not accepted",
@@ -605,7 +631,7 @@ fn restore(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
             .detail("label", inputs.key_label())
             .detail("uri", uri.as_str())
             .detail("public_key_sha256", fp.hex.as_str())
-            .detail("matches_root_certificate", inputs.root_fingerprint.hex.as_str()),
+            .detail("matches_root_certificate", root_fingerprint.hex.as_str()),
     )?;
     operator.say(&format!(
         "Root key restored into {} and proven: its public key equals the root certificate's.\n  public key SHA-256 {}\n  {}",

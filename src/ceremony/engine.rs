@@ -200,12 +200,14 @@ fn preflight(
     }
 
     // Inputs of a restore are read and checked before any PIN is asked for.
-    let restore_inputs = match (&plan.restore, plan.kind) {
-        (Some(spec), CeremonyKind::RootRestore) => Some(custody::read_restore_inputs(spec, &env.input_dir)?),
-        _ => None,
+    let restore_inputs = match &plan.restore {
+        Some(spec) => Some(custody::read_restore_inputs(spec, &env.input_dir)?),
+        None => None,
     };
 
-    let backup = plan.backup.is_some();
+    // Only the root ceremony wraps a key for backup; a reshare hands out
+    // new shares of the key-encryption key it recombines.
+    let backup = plan.backup.is_some() && plan.kind == CeremonyKind::RootInit;
     let mut user_pin = None;
     let mut so_pin = None;
     let mut custody = custody::State::default();
@@ -235,7 +237,7 @@ fn preflight(
                 let kek = Secret::new(crate::hsm::soft::SystemRng.random_bytes(32)?);
                 custody.kek = Some(kek.clone());
                 SealingKey::Raw(kek)
-            } else if plan.kind == CeremonyKind::RootRestore {
+            } else if plan.restore.is_some() {
                 // The restored key stays sealed under the key the custodians'
                 // shares rebuild; keys this ceremony makes (its audit key) are
                 // sealed under a fresh random key that is never kept: they
@@ -265,7 +267,9 @@ fn preflight(
     }
     let mut inputs = Vec::new();
     if let Some(r) = restore_inputs {
-        store.check_restore_label(&r.key_label())?;
+        if plan.kind == CeremonyKind::RootRestore {
+            store.check_restore_label(&r.key_label())?;
+        }
         inputs = r.artifacts();
         custody.restore = Some(r);
     }

@@ -31,6 +31,7 @@ struct RawCeremony {
     certificate: Option<RawCertificate>,
     backup: Option<RawBackup>,
     restore: Option<RawRestore>,
+    reshare: Option<RawReshare>,
     outputs: RawOutputs,
     steps: Vec<RawStep>,
 }
@@ -50,9 +51,20 @@ fn custodian_role() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReshare {
+    ceremony_log: String,
+    backup_blob: String,
+    old_custodian_role: String,
+    new_custodian_role: String,
+    threshold: u8,
+    shares: u8,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRestore {
     backup_blob: String,
-    root_certificate: String,
+    root_certificate: Option<String>,
     ceremony_log: String,
     #[serde(default = "custodian_role")]
     custodian_role: String,
@@ -116,6 +128,10 @@ pub enum CeremonyKind {
     /// Bring a quorum of custodians' shares back and restore the root key
     /// from its backup into a fresh token.
     RootRestore,
+    /// A quorum of the current custodians makes a new share set (new N, T
+    /// or custodians) for the same key-encryption key; the old set is
+    /// retired in the log.
+    Reshare,
 }
 
 impl CeremonyKind {
@@ -123,6 +139,7 @@ impl CeremonyKind {
         match self {
             CeremonyKind::RootInit => "root-init",
             CeremonyKind::RootRestore => "root-restore",
+            CeremonyKind::Reshare => "reshare",
         }
     }
 
@@ -148,6 +165,16 @@ impl CeremonyKind {
             (CeremonyKind::RootRestore, _) => {
                 vec![Attendance, WitnessPlan, OpenToken, GenerateAuditKey, CollectShares, RestoreKey, Close]
             }
+            (CeremonyKind::Reshare, _) => vec![
+                Attendance,
+                WitnessPlan,
+                OpenToken,
+                GenerateAuditKey,
+                CollectShares,
+                DistributeShares,
+                RestoreDrill,
+                Close,
+            ],
         }
     }
 }
@@ -288,7 +315,9 @@ pub struct BackupSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreSpec {
     pub backup_blob: String,
-    pub root_certificate: String,
+    /// The root certificate the restored key must match (a reshare, which
+    /// restores nothing, has none).
+    pub root_certificate: Option<String>,
     /// The original ceremony's audit log: it holds the share commitments.
     pub ceremony_log: String,
     pub custodian_role: String,
@@ -329,10 +358,11 @@ impl Plan {
         let kind = match raw.kind.as_str() {
             "root-init" => CeremonyKind::RootInit,
             "root-restore" => CeremonyKind::RootRestore,
+            "reshare" => CeremonyKind::Reshare,
             other => {
                 return Err(invalid(
                     "kind",
-                    format!("unknown ceremony kind {other:?}; this version runs: root-init, root-restore"),
+                    format!("unknown ceremony kind {other:?}; this version runs: root-init, root-restore, reshare"),
                 ))
             }
         };
@@ -389,7 +419,28 @@ impl Plan {
             }
         }
 
-        let backup = match raw.backup {
+        // A reshare reads the current set like a restore does and hands out a
+        // new one like a backup does; it is described in those terms.
+        let (mut raw_backup, mut raw_restore) = (raw.backup, raw.restore);
+        if let Some(r) = raw.reshare {
+            if raw_backup.is_some() || raw_restore.is_some() || kind != CeremonyKind::Reshare {
+                return Err(invalid("reshare", "a [reshare] table stands alone, in a reshare ceremony".into()));
+            }
+            if r.old_custodian_role == r.new_custodian_role {
+                return Err(invalid("reshare.new_custodian_role", "must differ from old_custodian_role: the old and new custodians are recorded apart, even when the same people hold both".into()));
+            }
+            raw_backup =
+                Some(RawBackup { threshold: r.threshold, shares: r.shares, custodian_role: r.new_custodian_role });
+            raw_restore = Some(RawRestore {
+                backup_blob: r.backup_blob,
+                root_certificate: None,
+                ceremony_log: r.ceremony_log,
+                custodian_role: r.old_custodian_role,
+            });
+        } else if kind == CeremonyKind::Reshare {
+            return Err(invalid("reshare", "a reshare ceremony needs a [reshare] table".into()));
+        }
+        let backup = match raw_backup {
             Some(b) => {
                 if b.threshold < 2 || b.threshold > b.shares || b.shares > 16 {
                     return Err(invalid(
@@ -419,14 +470,16 @@ impl Plan {
             }
             None => None,
         };
-        let restore = match raw.restore {
+        let restore = match raw_restore {
             Some(r) => {
                 for (field, name) in [
-                    ("restore.backup_blob", &r.backup_blob),
-                    ("restore.root_certificate", &r.root_certificate),
-                    ("restore.ceremony_log", &r.ceremony_log),
+                    ("restore.backup_blob", Some(&r.backup_blob)),
+                    ("restore.root_certificate", r.root_certificate.as_ref()),
+                    ("restore.ceremony_log", Some(&r.ceremony_log)),
                 ] {
-                    check_file_name(name).map_err(|m| invalid(field, m))?;
+                    if let Some(name) = name {
+                        check_file_name(name).map_err(|m| invalid(field, m))?;
+                    }
                 }
                 if !role_ids.contains(&r.custodian_role) {
                     return Err(invalid(
@@ -469,11 +522,28 @@ impl Plan {
                     return Err(invalid("restore", "belongs in a root-restore ceremony".into()));
                 }
             }
+            CeremonyKind::Reshare => {
+                for (field, present) in [
+                    ("key", key.is_some()),
+                    ("certificate", certificate.is_some()),
+                    ("outputs.certificate_pem", outputs.certificate_pem.is_some()),
+                    ("outputs.certificate_der", outputs.certificate_der.is_some()),
+                    ("outputs.backup_blob", outputs.backup_blob.is_some()),
+                ] {
+                    if present {
+                        return Err(invalid(
+                            field,
+                            "does not belong in a reshare ceremony: it makes new shares, not keys or certificates"
+                                .into(),
+                        ));
+                    }
+                }
+            }
             CeremonyKind::RootRestore => {
-                if restore.is_none() {
+                if restore.as_ref().is_none_or(|r| r.root_certificate.is_none()) {
                     return Err(invalid(
                         "restore",
-                        "a root-restore ceremony needs a [restore] table naming its inputs".into(),
+                        "a root-restore ceremony needs a [restore] table naming its inputs, the root certificate among them".into(),
                     ));
                 }
                 for (field, present) in [
@@ -533,16 +603,23 @@ impl Plan {
         }
         rows.push(("Audit key", format!("{} ({})", self.audit_key.label, self.audit_key.algorithm)));
         if let Some(b) = &self.backup {
+            let what = if self.kind == CeremonyKind::Reshare {
+                "the backup's key-encryption key re-split"
+            } else {
+                "backup wrapped under a key split"
+            };
             rows.push((
                 "Custody",
-                format!(
-                    "backup wrapped under a key split {} of {} among the {} role",
-                    b.threshold, b.shares, b.custodian_role
-                ),
+                format!("{what} {} of {} among the {} role", b.threshold, b.shares, b.custodian_role),
             ));
         }
         if let Some(r) = &self.restore {
-            rows.push(("Inputs", format!("{}, {}, {}", r.backup_blob, r.root_certificate, r.ceremony_log)));
+            let inputs: Vec<&str> = [Some(&r.backup_blob), r.root_certificate.as_ref(), Some(&r.ceremony_log)]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            rows.push(("Inputs", inputs.join(", ")));
         }
         rows.push(("Outputs", self.outputs.all().join(", ")));
         rows

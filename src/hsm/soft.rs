@@ -248,25 +248,7 @@ impl SoftStore {
     /// fail authentication; the message says which checks to make.
     pub fn load(&self, label: &str, sealing: &SealingKey) -> Result<SoftKey, HsmError> {
         let (path, sealed) = self.read(label)?;
-        if sealed.format != FORMAT || sealed.cipher != "aes-256-gcm" || sealed.label != label {
-            return Err(self.corrupt(label, "header does not match this label or format"));
-        }
-        let key = derive_key(sealing, &sealed.kdf, &path)?;
-        let nonce = B64.decode(&sealed.nonce).map_err(|_| self.corrupt(label, "nonce is not base64"))?;
-        let mut data = Zeroizing::new(
-            B64.decode(&sealed.ciphertext).map_err(|_| self.corrupt(label, "ciphertext is not base64"))?,
-        );
-        let nonce = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| self.corrupt(label, "nonce length"))?;
-        let aad = header_aad(&sealed.label, sealed.algorithm, &sealed.public_key);
-        let plain = key
-            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data)
-            .map_err(|_| SoftError::Unseal { path: path.clone() })?;
-        let soft = SoftKey::from_pkcs8(label, sealed.algorithm, Zeroizing::new(plain.to_vec()))?;
-        let stated = B64.decode(&sealed.public_key).map_err(|_| self.corrupt(label, "public_key is not base64"))?;
-        if stated != soft.spki {
-            return Err(self.corrupt(label, "public_key does not belong to the sealed private key"));
-        }
-        Ok(soft)
+        open_sealed(&path, label, sealed, sealing)
     }
 
     fn read(&self, label: &str) -> Result<(PathBuf, SealedFile), HsmError> {
@@ -287,6 +269,42 @@ impl SoftStore {
     fn corrupt(&self, label: &str, what: &str) -> HsmError {
         SoftError::Corrupt { path: self.key_path(label), what: what.into() }.into()
     }
+}
+
+/// Unseals a key file's contents; `path` only names it in errors.
+fn open_sealed(path: &Path, label: &str, sealed: SealedFile, sealing: &SealingKey) -> Result<SoftKey, HsmError> {
+    let path = path.to_path_buf();
+    if sealed.format != FORMAT || sealed.cipher != "aes-256-gcm" || sealed.label != label {
+        return Err(corrupt(&path, "header does not match this label or format"));
+    }
+    let key = derive_key(sealing, &sealed.kdf, &path)?;
+    let nonce = B64.decode(&sealed.nonce).map_err(|_| corrupt(&path, "nonce is not base64"))?;
+    let mut data =
+        Zeroizing::new(B64.decode(&sealed.ciphertext).map_err(|_| corrupt(&path, "ciphertext is not base64"))?);
+    let nonce = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| corrupt(&path, "nonce length"))?;
+    let aad = header_aad(&sealed.label, sealed.algorithm, &sealed.public_key);
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data)
+        .map_err(|_| SoftError::Unseal { path: path.clone() })?;
+    let soft = SoftKey::from_pkcs8(label, sealed.algorithm, Zeroizing::new(plain.to_vec()))?;
+    let stated = B64.decode(&sealed.public_key).map_err(|_| corrupt(&path, "public_key is not base64"))?;
+    if stated != soft.spki {
+        return Err(corrupt(&path, "public_key does not belong to the sealed private key"));
+    }
+    Ok(soft)
+}
+
+fn corrupt(path: &Path, what: &str) -> HsmError {
+    SoftError::Corrupt { path: path.to_path_buf(), what: what.into() }.into()
+}
+
+/// Unseals a key file held in memory (a backup being checked before it is
+/// written anywhere).
+pub fn unseal_bytes(label: &str, bytes: &[u8], sealing: &SealingKey) -> Result<SoftKey, HsmError> {
+    let path = PathBuf::from(format!("(backup of {label})"));
+    let sealed: SealedFile =
+        serde_json::from_slice(bytes).map_err(|e| SoftError::Corrupt { path: path.clone(), what: e.to_string() })?;
+    open_sealed(&path, label, sealed, sealing)
 }
 
 fn check_label(label: &str) -> Result<(), HsmError> {
