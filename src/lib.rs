@@ -13,6 +13,7 @@ pub mod ca;
 pub mod ceremony;
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod files;
 pub mod hsm;
 pub mod profile;

@@ -164,7 +164,8 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     // The root key is on the token, sensitive, and extractable only under
     // wrap-with-trusted; the backup KEK is gone from the token.
     let objects = c.token_objects("root");
-    let root = objects.split("Private Key Object").skip(1).find(|o| o.contains("label:      root-r1\n")).expect("root key");
+    let root =
+        objects.split("Private Key Object").skip(1).find(|o| o.contains("label:      root-r1\n")).expect("root key");
     assert!(root.contains("sensitive") && root.contains("always sensitive") && root.contains("local"), "{root}");
     assert!(!objects.contains("keyrite-kek-"), "the KEK must be destroyed on the token: {objects}");
 

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::operator::same_words;
-use super::{airgap, custody, root, CeremonyError, Operator, RunOptions};
+use super::{airgap, ca, custody, root, CeremonyError, Operator, RunOptions};
 use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome};
 use crate::config::{Backend, CeremonyKind, Environment, Plan, SecretSource, Step, StepKind};
 use crate::files;
@@ -40,6 +40,10 @@ pub struct Finished {
     pub backup_blob: Option<PathBuf>,
     pub share_cards: Vec<PathBuf>,
     pub share_threshold: Option<u8>,
+    pub intermediate_pem: Option<PathBuf>,
+    pub response_bundle: Option<PathBuf>,
+    pub crl_pem: Option<PathBuf>,
+    pub crl_bundle: Option<PathBuf>,
 }
 
 /// Runs a plan to the end, or stops at the first failure.
@@ -51,7 +55,16 @@ pub fn run(
 ) -> Result<Finished, CeremonyError> {
     let preflight = preflight(plan, env, operator, options)?;
     show_plan(plan, &preflight, operator);
-    let log = AuditLog::create(&preflight.output(&plan.outputs.audit_log), &plan.id)?;
+    let log = match (&plan.outputs.audit_log, preflight.ca.dir.as_ref()) {
+        (Some(name), _) => AuditLog::create(&preflight.output(name), &plan.id)?,
+        // The offline CA keeps one log across its ceremonies: verified, then
+        // continued, so CRL numbers and issued serials have one history.
+        (None, Some(dir)) if dir.audit_log_path().exists() => AuditLog::open_append(dir.audit_log_path(), &plan.id)?,
+        (None, Some(dir)) => AuditLog::create(dir.audit_log_path(), &plan.id)?,
+        (None, None) => {
+            return Err(CeremonyError::Step { step: 0, message: "the plan names no audit log".into() });
+        }
+    };
     let mut s = Session {
         plan,
         log,
@@ -62,6 +75,7 @@ pub fn run(
         participants: Vec::new(),
         root: root::State::default(),
         custody: preflight.custody,
+        ca: preflight.ca,
         final_checkpoint: None,
     };
     let started = Event::new("preflight", "ceremony-started")
@@ -114,6 +128,10 @@ pub fn run(
         backup_blob: s.custody.blob_path.clone(),
         share_cards: s.custody.cards.clone(),
         share_threshold: plan.backup.as_ref().map(|b| b.threshold),
+        intermediate_pem: s.ca.intermediate_pem.clone(),
+        response_bundle: s.ca.response_bundle.clone(),
+        crl_pem: s.ca.crl_pem.clone(),
+        crl_bundle: s.ca.crl_bundle.clone(),
     })
 }
 
@@ -132,6 +150,7 @@ pub struct Session<'p> {
     pub participants: Vec<(String, String)>,
     pub root: root::State,
     pub custody: custody::State,
+    pub ca: ca::State,
     pub final_checkpoint: Option<Checkpoint>,
 }
 
@@ -168,6 +187,7 @@ struct Preflight {
     interfaces_up: Vec<String>,
     inputs: Vec<Artifact>,
     custody: custody::State,
+    ca: ca::State,
 }
 
 impl Preflight {
@@ -260,11 +280,35 @@ fn preflight(
             KeyStore::open_soft(dir, sealing)?
         }
     };
-    let mut new_keys = vec![&plan.audit_key];
-    new_keys.extend(plan.key.as_ref());
-    for key in new_keys {
-        store.check_new_key(&key.label, key.algorithm, key.signature)?;
-    }
+    let ca_state = if plan.kind.uses_ca_dir() {
+        let state = ca::preflight(plan, env)?;
+        // The root key and the audit key exist already; the root key must be
+        // the CA's root certificate's key.
+        let key = plan
+            .key
+            .as_ref()
+            .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan names no root [key]".into() })?;
+        let root_spki = store.find(&key.label, Some(key.signature))?.signer.spki_der().to_vec();
+        let ca_root = state.dir.as_ref().map(|d| d.root_cert_der().to_vec()).unwrap_or_default();
+        if custody::certificate_spki(Path::new("root.der"), &ca_root)? != root_spki {
+            return Err(CeremonyError::Step {
+                step: 0,
+                message: format!(
+                    "key {:?} on this token is not the CA directory's root key; check the token and the ca_dir",
+                    key.label
+                ),
+            });
+        }
+        store.find(&plan.audit_key.label, Some(plan.audit_key.signature))?;
+        state
+    } else {
+        let mut new_keys = vec![&plan.audit_key];
+        new_keys.extend(plan.key.as_ref());
+        for key in new_keys {
+            store.check_new_key(&key.label, key.algorithm, key.signature)?;
+        }
+        ca::State::default()
+    };
     let mut inputs = Vec::new();
     if let Some(r) = restore_inputs {
         if plan.kind == CeremonyKind::RootRestore {
@@ -281,7 +325,7 @@ fn preflight(
             });
         }
     }
-    Ok(Preflight { output_dir: out.clone(), store, user_pin, so_pin, interfaces_up, inputs, custody })
+    Ok(Preflight { output_dir: out.clone(), store, user_pin, so_pin, interfaces_up, inputs, custody, ca: ca_state })
 }
 
 /// Reads a PIN or passphrase from where the environment file says.
@@ -400,7 +444,34 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
         | StepKind::RestoreDrill
         | StepKind::CollectShares
         | StepKind::RestoreKey => custody::run_step(step, s, operator),
+        StepKind::UseAuditKey => use_audit_key(step, s, operator),
+        StepKind::ImportRequest
+        | StepKind::WitnessRequest
+        | StepKind::SignIntermediate
+        | StepKind::Revoke
+        | StepKind::SignCrl => ca::run_step(step, s, operator),
     }
+}
+
+/// The audit key an earlier ceremony made on this token: announced in this
+/// log unless it already is, so the log itself names its checkpoint key.
+fn use_audit_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
+    let spec = s.plan.audit_key.clone();
+    let (spki, sig) = {
+        let key = s.store.find(&spec.label, Some(spec.signature))?;
+        (key.signer.spki_der().to_vec(), key.signer.signature_algorithm())
+    };
+    let fp = Fingerprint::sha256(&spki);
+    if !s.log.audit_keys().iter().any(|k| k.spki_der == spki) {
+        s.log.announce_key(&spec.label, &spki, sig)?;
+    }
+    s.log.append(
+        s.event(step, "audit-key-in-use")
+            .detail("label", spec.label.as_str())
+            .detail("public_key_sha256", fp.hex.as_str()),
+    )?;
+    operator.say(&format!("Audit key {:?} in use. Public key SHA-256:\n  {}\n  {}", spec.label, fp.hex, fp.words));
+    Ok(())
 }
 
 fn attendance(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
@@ -496,7 +567,7 @@ fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resul
         .detail("participants", s.participants.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>());
     for name in s.plan.outputs.all() {
         let path = s.output(name);
-        if name == s.plan.outputs.audit_log {
+        if Some(name) == s.plan.outputs.audit_log.as_deref() {
             continue;
         }
         if let Ok(bytes) = std::fs::read(&path) {

@@ -7,6 +7,7 @@
 //! One file per ceremony kind, written top-down in the order things happen.
 
 pub mod airgap;
+pub mod ca;
 pub mod custody;
 pub mod engine;
 pub mod operator;
@@ -47,6 +48,12 @@ pub enum CeremonyError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     File(#[from] FileError),
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::TransferError),
+    #[error(transparent)]
+    Csr(#[from] crate::transfer::csr::CsrError),
     #[error("network interfaces are up: {interfaces}. A ceremony runs air-gapped: take them down (or unplug), or pass --allow-network for a rehearsal")]
     NetworkUp { interfaces: String },
     #[error(

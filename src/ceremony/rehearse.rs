@@ -144,6 +144,7 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         output_dir: root_dir.clone(),
         input_dir: root_dir.clone(),
         custodian_media: Some(media.clone()),
+        ca_dir: None,
         source: None,
     };
     let answers = Answers::from_toml_str(INIT_ANSWERS, &init_answers_path)?;
@@ -159,6 +160,7 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         output_dir: restore_dir.clone(),
         input_dir: root_dir.clone(),
         custodian_media: Some(media.clone()),
+        ca_dir: None,
         source: None,
     };
     let answers = Answers::from_toml_str(RESTORE_ANSWERS, &restore_answers_path)?;

@@ -32,6 +32,9 @@ struct RawCeremony {
     backup: Option<RawBackup>,
     restore: Option<RawRestore>,
     reshare: Option<RawReshare>,
+    intermediate: Option<RawIntermediate>,
+    revocation: Option<RawRevocation>,
+    crl: Option<RawCrl>,
     outputs: RawOutputs,
     steps: Vec<RawStep>,
 }
@@ -47,6 +50,29 @@ struct RawBackup {
 
 fn custodian_role() -> String {
     "custodian".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntermediate {
+    request_bundle: String,
+    response_bundle: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    serial: String,
+    reason: String,
+    time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrl {
+    next_update_days: u32,
+    bundle: String,
+    issuing_distribution_point: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,7 +130,7 @@ struct RawOutputs {
     certificate_pem: Option<String>,
     certificate_der: Option<String>,
     backup_blob: Option<String>,
-    audit_log: String,
+    audit_log: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +158,12 @@ pub enum CeremonyKind {
     /// or custodians) for the same key-encryption key; the old set is
     /// retired in the log.
     Reshare,
+    /// Sign an intermediate CSR that arrived in a transfer bundle.
+    SignIntermediate,
+    /// Revoke a certificate the root issued (and, usually, publish a CRL).
+    Revoke,
+    /// Publish the root's CRL.
+    Crl,
 }
 
 impl CeremonyKind {
@@ -140,7 +172,16 @@ impl CeremonyKind {
             CeremonyKind::RootInit => "root-init",
             CeremonyKind::RootRestore => "root-restore",
             CeremonyKind::Reshare => "reshare",
+            CeremonyKind::SignIntermediate => "sign-intermediate",
+            CeremonyKind::Revoke => "revoke",
+            CeremonyKind::Crl => "crl",
         }
+    }
+
+    /// Ceremonies of the offline CA: they sign with the existing root key,
+    /// keep their state and their audit log in the CA directory.
+    pub fn uses_ca_dir(self) -> bool {
+        matches!(self, CeremonyKind::SignIntermediate | CeremonyKind::Revoke | CeremonyKind::Crl)
     }
 
     /// The step kinds this ceremony must contain, in the order they must come.
@@ -165,6 +206,18 @@ impl CeremonyKind {
             (CeremonyKind::RootRestore, _) => {
                 vec![Attendance, WitnessPlan, OpenToken, GenerateAuditKey, CollectShares, RestoreKey, Close]
             }
+            (CeremonyKind::SignIntermediate, _) => vec![
+                Attendance,
+                WitnessPlan,
+                OpenToken,
+                UseAuditKey,
+                ImportRequest,
+                WitnessRequest,
+                SignIntermediate,
+                Close,
+            ],
+            (CeremonyKind::Revoke, _) => vec![Attendance, WitnessPlan, OpenToken, UseAuditKey, Revoke, Close],
+            (CeremonyKind::Crl, _) => vec![Attendance, WitnessPlan, OpenToken, UseAuditKey, SignCrl, Close],
             (CeremonyKind::Reshare, _) => vec![
                 Attendance,
                 WitnessPlan,
@@ -213,6 +266,18 @@ pub enum StepKind {
     CollectShares,
     /// Unwrap the backup into the token and prove it against the root certificate.
     RestoreKey,
+    /// Find the audit key an earlier ceremony made, on this token.
+    UseAuditKey,
+    /// Show the imported request: subject, key, requested extensions, hashes.
+    ImportRequest,
+    /// A witness reads back the CSR hash from the requester's sheet.
+    WitnessRequest,
+    /// Build, lint, sign, verify and write the intermediate and its bundle.
+    SignIntermediate,
+    /// Mark a certificate revoked in the CA directory.
+    Revoke,
+    /// Build, lint, sign, verify and write a CRL.
+    SignCrl,
     /// Close the ceremony: final entry and final checkpoint.
     Close,
 }
@@ -234,13 +299,19 @@ impl StepKind {
             StepKind::RestoreDrill => "restore-drill",
             StepKind::CollectShares => "collect-shares",
             StepKind::RestoreKey => "restore-key",
+            StepKind::UseAuditKey => "use-audit-key",
+            StepKind::ImportRequest => "import-request",
+            StepKind::WitnessRequest => "witness-request",
+            StepKind::SignIntermediate => "sign-intermediate",
+            StepKind::Revoke => "revoke",
+            StepKind::SignCrl => "sign-crl",
             StepKind::Close => "close",
         }
     }
 
     /// Whether this step needs a witness role named.
     fn needs_witness(self) -> bool {
-        matches!(self, StepKind::WitnessPlan | StepKind::WitnessRoot)
+        matches!(self, StepKind::WitnessPlan | StepKind::WitnessRoot | StepKind::WitnessRequest)
     }
 }
 
@@ -278,7 +349,11 @@ pub struct Outputs {
     pub certificate_pem: Option<String>,
     pub certificate_der: Option<String>,
     pub backup_blob: Option<String>,
-    pub audit_log: String,
+    /// The ceremony's own log; `None` for CA ceremonies, which append to
+    /// the CA directory's log.
+    pub audit_log: Option<String>,
+    /// Transfer bundles (directories) the ceremony writes.
+    pub bundles: Vec<String>,
 }
 
 impl Outputs {
@@ -288,7 +363,8 @@ impl Outputs {
             .into_iter()
             .flatten()
             .map(String::as_str)
-            .chain(std::iter::once(self.audit_log.as_str()))
+            .chain(self.audit_log.as_deref())
+            .chain(self.bundles.iter().map(String::as_str))
             .collect()
     }
 }
@@ -300,6 +376,34 @@ pub struct CertificateSpec {
     pub template_fingerprint: Fingerprint,
     pub template: Profile,
     pub not_before: Option<OffsetDateTime>,
+}
+
+/// The intermediate a sign-intermediate ceremony signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntermediateSpec {
+    /// The request bundle's directory, in the environment's input directory.
+    pub request_bundle: String,
+    /// The response bundle's directory, in the output directory.
+    pub response_bundle: String,
+}
+
+/// What a revoke ceremony revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSpec {
+    /// Lower-case hex, as the CA directory's index and openssl print it.
+    pub serial: String,
+    pub reason: crate::ca::RevocationReason,
+    /// Default: the moment of the revoke step.
+    pub time: Option<OffsetDateTime>,
+}
+
+/// The CRL a ceremony publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlSpec {
+    pub next_update_days: u32,
+    /// The CRL bundle's directory, in the output directory.
+    pub bundle: String,
+    pub issuing_distribution_point: Option<String>,
 }
 
 /// n-of-m custody of the root key's backup.
@@ -342,6 +446,9 @@ pub struct Plan {
     pub certificate: Option<CertificateSpec>,
     pub backup: Option<BackupSpec>,
     pub restore: Option<RestoreSpec>,
+    pub intermediate: Option<IntermediateSpec>,
+    pub revocation: Option<RevocationSpec>,
+    pub crl: Option<CrlSpec>,
     pub outputs: Outputs,
     pub steps: Vec<Step>,
 }
@@ -359,10 +466,13 @@ impl Plan {
             "root-init" => CeremonyKind::RootInit,
             "root-restore" => CeremonyKind::RootRestore,
             "reshare" => CeremonyKind::Reshare,
+            "sign-intermediate" => CeremonyKind::SignIntermediate,
+            "revoke" => CeremonyKind::Revoke,
+            "crl" => CeremonyKind::Crl,
             other => {
                 return Err(invalid(
                     "kind",
-                    format!("unknown ceremony kind {other:?}; this version runs: root-init, root-restore, reshare"),
+                    format!("unknown ceremony kind {other:?}; this version runs: root-init, root-restore, reshare, sign-intermediate, revoke, crl"),
                 ))
             }
         };
@@ -405,12 +515,62 @@ impl Plan {
             Some(c) => Some(certificate_spec(c, kind, path)?),
             None => None,
         };
+        let intermediate = raw
+            .intermediate
+            .map(|i| IntermediateSpec { request_bundle: i.request_bundle, response_bundle: i.response_bundle });
+        let revocation = match raw.revocation {
+            Some(r) => Some(revocation_spec(r, path)?),
+            None => None,
+        };
+        let crl = match raw.crl {
+            Some(c) => {
+                if c.next_update_days == 0 || c.next_update_days > 366 {
+                    return Err(invalid(
+                        "crl.next_update_days",
+                        "must be 1 to 366: a root's CRL is reissued at least yearly".into(),
+                    ));
+                }
+                if let Some(idp) = &c.issuing_distribution_point {
+                    if !idp.starts_with("http://") {
+                        return Err(invalid(
+                            "crl.issuing_distribution_point",
+                            format!(
+                                "{idp:?} must be an http:// URL (RFC 5280 relying parties fetch CRLs over plain HTTP)"
+                            ),
+                        ));
+                    }
+                }
+                Some(CrlSpec {
+                    next_update_days: c.next_update_days,
+                    bundle: c.bundle,
+                    issuing_distribution_point: c.issuing_distribution_point,
+                })
+            }
+            None => None,
+        };
+        let mut bundles = Vec::new();
+        bundles.extend(intermediate.as_ref().map(|i| i.response_bundle.clone()));
+        bundles.extend(crl.as_ref().map(|c| c.bundle.clone()));
+        if let Some(i) = &intermediate {
+            check_file_name(&i.request_bundle).map_err(|m| invalid("intermediate.request_bundle", m))?;
+        }
         let outputs = Outputs {
             certificate_pem: raw.outputs.certificate_pem,
             certificate_der: raw.outputs.certificate_der,
             backup_blob: raw.outputs.backup_blob,
             audit_log: raw.outputs.audit_log,
+            bundles,
         };
+        if kind.uses_ca_dir() == outputs.audit_log.is_some() {
+            return Err(invalid(
+                "outputs.audit_log",
+                if kind.uses_ca_dir() {
+                    "a CA ceremony appends to the CA directory's audit log; remove outputs.audit_log".into()
+                } else {
+                    "name the ceremony's audit log".into()
+                },
+            ));
+        }
         let mut names = BTreeSet::new();
         for name in outputs.all() {
             check_file_name(name).map_err(|m| invalid("outputs", m))?;
@@ -522,6 +682,34 @@ impl Plan {
                     return Err(invalid("restore", "belongs in a root-restore ceremony".into()));
                 }
             }
+            CeremonyKind::SignIntermediate | CeremonyKind::Revoke | CeremonyKind::Crl => {
+                if key.is_none() {
+                    return Err(invalid("key", "name the root key on the token: [key] label and algorithm".into()));
+                }
+                let needs = [
+                    ("certificate", certificate.is_some(), kind == CeremonyKind::SignIntermediate),
+                    ("intermediate", intermediate.is_some(), kind == CeremonyKind::SignIntermediate),
+                    ("revocation", revocation.is_some(), kind == CeremonyKind::Revoke),
+                    ("crl", crl.is_some(), kind == CeremonyKind::Crl),
+                    ("backup", backup.is_some(), false),
+                    ("restore", restore.is_some(), false),
+                    ("outputs.certificate_pem", outputs.certificate_pem.is_some(), false),
+                    ("outputs.certificate_der", outputs.certificate_der.is_some(), false),
+                    ("outputs.backup_blob", outputs.backup_blob.is_some(), false),
+                ];
+                for (field, present, wanted) in needs {
+                    if present != wanted && !(field == "crl" && kind == CeremonyKind::Revoke) {
+                        return Err(invalid(
+                            field,
+                            if wanted {
+                                format!("a {} ceremony needs it", kind.name())
+                            } else {
+                                format!("does not belong in a {} ceremony", kind.name())
+                            },
+                        ));
+                    }
+                }
+            }
             CeremonyKind::Reshare => {
                 for (field, present) in [
                     ("key", key.is_some()),
@@ -576,6 +764,9 @@ impl Plan {
             certificate,
             backup,
             restore,
+            intermediate,
+            revocation,
+            crl,
             outputs,
             steps,
         })
@@ -633,8 +824,11 @@ fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Res
         std::fs::read(&template_path).map_err(|source| ConfigError::Read { path: template_path.clone(), source })?;
     let template = Profile::load(&template_path)
         .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
-    let wanted = CertKind::RootCa;
-    if template.kind() != wanted || kind != CeremonyKind::RootInit {
+    let wanted = match kind {
+        CeremonyKind::SignIntermediate => CertKind::IntermediateCa,
+        _ => CertKind::RootCa,
+    };
+    if template.kind() != wanted || !matches!(kind, CeremonyKind::RootInit | CeremonyKind::SignIntermediate) {
         return Err(ConfigError::invalid(
             path,
             "certificate.template",
@@ -658,6 +852,28 @@ fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Res
         template,
         not_before,
     })
+}
+
+fn revocation_spec(r: RawRevocation, path: &Path) -> Result<RevocationSpec, ConfigError> {
+    let serial = r.serial.to_ascii_lowercase().replace(':', "");
+    if serial.is_empty() || serial.len() > 40 || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ConfigError::invalid(
+            path,
+            "revocation.serial",
+            format!("{:?} is not a serial number in hex (as `openssl x509 -serial` prints it)", r.serial),
+        ));
+    }
+    let reason = crate::ca::RevocationReason::from_name(&r.reason).ok_or_else(|| {
+        ConfigError::invalid(path, "revocation.reason", format!("{:?} is not an RFC 5280 reason name (keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, unspecified)", r.reason))
+    })?;
+    reason.allowed_for_ca().map_err(|why| ConfigError::invalid(path, "revocation.reason", why.to_string()))?;
+    let time = match r.time {
+        Some(t) => Some(OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            ConfigError::invalid(path, "revocation.time", format!("{t:?} is not an RFC 3339 time ({e})"))
+        })?),
+        None => None,
+    };
+    Ok(RevocationSpec { serial, reason, time })
 }
 
 fn check_file_name(name: &str) -> Result<(), String> {
@@ -745,20 +961,23 @@ fn steps(
     }
     let required = kind.required_steps(backup);
     for s in &out {
-        let custody_step = matches!(
+        // Steps any ceremony may add; every other kind belongs to the
+        // ceremonies that require it (and a root's fingerprint read-back to
+        // those that sign a root, a CRL to a revocation).
+        let generic = matches!(
             s.kind,
-            StepKind::BackupKey
-                | StepKind::DistributeShares
-                | StepKind::RestoreDrill
-                | StepKind::CollectShares
-                | StepKind::RestoreKey
-                | StepKind::GenerateKey
-                | StepKind::SignRoot
-                | StepKind::WitnessRoot
+            StepKind::Attendance
+                | StepKind::Confirm
+                | StepKind::WitnessPlan
+                | StepKind::OpenToken
+                | StepKind::Checkpoint
+                | StepKind::Close
         );
-        let allowed =
-            s.kind == StepKind::WitnessRoot && required.contains(&StepKind::SignRoot) || required.contains(&s.kind);
-        if custody_step && !allowed {
+        let allowed = generic
+            || required.contains(&s.kind)
+            || s.kind == StepKind::WitnessRoot && required.contains(&StepKind::SignRoot)
+            || s.kind == StepKind::SignCrl && kind == CeremonyKind::Revoke;
+        if !allowed {
             return Err(ConfigError::invalid(
                 path,
                 format!("steps[{}]", s.number - 1),

@@ -57,6 +57,9 @@ struct RawEnvironment {
     /// Unattended runs only: a directory standing for the custodians' own
     /// media, one share card file each.
     custodian_media: Option<PathBuf>,
+    /// The offline CA's state directory (index, CRL numbers, audit log),
+    /// for sign-intermediate, revoke and crl ceremonies.
+    ca_dir: Option<PathBuf>,
     pkcs11: Option<RawPkcs11>,
     soft: Option<RawSoft>,
 }
@@ -108,6 +111,7 @@ pub struct Environment {
     pub output_dir: PathBuf,
     pub input_dir: PathBuf,
     pub custodian_media: Option<PathBuf>,
+    pub ca_dir: Option<PathBuf>,
     /// The file it came from, if any (rehearsals build one in memory).
     pub source: Option<PathBuf>,
 }
@@ -136,6 +140,7 @@ impl Environment {
             input_dir: raw.input_dir.map(resolve).unwrap_or_else(|| output_dir.clone()),
             output_dir,
             custodian_media: raw.custodian_media.map(resolve),
+            ca_dir: raw.ca_dir.map(resolve),
             source: Some(path.to_path_buf()),
         })
     }

@@ -21,7 +21,10 @@ pub mod environment;
 use std::path::PathBuf;
 
 pub use answers::Answers;
-pub use ceremony::{BackupSpec, CeremonyKind, CertificateSpec, KeySpec, Plan, RestoreSpec, Role, Step, StepKind};
+pub use ceremony::{
+    BackupSpec, CeremonyKind, CertificateSpec, CrlSpec, IntermediateSpec, KeySpec, Plan, RestoreSpec, RevocationSpec,
+    Role, Step, StepKind,
+};
 pub use environment::{Backend, Environment, SecretSource};
 
 /// Errors reading or validating configuration. Every message names the file
