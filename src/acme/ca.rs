@@ -209,7 +209,7 @@ pub fn check_csr(
         .subject
         .common_name()
         .map_err(|_| Problem::bad_csr("CSR common name is not a string"))?
-        .map(|d| d.to_string());
+        .map(|d| d.value().to_string());
     if let Some(cn) = &cn {
         if cn.parse::<IpAddr>().is_ok() {
             return Err(Problem::bad_csr("CSR common name is an IP address"));
