@@ -115,11 +115,18 @@ async fn alg_must_match_key() {
     let h = harness().await;
     let key = Key::es256();
     let header = json!({"alg": "ES384", "nonce": h.client.nonce().await, "url": h.client.url("/acme/new-account"), "jwk": key.jwk()});
-    h.client.post("/acme/new-account", &jws_with_header(&key, &header, b"{}")).await.assert_problem("badSignatureAlgorithm", 400);
+    h.client
+        .post("/acme/new-account", &jws_with_header(&key, &header, b"{}"))
+        .await
+        .assert_problem("badSignatureAlgorithm", 400);
     let mut jwk = key.jwk();
     jwk["alg"] = json!("RS256");
-    let header = json!({"alg": "ES256", "nonce": h.client.nonce().await, "url": h.client.url("/acme/new-account"), "jwk": jwk});
-    h.client.post("/acme/new-account", &jws_with_header(&key, &header, b"{}")).await.assert_problem("badSignatureAlgorithm", 400);
+    let header =
+        json!({"alg": "ES256", "nonce": h.client.nonce().await, "url": h.client.url("/acme/new-account"), "jwk": jwk});
+    h.client
+        .post("/acme/new-account", &jws_with_header(&key, &header, b"{}"))
+        .await
+        .assert_problem("badSignatureAlgorithm", 400);
     h.shutdown().await;
 }
 
@@ -239,7 +246,9 @@ async fn post_as_get_needs_empty_payload_and_payload_is_an_object() {
     let (order_url, _) = h.new_order(&acct, &["a.acme.test"]).await;
     h.post_as(&acct, &h.path_of(&order_url), b"{}").await.assert_problem("malformed", 400);
     h.post_as(&acct, "/acme/new-order", b"[1]").await.assert_problem("malformed", 400);
-    h.post_as(&acct, "/acme/new-order", br#"{"resource":"new-order","identifiers":[]}"#).await.assert_problem("malformed", 400);
+    h.post_as(&acct, "/acme/new-order", br#"{"resource":"new-order","identifiers":[]}"#)
+        .await
+        .assert_problem("malformed", 400);
     let orders = h.post_as(&acct, &format!("{}/orders", h.path_of(&acct.kid)), b"").await;
     assert_eq!(orders.status, 200);
     assert_eq!(orders.json()["orders"], json!([order_url]));
@@ -256,7 +265,9 @@ async fn ownership_checked_on_order_authz_challenge_account() {
     let authz = h.post_as(&alice, &h.path_of(&authz_url), b"").await.json();
     let chall_url = authz["challenges"][0]["url"].as_str().expect("chall").to_string();
     h.post_as(&mallory, &h.path_of(&order_url), b"").await.assert_problem("unauthorized", 403);
-    h.post_as(&mallory, &format!("{}/finalize", h.path_of(&order_url)), br#"{"csr":"AA"}"#).await.assert_problem("unauthorized", 403);
+    h.post_as(&mallory, &format!("{}/finalize", h.path_of(&order_url)), br#"{"csr":"AA"}"#)
+        .await
+        .assert_problem("unauthorized", 403);
     h.post_as(&mallory, &h.path_of(&authz_url), b"").await.assert_problem("unauthorized", 403);
     h.post_as(&mallory, &h.path_of(&chall_url), b"{}").await.assert_problem("unauthorized", 403);
     h.post_as(&mallory, &h.path_of(&alice.kid), b"").await.assert_problem("unauthorized", 403);
@@ -274,9 +285,14 @@ async fn one_challenge_processing_per_authorization() {
     let (_, order) = h.new_order(&acct, &["a.acme.test"]).await;
     let authz_url = order["authorizations"][0].as_str().expect("authz").to_string();
     let authz = h.post_as(&acct, &h.path_of(&authz_url), b"").await.json();
-    let urls: Vec<String> =
-        authz["challenges"].as_array().expect("list").iter().map(|c| c["url"].as_str().expect("url").to_string()).collect();
-    let types: Vec<&str> = authz["challenges"].as_array().expect("list").iter().map(|c| c["type"].as_str().expect("t")).collect();
+    let urls: Vec<String> = authz["challenges"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["url"].as_str().expect("url").to_string())
+        .collect();
+    let types: Vec<&str> =
+        authz["challenges"].as_array().expect("list").iter().map(|c| c["type"].as_str().expect("t")).collect();
     assert_eq!(types, ["http-01", "dns-01", "tls-alpn-01"]);
     let r = h.post_as(&acct, &h.path_of(&urls[0]), b"{}").await;
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("processing")));
@@ -305,7 +321,17 @@ async fn identifier_syntax_and_policy() {
         let h = &h;
         async move { h.post_as(acct, "/acme/new-order", json!({"identifiers": ids}).to_string().as_bytes()).await }
     };
-    for bad in ["a..acme.test", "A.acme.test", "a_b.acme.test", "*.*.acme.test", "a.*.acme.test", "x.acme.test.", "127.0.0.1", "xn--zz.acme.test", &format!("{}.acme.test", "a".repeat(64))] {
+    for bad in [
+        "a..acme.test",
+        "A.acme.test",
+        "a_b.acme.test",
+        "*.*.acme.test",
+        "a.*.acme.test",
+        "x.acme.test.",
+        "127.0.0.1",
+        "xn--zz.acme.test",
+        &format!("{}.acme.test", "a".repeat(64)),
+    ] {
         let r = order(json!([{"type": "dns", "value": bad}])).await;
         r.assert_problem("rejectedIdentifier", 400);
         assert_eq!(r.json()["subproblems"][0]["identifier"]["value"], bad);
@@ -326,7 +352,12 @@ async fn identifier_syntax_and_policy() {
     let mut seen = Vec::new();
     for z in o["authorizations"].as_array().expect("authzs") {
         let a = h.post_as(&acct, &h.path_of(z.as_str().expect("url")), b"").await.json();
-        let types: Vec<String> = a["challenges"].as_array().expect("c").iter().map(|c| c["type"].as_str().unwrap_or("").to_string()).collect();
+        let types: Vec<String> = a["challenges"]
+            .as_array()
+            .expect("c")
+            .iter()
+            .map(|c| c["type"].as_str().unwrap_or("").to_string())
+            .collect();
         seen.push((a["identifier"]["value"].as_str().unwrap_or("").to_string(), a["wildcard"].as_bool(), types));
     }
     seen.sort();
@@ -355,11 +386,16 @@ async fn new_account_contacts_and_only_return_existing() {
     c.post("/acme/new-account", &jws(&key, None, &c.nonce().await, &url, br#"{"contact":["mailto:a@b@acme.test"]}"#))
         .await
         .assert_problem("invalidContact", 400);
-    c.post("/acme/new-account", &jws(&key, None, &c.nonce().await, &url, br#"{"contact":["mailto:a@acme.test?subject=x"]}"#))
-        .await
-        .assert_problem("invalidContact", 400);
+    c.post(
+        "/acme/new-account",
+        &jws(&key, None, &c.nonce().await, &url, br#"{"contact":["mailto:a@acme.test?subject=x"]}"#),
+    )
+    .await
+    .assert_problem("invalidContact", 400);
     let acct = h.new_account(key).await;
-    let r = c.post("/acme/new-account", &jws(&acct.key, None, &c.nonce().await, &url, br#"{"onlyReturnExisting":true}"#)).await;
+    let r = c
+        .post("/acme/new-account", &jws(&acct.key, None, &c.nonce().await, &url, br#"{"onlyReturnExisting":true}"#))
+        .await;
     assert_eq!((r.status, r.header("location")), (200, Some(acct.kid.clone())));
     h.shutdown().await;
 }
@@ -422,10 +458,25 @@ async fn finalize_csr_checks_and_revocation_authorizations() {
         openssl_csr(&dir, &akey_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test"]),
         openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test,DNS:b.acme.test"]),
         openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:b.acme.test"]),
-        openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test", "-addext", "basicConstraints=critical,CA:TRUE"]),
+        openssl_csr(
+            &dir,
+            &leaf_key_pem,
+            &[
+                "-subj",
+                "/",
+                "-addext",
+                "subjectAltName=DNS:a.acme.test",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ],
+        ),
         openssl_csr(&dir, &leaf_key_pem, &["-sha1", "-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test"]),
         openssl_csr(&dir, &leaf_key_pem, &["-subj", "/CN=c.acme.test", "-addext", "subjectAltName=DNS:a.acme.test"]),
-        openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test,email:x@acme.test"]),
+        openssl_csr(
+            &dir,
+            &leaf_key_pem,
+            &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test,email:x@acme.test"],
+        ),
     ];
     for der in &bad_csrs {
         h.post_as(&acct, &fin, csr_body(der).as_bytes()).await.assert_problem("badCSR", 400);
@@ -435,19 +486,36 @@ async fn finalize_csr_checks_and_revocation_authorizations() {
     tampered[last] ^= 1;
     h.post_as(&acct, &fin, csr_body(&tampered).as_bytes()).await.assert_problem("badCSR", 400);
     // The good CSR, with a keyUsage extension the certificate must not copy.
-    let with_ext = openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test", "-addext", "keyUsage=critical,keyEncipherment,dataEncipherment"]);
+    let with_ext = openssl_csr(
+        &dir,
+        &leaf_key_pem,
+        &[
+            "-subj",
+            "/",
+            "-addext",
+            "subjectAltName=DNS:a.acme.test",
+            "-addext",
+            "keyUsage=critical,keyEncipherment,dataEncipherment",
+        ],
+    );
     let r = h.post_as(&acct, &fin, csr_body(&with_ext).as_bytes()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let cert_url = r.json()["certificate"].as_str().expect("certificate url").to_string();
     let dl = h.post_as(&acct, &h.path_of(&cert_url), b"").await;
     assert_eq!(dl.header("content-type").as_deref(), Some("application/pem-certificate-chain"));
     let chain = String::from_utf8(dl.body.clone()).expect("pem");
-    let leaf_der = pem_rfc7468::decode_vec(chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf").as_bytes()).expect("pem").1;
+    let leaf_der =
+        pem_rfc7468::decode_vec(chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf").as_bytes())
+            .expect("pem")
+            .1;
     let summary = keyrite::profile::certificate_summary(&leaf_der).expect("parses");
     let _ = summary;
     let p = dir.join("leaf.pem");
     std::fs::write(&p, chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf")).expect("write");
-    let text = std::process::Command::new("openssl").args(["x509", "-noout", "-text", "-in", p.to_str().expect("p")]).output().expect("openssl");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", p.to_str().expect("p")])
+        .output()
+        .expect("openssl");
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(!text.contains("Key Encipherment") && !text.contains("Data Encipherment"), "{text}");
     // Finalize twice: the order is no longer ready.
@@ -485,14 +553,30 @@ async fn revoke_by_certificate_key() {
     let acct = h.new_account(Key::es256()).await;
     let (order_url, _) = h.ready_order(&acct, &tokens, &["b.acme.test", "127.0.0.1"]).await;
     let (leaf_key, leaf_key_pem) = p256_with_pem();
-    let csr = openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:b.acme.test,IP:127.0.0.1"]);
-    let r = h.post_as(&acct, &format!("{}/finalize", h.path_of(&order_url)), json!({"csr": b64(&csr)}).to_string().as_bytes()).await;
+    let csr =
+        openssl_csr(&dir, &leaf_key_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:b.acme.test,IP:127.0.0.1"]);
+    let r = h
+        .post_as(
+            &acct,
+            &format!("{}/finalize", h.path_of(&order_url)),
+            json!({"csr": b64(&csr)}).to_string().as_bytes(),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let cert_url = r.json()["certificate"].as_str().expect("url").to_string();
     let chain = String::from_utf8(h.post_as(&acct, &h.path_of(&cert_url), b"").await.body).expect("pem");
-    let leaf_der = pem_rfc7468::decode_vec(chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf").as_bytes()).expect("pem").1;
+    let leaf_der =
+        pem_rfc7468::decode_vec(chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf").as_bytes())
+            .expect("pem")
+            .1;
     let c = &h.client;
-    let body = jws(&leaf_key, None, &c.nonce().await, &c.url("/acme/revoke-cert"), json!({"certificate": b64(&leaf_der), "reason": 1}).to_string().as_bytes());
+    let body = jws(
+        &leaf_key,
+        None,
+        &c.nonce().await,
+        &c.url("/acme/revoke-cert"),
+        json!({"certificate": b64(&leaf_der), "reason": 1}).to_string().as_bytes(),
+    );
     let r = c.post("/acme/revoke-cert", &body).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header("replay-nonce").is_some());

@@ -32,7 +32,11 @@ async fn instant_acme_http01_issue_verify_revoke() {
     let (account, _credentials) = Account::builder_with_root(&root_pem)
         .expect("client")
         .create(
-            &NewAccount { contact: &["mailto:ops@acme.test"], terms_of_service_agreed: true, only_return_existing: false },
+            &NewAccount {
+                contact: &["mailto:ops@acme.test"],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
             h.server.directory_url(),
             None,
         )

@@ -22,7 +22,10 @@ pub struct Identifier {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Checked {
     /// A DNS name without the wildcard prefix, and whether it had one.
-    Dns { name: String, wildcard: bool },
+    Dns {
+        name: String,
+        wildcard: bool,
+    },
     Ip(IpAddr),
 }
 
@@ -76,7 +79,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { allowed_dns_suffixes: Vec::new(), allowed_ip_ranges: Vec::new(), allow_wildcards: true, max_identifiers: 100 }
+        Policy {
+            allowed_dns_suffixes: Vec::new(),
+            allowed_ip_ranges: Vec::new(),
+            allow_wildcards: true,
+            max_identifiers: 100,
+        }
     }
 }
 

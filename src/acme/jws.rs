@@ -135,9 +135,18 @@ impl Protected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Jwk {
     /// Big-endian modulus and exponent without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
-    Ed25519 { x: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +246,8 @@ impl Jwk {
             let Some(alg) = alg.as_str() else {
                 return Err(bad("JWK `alg` is not a string".into()));
             };
-            key.check_alg(alg).map_err(|_| JwsError::BadAlgorithm(format!("JWK `alg` {alg:?} does not fit the key")))?;
+            key.check_alg(alg)
+                .map_err(|_| JwsError::BadAlgorithm(format!("JWK `alg` {alg:?} does not fit the key")))?;
         }
         Ok(key)
     }
@@ -328,7 +338,9 @@ impl Jwk {
                 input,
                 signature,
             ),
-            Jwk::Ec { curve, .. } => UnparsedPublicKey::new(curve.verification(), self.ec_point()).verify(input, signature),
+            Jwk::Ec { curve, .. } => {
+                UnparsedPublicKey::new(curve.verification(), self.ec_point()).verify(input, signature)
+            }
             Jwk::Ed25519 { x } => UnparsedPublicKey::new(&sig::ED25519, x).verify(input, signature),
         };
         let _ = alg;
@@ -340,12 +352,9 @@ impl Jwk {
     pub fn canonical_json(&self) -> String {
         match self {
             Jwk::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64_encode(e), b64_encode(n)),
-            Jwk::Ec { curve, x, y } => format!(
-                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-                curve.name(),
-                b64_encode(x),
-                b64_encode(y)
-            ),
+            Jwk::Ec { curve, x, y } => {
+                format!(r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#, curve.name(), b64_encode(x), b64_encode(y))
+            }
             Jwk::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64_encode(x)),
         }
     }
@@ -380,7 +389,8 @@ impl Jwk {
             }
             Jwk::Ed25519 { x } => (AlgorithmIdentifierOwned { oid: rfc8410::ID_ED_25519, parameters: None }, x.clone()),
         };
-        let spki = SubjectPublicKeyInfoOwned { algorithm, subject_public_key: BitString::from_bytes(&bits).map_err(bad)? };
+        let spki =
+            SubjectPublicKeyInfoOwned { algorithm, subject_public_key: BitString::from_bytes(&bits).map_err(bad)? };
         spki.to_der().map_err(bad)
     }
 

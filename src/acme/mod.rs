@@ -320,7 +320,12 @@ async fn issue_server_cert(
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let not_before = now - time::Duration::minutes(1);
     let issued = signer
-        .issue(ca::LeafRequest { spki_der: spki, sans: names, not_before, not_after: profile.not_after_for(not_before) })
+        .issue(ca::LeafRequest {
+            spki_der: spki,
+            sans: names,
+            not_before,
+            not_after: profile.not_after_for(not_before),
+        })
         .await?;
     let mut chain = vec![issued.der];
     for block in pem_blocks(chain_pem) {

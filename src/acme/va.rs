@@ -389,7 +389,8 @@ async fn tls_alpn_handshake(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, Prob
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| prob(ProblemType::Connection, format!("tls-alpn-01 to {addr}: {e}")))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| tls_err(&e))?;
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| tls_err(&e))?;
     let (_, conn) = tls.get_ref();
     if conn.alpn_protocol() != Some(b"acme-tls/1") {
         return Err(prob(ProblemType::Tls, "tls-alpn-01 server did not negotiate acme-tls/1"));

@@ -235,8 +235,7 @@ async fn verify(s: &Shared, req: Request, mode: KeyMode) -> Result<Verified, Pro
     let jws = Jws::parse(&body).map_err(jws_problem)?;
 
     // The URL the client signed must be this very URL (RFC 8555 §6.4).
-    let expected_url =
-        s.url(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or_else(|| parts.uri.path()));
+    let expected_url = s.url(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or_else(|| parts.uri.path()));
     match &jws.header.url {
         None => return Err(Problem::malformed("JWS header has no `url`")),
         Some(u) if *u != expected_url => {
@@ -392,7 +391,9 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
     match db_raw(&s, move |st| st.insert_account(&a)).await? {
         Ok(()) => {}
         // Lost a race with the same key: answer with the winner.
-        Err(StoreError::Conflict(_)) => return Err(Problem::malformed("an account for this key was just created; retry")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(Problem::malformed("an account for this key was just created; retry"))
+        }
         Err(e) => return Err(Problem::internal("insert account", &e)),
     }
     tracing::info!(account = %account.id, "account created");
@@ -502,8 +503,9 @@ pub async fn key_change(State(s): State<Shared>, req: Request) -> Result<Respons
     let tp = new_tp.clone();
     if let Some(other) = db(&s, move |st| st.account_by_thumbprint(&tp)).await? {
         let loc = s.url(&format!("/acme/acct/{}", other.id));
-        let mut resp = Problem::new(ProblemType::Malformed, StatusCode::CONFLICT, "the new key belongs to another account")
-            .into_response();
+        let mut resp =
+            Problem::new(ProblemType::Malformed, StatusCode::CONFLICT, "the new key belongs to another account")
+                .into_response();
         if let Ok(l) = HeaderValue::from_str(&loc) {
             resp.headers_mut().insert(header::LOCATION, l);
         }
@@ -516,7 +518,11 @@ pub async fn key_change(State(s): State<Shared>, req: Request) -> Result<Respons
     match db_raw(&s, move |st| st.update_account(&u)).await? {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
-            return Err(Problem::new(ProblemType::Malformed, StatusCode::CONFLICT, "the new key belongs to another account"))
+            return Err(Problem::new(
+                ProblemType::Malformed,
+                StatusCode::CONFLICT,
+                "the new key belongs to another account",
+            ))
         }
         Err(StoreError::Stale) => return Err(Problem::malformed("the account changed concurrently; retry")),
         Err(e) => return Err(Problem::internal("key change", &e)),
@@ -604,7 +610,8 @@ fn identifier_problems(s: &AppState, ids: &[Identifier]) -> Result<Vec<Checked>,
     } else {
         format!("{} identifiers were refused; see subproblems", subs.len())
     };
-    Err(Problem::new(kind, StatusCode::BAD_REQUEST, detail).with_subproblems(subs.into_iter().map(|(_, p)| p).collect()))
+    Err(Problem::new(kind, StatusCode::BAD_REQUEST, detail)
+        .with_subproblems(subs.into_iter().map(|(_, p)| p).collect()))
 }
 
 pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response, Problem> {
@@ -684,16 +691,13 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
 async fn load_order(s: &Shared, account: &Account, id: String) -> Result<Order, Problem> {
     for _ in 0..5 {
         let oid = id.clone();
-        let mut order =
-            db(s, move |st| st.order(&oid)).await?.ok_or_else(|| Problem::not_found("no such order"))?;
+        let mut order = db(s, move |st| st.order(&oid)).await?.ok_or_else(|| Problem::not_found("no such order"))?;
         if order.account_id != account.id {
             return Err(Problem::unauthorized("the request's account does not own this order"));
         }
         let ids = order.authz_ids.clone();
-        let authzs = db(s, move |st| {
-            ids.iter().filter_map(|i| st.authz(i).transpose()).collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+        let authzs =
+            db(s, move |st| ids.iter().filter_map(|i| st.authz(i).transpose()).collect::<Result<Vec<_>, _>>()).await?;
         if !order.refresh(&authzs, now()) {
             return Ok(order);
         }
@@ -730,7 +734,11 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
     let loc = s.url(&format!("/acme/order/{}", order.id));
     if order.status != OrderStatus::Ready {
         let why = if now() >= order.expires { "the order has expired" } else { "the order is not ready" };
-        return Err(Problem::new(ProblemType::OrderNotReady, StatusCode::FORBIDDEN, format!("{why} (status {:?})", order.status).to_lowercase()));
+        return Err(Problem::new(
+            ProblemType::OrderNotReady,
+            StatusCode::FORBIDDEN,
+            format!("{why} (status {:?})", order.status).to_lowercase(),
+        ));
     }
     let csr_der = b64_decode("csr", &p.csr).map_err(|_| Problem::bad_csr("csr is not unpadded base64url"))?;
     let checked = check_csr(&csr_der, &order.identifiers, &v.key, &s.leaf_profile)?;
@@ -755,7 +763,10 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         .not_after
         .and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok())
         .unwrap_or(not_before + s.default_lifetime - time::Duration::seconds(1));
-    let issued = s.signer.issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after }).await;
+    let issued = s
+        .signer
+        .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after })
+        .await;
     let issued = match issued {
         Ok(i) => i,
         Err(e) => {
@@ -867,7 +878,8 @@ pub async fn challenge(
     let a = v.account()?.clone();
     let up = format!("<{}>;rel=\"up\"", s.url(&format!("/acme/authz/{authz_id}")));
     let mut z = load_authz(&s, &a, authz_id).await?;
-    let idx = z.challenges.iter().position(|c| c.id == chall_id).ok_or_else(|| Problem::not_found("no such challenge"))?;
+    let idx =
+        z.challenges.iter().position(|c| c.id == chall_id).ok_or_else(|| Problem::not_found("no such challenge"))?;
     if v.jws.payload.is_empty() {
         return Ok(json_response(StatusCode::OK, None, &[up], &challenge_json(&s, &z.id, &z.challenges[idx])));
     }
@@ -970,10 +982,15 @@ pub async fn revoke_cert(State(s): State<Shared>, req: Request) -> Result<Respon
     // RFC 5280 §5.3.1 codes a subscriber may give; not caCompromise (2),
     // not the unused 7, not removeFromCRL (8), not aACompromise (10).
     if ![0u8, 1, 3, 4, 5, 9].contains(&reason) {
-        return Err(Problem::new(ProblemType::BadRevocationReason, StatusCode::BAD_REQUEST, "revocation reason not allowed"));
+        return Err(Problem::new(
+            ProblemType::BadRevocationReason,
+            StatusCode::BAD_REQUEST,
+            "revocation reason not allowed",
+        ));
     }
     let der = b64_decode("certificate", &p.certificate).map_err(jws_problem)?;
-    let summary = crate::profile::certificate_summary(&der).map_err(|_| Problem::malformed("certificate does not parse"))?;
+    let summary =
+        crate::profile::certificate_summary(&der).map_err(|_| Problem::malformed("certificate does not parse"))?;
     let serial = summary.serial_hex.clone();
     let cert = db(&s, move |st| st.certificate_by_serial(&serial))
         .await?
@@ -997,7 +1014,11 @@ pub async fn revoke_cert(State(s): State<Shared>, req: Request) -> Result<Respon
     let id = cert.id.clone();
     let done = db(&s, move |st| st.revoke_certificate(&id, reason, now())).await?;
     if !done {
-        return Err(Problem::new(ProblemType::AlreadyRevoked, StatusCode::BAD_REQUEST, "the certificate is already revoked"));
+        return Err(Problem::new(
+            ProblemType::AlreadyRevoked,
+            StatusCode::BAD_REQUEST,
+            "the certificate is already revoked",
+        ));
     }
     tracing::info!(serial = %cert.serial_hex, reason, "certificate revoked");
     Ok(StatusCode::OK.into_response())

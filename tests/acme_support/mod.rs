@@ -133,17 +133,17 @@ pub fn static_hosts() -> HashMap<String, Vec<IpAddr>> {
 }
 
 pub async fn start(http01_port: u16, tls_alpn01_port: u16) -> Harness {
-    let _ = tracing_subscriber_init();
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    start_in(&mut pki, dir.path(), http01_port, tls_alpn01_port).await.map(|server| {
-        let client = Client::new(&pki.root.der, server.local_addr(), server.base_url().to_string());
-        Harness { pki, server, dir, client }
-    })
-    .expect("server starts")
+    start_in(&mut pki, dir.path(), http01_port, tls_alpn01_port)
+        .await
+        .map(|server| {
+            let client = Client::new(&pki.root.der, server.local_addr(), server.base_url().to_string());
+            Harness { pki, server, dir, client }
+        })
+        .expect("server starts")
 }
 
-fn tracing_subscriber_init() {}
 
 pub async fn start_in(
     pki: &mut Pki,
