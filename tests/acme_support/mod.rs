@@ -144,7 +144,6 @@ pub async fn start(http01_port: u16, tls_alpn01_port: u16) -> Harness {
         .expect("server starts")
 }
 
-
 pub async fn start_in(
     pki: &mut Pki,
     dir: &Path,
