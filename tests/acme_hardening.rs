@@ -597,3 +597,65 @@ async fn authorization_deactivation_makes_order_invalid() {
     assert_eq!(o["status"], "invalid");
     h.shutdown().await;
 }
+
+/// Two instances on one database behind one external URL (a load balancer):
+/// a nonce issued by one is redeemed by the other and then refused by both;
+/// an account and a certificate made through one are served by the other;
+/// and all of it survives a restart.
+#[tokio::test]
+async fn instances_share_nonces_and_state_and_restart_loses_nothing() {
+    let (port, tokens, task) = responder().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = "https://acme.internal".to_string();
+    let mut pki_a = Pki::new();
+    let mut pki_b = Pki::new();
+    let a = start_with(&mut pki_a, dir.path(), port, 1, Some(base.clone())).await.expect("instance a");
+    let b = start_with(&mut pki_b, dir.path(), port, 1, Some(base.clone())).await.expect("instance b");
+    let ca = Client::new(&pki_a.root.der, a.local_addr(), base.clone());
+    let cb = Client::new(&pki_b.root.der, b.local_addr(), base.clone());
+
+    let key = Key::es256();
+    let url = ca.url("/acme/new-account");
+    let n = ca.nonce().await;
+    let r = cb.post("/acme/new-account", &jws(&key, None, &n, &url, b"{}")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let kid = r.header("location").expect("kid");
+    ca.post("/acme/new-account", &jws(&key, None, &n, &url, b"{}")).await.assert_problem("badNonce", 400);
+    let r = ca.post("/acme/new-account", &jws(&key, None, &ca.nonce().await, &url, b"{}")).await;
+    assert_eq!((r.status, r.header("location")), (200, Some(kid.clone())));
+
+    // Issue through instance A with the standard harness helpers.
+    let h = Harness { pki: pki_a, server: a, dir, client: ca };
+    let acct = Account { key, kid };
+    let (order_url, _) = h.ready_order(&acct, &tokens, &["a.acme.test"]).await;
+    let (_, leaf_pem) = p256_with_pem();
+    let csr = openssl_csr(h.dir.path(), &leaf_pem, &["-subj", "/", "-addext", "subjectAltName=DNS:a.acme.test"]);
+    let fin = format!("{}/finalize", h.path_of(&order_url));
+    let r = h.post_as(&acct, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let cert_path = h.path_of(r.json()["certificate"].as_str().expect("cert"));
+    let chain_a = h.post_as(&acct, &cert_path, b"").await.body;
+
+    // Instance B serves the same certificate.
+    let hb_body = jws(&acct.key, Some(&acct.kid), &cb.nonce().await, &cb.url(&cert_path), b"");
+    let chain_b = cb.post(&cert_path, &hb_body).await.body;
+    assert_eq!(chain_a, chain_b);
+
+    // Restart both: nothing is lost, and an old nonce is still single-use.
+    let old_nonce = cb.nonce().await;
+    let Harness { server: a, dir, .. } = h;
+    a.shutdown().await;
+    b.shutdown().await;
+    let mut pki_c = Pki::new();
+    let c = start_with(&mut pki_c, dir.path(), port, 1, Some(base.clone())).await.expect("restarted");
+    let cc = Client::new(&pki_c.root.der, c.local_addr(), base.clone());
+    let body = jws(&acct.key, Some(&acct.kid), &old_nonce, &cc.url(&cert_path), b"");
+    let r = cc.post(&cert_path, &body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, chain_a);
+    let orders = jws(&acct.key, Some(&acct.kid), &cc.nonce().await, &format!("{}/orders", acct.kid), b"");
+    let r = cc.post(&format!("{}/orders", acct.kid.strip_prefix(&base).expect("base")), &orders).await;
+    assert_eq!(r.json()["orders"], json!([order_url]));
+    c.shutdown().await;
+    task.abort();
+}

@@ -150,6 +150,18 @@ pub async fn start_in(
     http01_port: u16,
     tls_alpn01_port: u16,
 ) -> Result<RunningServer, acme::AcmeError> {
+    start_with(pki, dir, http01_port, tls_alpn01_port, None).await
+}
+
+/// Like [`start_in`], with the base URL clients see fixed (as behind a load
+/// balancer), so several instances can serve one account.
+pub async fn start_with(
+    pki: &mut Pki,
+    dir: &Path,
+    http01_port: u16,
+    tls_alpn01_port: u16,
+    external_url: Option<String>,
+) -> Result<RunningServer, acme::AcmeError> {
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.join("acme.sqlite"),
@@ -157,6 +169,7 @@ pub async fn start_in(
         template("tls-leaf.toml"),
         test_policy(),
     );
+    config.external_url = external_url;
     config.validation = ValidationConfig {
         static_hosts: static_hosts(),
         http01_port,
