@@ -17,8 +17,9 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{digest, SHA256};
 use axum::http::StatusCode;
 use der::Decode;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -87,15 +88,30 @@ fn prob(kind: ProblemType, detail: impl Into<String>) -> Problem {
 
 impl Validator {
     pub fn new(cfg: ValidationConfig) -> Self {
-        let resolver = cfg.resolver.map(|addr| {
-            let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
-            let config = ResolverConfig::from_parts(None, vec![], group);
+        let resolver = cfg.resolver.and_then(|addr| {
+            // UDP first, TCP for truncated answers, both on the configured port.
+            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                .into_iter()
+                .map(|mut c| {
+                    c.port = addr.port();
+                    c
+                })
+                .collect();
+            let server = NameServerConfig::new(addr.ip(), true, connections);
+            let config = ResolverConfig::from_parts(None, vec![], vec![server]);
             let mut opts = ResolverOpts::default();
             opts.timeout = cfg.timeout;
             opts.attempts = 2;
             // Validation must see the zone as it is now, not as cached.
             opts.cache_size = 0;
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build()
+            match TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts).build()
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the DNS resolver; dns-01 and name lookups will fail");
+                    None
+                }
+            }
         });
         let permits = Semaphore::new(cfg.max_concurrent.max(1));
         Validator { cfg, resolver, permits }
@@ -248,10 +264,17 @@ impl Validator {
             .await
             .map_err(|_| prob(ProblemType::Dns, format!("TXT lookup of {name} timed out")))?
             .map_err(|e| prob(ProblemType::Dns, format!("TXT lookup of {name} failed: {e}")))?;
-        let found = lookup.iter().any(|txt| {
-            let value: Vec<u8> = txt.txt_data().iter().flat_map(|part| part.iter().copied()).collect();
-            verify_slices_are_equal(&value, expected.as_bytes()).is_ok()
-        });
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(txt),
+                _ => None,
+            })
+            .any(|txt| {
+                let value: Vec<u8> = txt.txt_data.iter().flat_map(|part| part.iter().copied()).collect();
+                verify_slices_are_equal(&value, expected.as_bytes()).is_ok()
+            });
         if found {
             Ok(())
         } else {
