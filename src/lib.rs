@@ -8,6 +8,7 @@
 //! edge that parses arguments and prompts.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod audit;
 pub mod ca;
 pub mod ceremony;

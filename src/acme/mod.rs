@@ -1,0 +1,351 @@
+//! The `acme` room: `keyrite acme-serve`, an RFC 8555 ACME server that
+//! issues short-lived TLS leaves from keyrite's intermediate.
+//!
+//! Split by job, like Pebble: [`wfe`] (HTTP handlers and request
+//! verification), [`jws`], [`nonce`], [`problem`], [`identifier`] (syntax and
+//! policy), [`model`] (state machines), [`store`] (the `Store` trait and its
+//! SQLite implementation), [`va`] (validation) and [`ca`] (CSR checks and the
+//! signer thread). [`start`] is the entry point: it binds, issues the
+//! server's own TLS certificate if asked, and returns the bound address so
+//! tests can listen on port 0.
+
+pub mod ca;
+pub mod identifier;
+pub mod jws;
+pub mod model;
+pub mod nonce;
+pub mod problem;
+pub mod store;
+pub mod va;
+pub mod wfe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+pub use ca::{Issuer, SignerFactory};
+pub use identifier::Policy;
+pub use va::ValidationConfig;
+
+use crate::profile::{Profile, San};
+
+/// Where the server's own HTTPS certificate comes from.
+pub enum TlsSource {
+    /// A certificate chain (leaf first, DER) and its PKCS#8 private key.
+    Provided { chain_der: Vec<Vec<u8>>, key_pkcs8_der: Zeroizing<Vec<u8>> },
+    /// Issue one at start from the intermediate, with a fresh P-256 key
+    /// that never leaves memory, for these names. It lives for the leaf
+    /// template's default validity; restart before then (no renewal yet).
+    IssueAtStart { names: Vec<San> },
+}
+
+/// Everything `acme-serve` needs besides the issuer.
+pub struct ServerConfig {
+    /// Where to listen (port 0 picks a free port; see [`RunningServer::local_addr`]).
+    pub listen: SocketAddr,
+    /// The base URL clients use (`https://acme.example.net`); `None` means
+    /// `https://<bound address>`. Every `url` in a JWS is checked against it.
+    pub external_url: Option<String>,
+    /// The SQLite database file (created if missing).
+    pub database: PathBuf,
+    pub tls: TlsSource,
+    /// The leaf template (`templates/tls-leaf.toml`).
+    pub leaf_profile: Profile,
+    pub policy: Policy,
+    pub validation: ValidationConfig,
+    /// Certificate lifetime when the order names none (24 h).
+    pub default_lifetime: Duration,
+    /// The longest lifetime an order's notBefore/notAfter may ask for.
+    pub max_lifetime: Duration,
+    /// How long a pending order (and its authorizations) lives.
+    pub order_lifetime: Duration,
+    /// How long a valid authorization counts (for revocation by an
+    /// authorized account).
+    pub authz_valid_lifetime: Duration,
+    /// How long a nonce is accepted.
+    pub nonce_lifetime: Duration,
+    pub terms_of_service: Option<String>,
+    pub website: Option<String>,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the essentials.
+    pub fn new(listen: SocketAddr, database: PathBuf, tls: TlsSource, leaf_profile: Profile, policy: Policy) -> Self {
+        ServerConfig {
+            listen,
+            external_url: None,
+            database,
+            tls,
+            leaf_profile,
+            policy,
+            validation: ValidationConfig::default(),
+            default_lifetime: Duration::from_secs(24 * 3600),
+            max_lifetime: Duration::from_secs(7 * 24 * 3600),
+            order_lifetime: Duration::from_secs(24 * 3600),
+            authz_valid_lifetime: Duration::from_secs(7 * 24 * 3600),
+            nonce_lifetime: Duration::from_secs(3600),
+            terms_of_service: None,
+            website: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("CA: {0}")]
+    Ca(#[from] ca::CaError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("nonce service: {0}")]
+    Nonce(#[from] nonce::NonceError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A started server. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    base_url: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    state: wfe::Shared,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn directory_url(&self) -> String {
+        format!("{}/acme/directory", self.base_url)
+    }
+
+    /// Stops accepting, closes open connections, and stops the signer
+    /// thread after the jobs it already has.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.signer.stop()).await;
+    }
+}
+
+fn to_time(d: Duration) -> time::Duration {
+    time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
+}
+
+/// Starts the server and returns once it listens.
+pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer, AcmeError> {
+    let store: Arc<dyn store::Store> = Arc::new(store::sqlite::SqliteStore::open(&config.database)?);
+    let nonce_key = {
+        use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+        let mut fresh = Zeroizing::new([0u8; 32]);
+        SystemRandom::new().fill(fresh.as_mut()).map_err(|_| AcmeError::Nonce(nonce::NonceError::Rng))?;
+        // Shared by every instance on this store; made once.
+        Zeroizing::new(store.meta_get_or_init("nonce-hmac-key", fresh.as_ref())?)
+    };
+    let nonces = nonce::NonceService::new(&nonce_key, config.nonce_lifetime.as_secs())?;
+
+    let Issuer { certificate_der, chain_pem, signer } = issuer;
+    let signer_handle = {
+        let profile = config.leaf_profile.clone();
+        tokio::task::spawn_blocking(move || ca::SignerHandle::start(certificate_der, profile, signer))
+            .await
+            .map_err(|e| AcmeError::Config(format!("signer start task: {e}")))??
+    };
+
+    let (chain, key) = match config.tls {
+        TlsSource::Provided { chain_der, key_pkcs8_der } => (chain_der, key_pkcs8_der),
+        TlsSource::IssueAtStart { names } => {
+            issue_server_cert(&signer_handle, &config.leaf_profile, names, &chain_pem).await?
+        }
+    };
+    let tls_config = server_tls_config(chain, key)?;
+
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
+    let base_url = config.external_url.clone().unwrap_or_else(|| format!("https://{local_addr}"));
+    let base_url = base_url.trim_end_matches('/').to_string();
+
+    let state = Arc::new(wfe::AppState {
+        base: base_url.clone(),
+        store,
+        nonces,
+        policy: config.policy,
+        default_lifetime: to_time(config.default_lifetime),
+        max_lifetime: to_time(config.max_lifetime),
+        order_lifetime: to_time(config.order_lifetime),
+        authz_valid_lifetime: to_time(config.authz_valid_lifetime),
+        validator: Arc::new(va::Validator::new(config.validation)),
+        signer: signer_handle,
+        chain_pem,
+        leaf_profile: config.leaf_profile,
+        terms_of_service: config.terms_of_service,
+        website: config.website,
+    });
+    let app = router(state.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+    let task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx, state.clone()));
+    tracing::info!(%local_addr, base = %base_url, "ACME server listening");
+    Ok(RunningServer { local_addr, base_url, stop, task, state })
+}
+
+/// Runs until `shutdown` completes.
+pub async fn serve(
+    config: ServerConfig,
+    issuer: Issuer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AcmeError> {
+    let server = start(config, issuer).await?;
+    shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}
+
+fn router(state: wfe::Shared) -> Router {
+    use axum::routing::MethodRouter;
+    let p = |m: MethodRouter<wfe::Shared>| m.fallback(wfe::method_not_allowed);
+    Router::new()
+        .route("/acme/directory", p(get(wfe::directory)))
+        .route("/acme/new-nonce", p(get(wfe::new_nonce).head(wfe::new_nonce)))
+        .route("/acme/new-account", p(post(wfe::new_account)))
+        .route("/acme/acct/{id}", p(post(wfe::account)))
+        .route("/acme/acct/{id}/orders", p(post(wfe::account_orders)))
+        .route("/acme/key-change", p(post(wfe::key_change)))
+        .route("/acme/new-order", p(post(wfe::new_order)))
+        .route("/acme/order/{id}", p(post(wfe::order)))
+        .route("/acme/order/{id}/finalize", p(post(wfe::finalize)))
+        .route("/acme/authz/{id}", p(post(wfe::authz)))
+        .route("/acme/chall/{authz}/{chall}", p(post(wfe::challenge)))
+        .route("/acme/cert/{id}", p(post(wfe::certificate)))
+        .route("/acme/revoke-cert", p(post(wfe::revoke_cert)))
+        .fallback(wfe::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wfe::response_headers))
+        .with_state(state)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    state: wfe::Shared,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    let mut purge = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = purge.tick() => {
+                let st = state.store.clone();
+                let _ = tokio::task::spawn_blocking(move || st.purge_expired(model::now())).await;
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                conns.spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        }
+    }
+    conns.shutdown().await;
+}
+
+fn server_tls_config(chain: Vec<Vec<u8>>, key: Zeroizing<Vec<u8>>) -> Result<rustls::ServerConfig, AcmeError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AcmeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| AcmeError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+async fn issue_server_cert(
+    signer: &ca::SignerHandle,
+    profile: &Profile,
+    names: Vec<San>,
+    chain_pem: &str,
+) -> Result<(Vec<Vec<u8>>, Zeroizing<Vec<u8>>), AcmeError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    if names.is_empty() {
+        return Err(AcmeError::Config("the server certificate needs at least one name".into()));
+    }
+    let tls_err = |m: &str| AcmeError::Tls(m.to_string());
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| tls_err("key generation"))?;
+    let pkcs8 = Zeroizing::new(pair.to_pkcs8v1().map_err(|_| tls_err("PKCS#8"))?.as_ref().to_vec());
+    let spki = pair.public_key().as_der().map_err(|_| tls_err("SPKI"))?.as_ref().to_vec();
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let not_before = now - time::Duration::minutes(1);
+    let issued = signer
+        .issue(ca::LeafRequest {
+            spki_der: spki,
+            sans: names,
+            not_before,
+            not_after: profile.not_after_for(not_before),
+        })
+        .await?;
+    let mut chain = vec![issued.der];
+    for block in pem_blocks(chain_pem) {
+        chain.push(block);
+    }
+    Ok((chain, pkcs8))
+}
+
+/// The DER of each CERTIFICATE block in a PEM bundle.
+fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let tail = &rest[start..];
+        let Some(end) = tail.find("-----END CERTIFICATE-----") else { break };
+        let block = &tail[..end + "-----END CERTIFICATE-----".len()];
+        if let Ok((_, der)) = pem_rfc7468::decode_vec(block.as_bytes()) {
+            out.push(der);
+        }
+        rest = &tail[end + 1..];
+    }
+    out
+}

@@ -1,0 +1,184 @@
+//! ACME objects and their state machines (RFC 8555 §7.1.6).
+//!
+//! Objects are stored whole (the store serializes them); each carries a
+//! `version` so that concurrent updates from several instances are detected
+//! by the store instead of silently overwriting one another.
+
+use serde::{Deserialize, Serialize};
+
+use super::identifier::Identifier;
+use super::problem::ProblemDocument;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Valid,
+    Deactivated,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    /// The account key's RFC 7638 canonical JWK.
+    pub jwk: serde_json::Value,
+    pub thumbprint: String,
+    pub status: AccountStatus,
+    pub contact: Vec<String>,
+    pub created_at: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Ready,
+    Processing,
+    Valid,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub account_id: String,
+    pub status: OrderStatus,
+    pub expires: i64,
+    pub identifiers: Vec<Identifier>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub authz_ids: Vec<String>,
+    pub error: Option<ProblemDocument>,
+    pub certificate_id: Option<String>,
+    pub created_at: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthzStatus {
+    Pending,
+    Valid,
+    Invalid,
+    Deactivated,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChallengeType {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl ChallengeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChallengeType::Http01 => "http-01",
+            ChallengeType::Dns01 => "dns-01",
+            ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeStatus {
+    Pending,
+    Processing,
+    Valid,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub id: String,
+    pub kind: ChallengeType,
+    pub token: String,
+    pub status: ChallengeStatus,
+    pub validated: Option<i64>,
+    pub error: Option<ProblemDocument>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub id: String,
+    pub account_id: String,
+    pub order_id: String,
+    /// The base identifier (no `*.`).
+    pub identifier: Identifier,
+    pub wildcard: bool,
+    pub status: AuthzStatus,
+    pub expires: i64,
+    pub challenges: Vec<Challenge>,
+    pub version: i64,
+}
+
+impl Authorization {
+    /// The status a client sees now: a pending or valid authorization past
+    /// its expiry is expired.
+    pub fn effective_status(&self, now: i64) -> AuthzStatus {
+        match self.status {
+            AuthzStatus::Pending | AuthzStatus::Valid if now >= self.expires => AuthzStatus::Expired,
+            s => s,
+        }
+    }
+}
+
+impl Order {
+    /// Recomputes a pending order's status from its authorizations and the
+    /// clock (RFC 8555 §7.1.6). Returns whether it changed.
+    pub fn refresh(&mut self, authzs: &[Authorization], now: i64) -> bool {
+        let before = self.status;
+        match self.status {
+            OrderStatus::Pending | OrderStatus::Ready if now >= self.expires => self.status = OrderStatus::Invalid,
+            OrderStatus::Pending => {
+                let statuses: Vec<AuthzStatus> = authzs.iter().map(|a| a.effective_status(now)).collect();
+                if statuses.iter().any(|s| !matches!(s, AuthzStatus::Pending | AuthzStatus::Valid)) {
+                    self.status = OrderStatus::Invalid;
+                } else if statuses.len() == self.authz_ids.len() && statuses.iter().all(|s| *s == AuthzStatus::Valid) {
+                    self.status = OrderStatus::Ready;
+                }
+            }
+            _ => {}
+        }
+        before != self.status
+    }
+}
+
+/// An issued certificate, committed before any client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub id: String,
+    pub account_id: String,
+    pub order_id: String,
+    pub serial_hex: String,
+    pub der: Vec<u8>,
+    /// The leaf followed by the issuer chain, PEM.
+    pub chain_pem: String,
+    /// The identifiers the certificate names (as ordered).
+    pub identifiers: Vec<Identifier>,
+    /// RFC 7638 thumbprint of the certificate's public key, for revocation
+    /// by that key.
+    pub key_thumbprint: String,
+    pub not_after: i64,
+    pub revoked_reason: Option<u8>,
+    pub revoked_at: Option<i64>,
+}
+
+/// RFC 3339 text for a Unix time (the ACME wire format for dates).
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

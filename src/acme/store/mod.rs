@@ -1,0 +1,61 @@
+//! Persistence behind a trait, so the SQLite store used for a single node
+//! can be joined by a PostgreSQL one for several instances.
+//!
+//! Every method is synchronous and short; the WFE calls them on tokio's
+//! blocking pool. Updates are compare-and-swap on each object's `version`:
+//! two instances racing on one authorization cannot both win.
+
+pub mod sqlite;
+
+use super::model::{Account, Authorization, CertRecord, Order};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored object does not decode: {0}")]
+    Corrupt(String),
+    /// A unique value (an account key) is taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A versioned update lost a race; the caller re-reads.
+    #[error("the object changed concurrently")]
+    Stale,
+}
+
+/// What the ACME server keeps.
+pub trait Store: Send + Sync {
+    /// Returns the value stored under `key`, storing `init` first if there
+    /// is none (used for the shared nonce key).
+    fn meta_get_or_init(&self, key: &str, init: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Records a nonce as used; `false` if it already was.
+    fn redeem_nonce(&self, id: &str, expires_at: i64) -> Result<bool, StoreError>;
+    /// Drops used-nonce rows and other garbage past their expiry.
+    fn purge_expired(&self, now: i64) -> Result<usize, StoreError>;
+
+    fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
+    fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, StoreError>;
+    /// Versioned update; also how a key change is stored (the thumbprint
+    /// column is unique, so a key in use by another account conflicts).
+    fn update_account(&self, account: &Account) -> Result<(), StoreError>;
+
+    /// Inserts an order with its authorizations, atomically.
+    fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<(), StoreError>;
+    fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
+    fn update_order(&self, order: &Order) -> Result<(), StoreError>;
+    fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+
+    fn authz(&self, id: &str) -> Result<Option<Authorization>, StoreError>;
+    fn update_authz(&self, authz: &Authorization) -> Result<(), StoreError>;
+    /// Authorizations of `account_id` that are valid until after `now`.
+    fn valid_authzs_of(&self, account_id: &str, now: i64) -> Result<Vec<Authorization>, StoreError>;
+
+    /// Stores the certificate and the order that now points to it, in one
+    /// transaction: a certificate is committed before it is returned.
+    fn insert_certificate(&self, cert: &CertRecord, order: &Order) -> Result<(), StoreError>;
+    fn certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError>;
+    fn certificate_by_serial(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError>;
+    /// Versionless: revocation is a one-way latch guarded by `revoked_at IS NULL`.
+    fn revoke_certificate(&self, id: &str, reason: u8, at: i64) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,265 @@
+//! The single-node store: SQLite in WAL mode, objects as JSON documents with
+//! their lookup columns beside them.
+//!
+//! `synchronous=FULL` because an issued certificate must survive a power
+//! cut once a client has it; WAL keeps readers off the writer's back.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS used_nonces (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, thumbprint TEXT NOT NULL UNIQUE, version INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, created_at INTEGER NOT NULL, version INTEGER NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_account ON orders (account_id, created_at);
+CREATE TABLE IF NOT EXISTS authzs (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, status TEXT NOT NULL, expires INTEGER NOT NULL,
+    version INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS authzs_account ON authzs (account_id, status, expires);
+CREATE TABLE IF NOT EXISTS certificates (
+    id TEXT PRIMARY KEY, serial TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, doc TEXT NOT NULL);
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Database("connection mutex poisoned".into()))
+    }
+
+    fn get<T: DeserializeOwned>(&self, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
+        let conn = self.conn()?;
+        let doc: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional().map_err(db)?;
+        doc.map(|d| from_json(&d)).transpose()
+    }
+}
+
+fn status_name(s: AuthzStatus) -> &'static str {
+    match s {
+        AuthzStatus::Pending => "pending",
+        AuthzStatus::Valid => "valid",
+        AuthzStatus::Invalid => "invalid",
+        AuthzStatus::Deactivated => "deactivated",
+        AuthzStatus::Expired => "expired",
+        AuthzStatus::Revoked => "revoked",
+    }
+}
+
+fn versioned(changed: usize) -> Result<(), StoreError> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Stale)
+    }
+}
+
+fn unique_conflict(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict("a unique value is already in use".into())
+        }
+        e => db(e),
+    }
+}
+
+impl Store for SqliteStore {
+    fn meta_get_or_init(&self, key: &str, init: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let conn = self.conn()?;
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, init]).map_err(db)?;
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).map_err(db)
+    }
+
+    fn redeem_nonce(&self, id: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute("INSERT OR IGNORE INTO used_nonces (id, expires_at) VALUES (?1, ?2)", params![id, expires_at])
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM used_nonces WHERE expires_at < ?1", [now]).map_err(db)
+    }
+
+    fn insert_account(&self, a: &Account) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO accounts (id, thumbprint, version, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![a.id, a.thumbprint, a.version, to_json(a)?],
+        )
+        .map_err(unique_conflict)?;
+        Ok(())
+    }
+
+    fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.get("SELECT doc FROM accounts WHERE id = ?1", id)
+    }
+
+    fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, StoreError> {
+        self.get("SELECT doc FROM accounts WHERE thumbprint = ?1", thumbprint)
+    }
+
+    fn update_account(&self, a: &Account) -> Result<(), StoreError> {
+        let mut next = a.clone();
+        next.version += 1;
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "UPDATE accounts SET thumbprint = ?1, version = ?2, doc = ?3 WHERE id = ?4 AND version = ?5",
+                params![next.thumbprint, next.version, to_json(&next)?, a.id, a.version],
+            )
+            .map_err(unique_conflict)?;
+        versioned(n)
+    }
+
+    fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
+        )
+        .map_err(db)?;
+        for a in authzs {
+            tx.execute(
+                "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        self.get("SELECT doc FROM orders WHERE id = ?1", id)
+    }
+
+    fn update_order(&self, o: &Order) -> Result<(), StoreError> {
+        let mut next = o.clone();
+        next.version += 1;
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "UPDATE orders SET version = ?1, doc = ?2 WHERE id = ?3 AND version = ?4",
+                params![next.version, to_json(&next)?, o.id, o.version],
+            )
+            .map_err(db)?;
+        versioned(n)
+    }
+
+    fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id").map_err(db)?;
+        let rows = stmt.query_map([account_id], |r| r.get::<_, String>(0)).map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    fn authz(&self, id: &str) -> Result<Option<Authorization>, StoreError> {
+        self.get("SELECT doc FROM authzs WHERE id = ?1", id)
+    }
+
+    fn update_authz(&self, a: &Authorization) -> Result<(), StoreError> {
+        let mut next = a.clone();
+        next.version += 1;
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "UPDATE authzs SET status = ?1, expires = ?2, version = ?3, doc = ?4 WHERE id = ?5 AND version = ?6",
+                params![status_name(next.status), next.expires, next.version, to_json(&next)?, a.id, a.version],
+            )
+            .map_err(db)?;
+        versioned(n)
+    }
+
+    fn valid_authzs_of(&self, account_id: &str, now: i64) -> Result<Vec<Authorization>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT doc FROM authzs WHERE account_id = ?1 AND status = 'valid' AND expires > ?2")
+            .map_err(db)?;
+        let rows = stmt.query_map(params![account_id, now], |r| r.get::<_, String>(0)).map_err(db)?;
+        let docs = rows.collect::<Result<Vec<_>, _>>().map_err(db)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    fn insert_certificate(&self, cert: &CertRecord, order: &Order) -> Result<(), StoreError> {
+        let mut next = order.clone();
+        next.version += 1;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO certificates (id, serial, account_id, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![cert.id, cert.serial_hex, cert.account_id, to_json(cert)?],
+        )
+        .map_err(db)?;
+        let n = tx
+            .execute(
+                "UPDATE orders SET version = ?1, doc = ?2 WHERE id = ?3 AND version = ?4",
+                params![next.version, to_json(&next)?, order.id, order.version],
+            )
+            .map_err(db)?;
+        versioned(n)?;
+        tx.commit().map_err(db)
+    }
+
+    fn certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.get("SELECT doc FROM certificates WHERE id = ?1", id)
+    }
+
+    fn certificate_by_serial(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.get("SELECT doc FROM certificates WHERE serial = ?1", serial_hex)
+    }
+
+    fn revoke_certificate(&self, id: &str, reason: u8, at: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let doc: Option<String> =
+            tx.query_row("SELECT doc FROM certificates WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(db)?;
+        let Some(doc) = doc else { return Ok(false) };
+        let mut cert: CertRecord = from_json(&doc)?;
+        if cert.revoked_at.is_some() {
+            return Ok(false);
+        }
+        cert.revoked_reason = Some(reason);
+        cert.revoked_at = Some(at);
+        tx.execute("UPDATE certificates SET doc = ?1 WHERE id = ?2", params![to_json(&cert)?, id]).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,481 @@
+//! Shared harness for the ACME tests: a throwaway root and intermediate made
+//! with `profile::issue` and `SoftKey`s, a server on 127.0.0.1:0 over HTTPS
+//! with a certificate it issues itself, a tiny HTTPS client that trusts the
+//! test root, and a hand-rolled JWS signer on aws-lc-rs keys.
+//!
+//! Name resolution: the server is given a static host map (`a.acme.test` and
+//! friends → 127.0.0.1) instead of a DNS server, so nothing leaves loopback.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, KeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use keyrite::acme::{self, Issuer, Policy, RunningServer, ServerConfig, TlsSource, ValidationConfig};
+use keyrite::hsm::soft::SoftKey;
+use keyrite::hsm::{HsmError, KeyAlgorithm, RandomSource, Signer};
+use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, San};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+/// The shipped intermediate template constrains names to example.com; the
+/// tests issue for `acme.test` and 127.0.0.1, so they use this copy.
+const TEST_INTERMEDIATE: &str = r#"
+kind = "intermediate-ca"
+validity = "30d"
+max_validity = "2922d"
+key_usage = ["digital-signature", "key-cert-sign", "crl-sign"]
+path_len = 0
+extended_key_usage = ["server-auth", "client-auth"]
+allowed_key_algorithms = ["ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
+[subject]
+common_name = "keyrite ACME Test Issuing CA"
+organization = "keyrite Test"
+"#;
+
+pub fn template(name: &str) -> Profile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name);
+    Profile::load(&path).expect("shipped template loads")
+}
+
+fn now() -> OffsetDateTime {
+    (OffsetDateTime::now_utc() - time::Duration::minutes(5)).replace_nanosecond(0).expect("whole second")
+}
+
+fn serial() -> Vec<u8> {
+    keyrite::hsm::soft::SystemRng.random_bytes(16).expect("rng")
+}
+
+pub struct Pki {
+    pub root: Issued,
+    pub intermediate: Issued,
+    int_key: Option<SoftKey>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let root_key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
+        let int_key = SoftKey::generate("int", KeyAlgorithm::EcdsaP256).expect("int key");
+        let root_t = template("root-ca.toml");
+        let nb = now();
+        let root = profile::issue(
+            &IssueRequest {
+                profile: &root_t,
+                subject: None,
+                subject_spki: root_key.spki_der(),
+                sans: vec![],
+                serial: serial(),
+                not_before: nb,
+                not_after: root_t.not_after_for(nb),
+                issuer: IssuerRef::SelfSigned,
+            },
+            &root_key,
+        )
+        .expect("root issues");
+        let int_t = Profile::from_toml_str(TEST_INTERMEDIATE, "test-intermediate").expect("test template");
+        let intermediate = profile::issue(
+            &IssueRequest {
+                profile: &int_t,
+                subject: None,
+                subject_spki: int_key.spki_der(),
+                sans: vec![],
+                serial: serial(),
+                not_before: nb,
+                not_after: int_t.not_after_for(nb),
+                issuer: IssuerRef::Certificate { der: &root.der },
+            },
+            &root_key,
+        )
+        .expect("intermediate issues");
+        Pki { root, intermediate, int_key: Some(int_key) }
+    }
+
+    /// The issuer for the server; the intermediate's key moves into the
+    /// factory and so onto the signer thread.
+    pub fn issuer(&mut self) -> Issuer {
+        let key = self.int_key.take().expect("issuer taken once");
+        Issuer {
+            certificate_der: self.intermediate.der.clone(),
+            chain_pem: self.intermediate.pem.clone(),
+            signer: Box::new(move || -> Result<Box<dyn Signer>, HsmError> { Ok(Box::new(key)) }),
+        }
+    }
+}
+
+pub struct Harness {
+    pub pki: Pki,
+    pub server: RunningServer,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+}
+
+pub fn test_policy() -> Policy {
+    Policy {
+        allowed_dns_suffixes: vec!["acme.test".into()],
+        allowed_ip_ranges: vec![("127.0.0.0".parse().expect("ip"), 8)],
+        allow_wildcards: true,
+        max_identifiers: 5,
+    }
+}
+
+pub fn static_hosts() -> HashMap<String, Vec<IpAddr>> {
+    let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+    ["a.acme.test", "b.acme.test", "acme.test"].iter().map(|n| (n.to_string(), vec![lo])).collect()
+}
+
+pub async fn start(http01_port: u16, tls_alpn01_port: u16) -> Harness {
+    let mut pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(&mut pki, dir.path(), http01_port, tls_alpn01_port)
+        .await
+        .map(|server| {
+            let client = Client::new(&pki.root.der, server.local_addr(), server.base_url().to_string());
+            Harness { pki, server, dir, client }
+        })
+        .expect("server starts")
+}
+
+pub async fn start_in(
+    pki: &mut Pki,
+    dir: &Path,
+    http01_port: u16,
+    tls_alpn01_port: u16,
+) -> Result<RunningServer, acme::AcmeError> {
+    start_with(pki, dir, http01_port, tls_alpn01_port, None).await
+}
+
+/// Like [`start_in`], with the base URL clients see fixed (as behind a load
+/// balancer), so several instances can serve one account.
+pub async fn start_with(
+    pki: &mut Pki,
+    dir: &Path,
+    http01_port: u16,
+    tls_alpn01_port: u16,
+    external_url: Option<String>,
+) -> Result<RunningServer, acme::AcmeError> {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.join("acme.sqlite"),
+        TlsSource::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))] },
+        template("tls-leaf.toml"),
+        test_policy(),
+    );
+    config.external_url = external_url;
+    config.validation = ValidationConfig {
+        static_hosts: static_hosts(),
+        http01_port,
+        tls_alpn01_port,
+        timeout: Duration::from_secs(3),
+        attempts: 2,
+        backoff: Duration::from_millis(200),
+        ..ValidationConfig::default()
+    };
+    acme::start(config, pki.issuer()).await
+}
+
+// ------------------------------------------------------------------ HTTPS client
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+    /// Asserts an RFC 7807 problem of `kind` and `status`, with a fresh nonce.
+    pub fn assert_problem(&self, kind: &str, status: u16) {
+        let body = self.json();
+        assert_eq!(
+            (self.status, body["type"].as_str()),
+            (status, Some(format!("urn:ietf:params:acme:error:{kind}").as_str())),
+            "body: {body}"
+        );
+        assert_eq!(self.header("content-type").as_deref(), Some("application/problem+json"));
+        assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
+        let nonce = self.header("replay-nonce").expect("every response carries a Replay-Nonce");
+        assert_eq!(nonce.len(), 48);
+    }
+}
+
+pub struct Client {
+    tls: tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    pub base: String,
+}
+
+impl Client {
+    pub fn new(root_der: &[u8], addr: SocketAddr, base: String) -> Client {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(root_der.to_vec())).expect("root");
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Client { tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), addr, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+        let tls = self.tls.connect(name, tcp).await.expect("TLS handshake with the server's own certificate");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("http");
+        let driver = tokio::spawn(conn);
+        let mut req = hyper::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(http_body_util::Full::new(axum::body::Bytes::from(body))).expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        driver.abort();
+        Response { status, headers, body }
+    }
+
+    pub async fn nonce(&self) -> String {
+        let r = self.request("HEAD", "/acme/new-nonce", &[], vec![]).await;
+        r.header("replay-nonce").expect("nonce")
+    }
+
+    /// POSTs a JWS with the right content type.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.request("POST", path, &[("content-type", "application/jose+json")], bytes).await
+    }
+}
+
+// ------------------------------------------------------------------ JWS
+
+pub enum Key {
+    Es256(sig::EcdsaKeyPair),
+    Es384(sig::EcdsaKeyPair),
+    Rs256(aws_lc_rs::rsa::KeyPair),
+    Ed(sig::Ed25519KeyPair),
+}
+
+impl Key {
+    pub fn es256() -> Key {
+        Key::Es256(sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).expect("p256"))
+    }
+    pub fn es384() -> Key {
+        Key::Es384(sig::EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING).expect("p384"))
+    }
+    pub fn rs256(size: aws_lc_rs::rsa::KeySize) -> Key {
+        Key::Rs256(aws_lc_rs::rsa::KeyPair::generate(size).expect("rsa"))
+    }
+    pub fn ed25519() -> Key {
+        Key::Ed(sig::Ed25519KeyPair::generate().expect("ed25519"))
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self {
+            Key::Es256(_) => "ES256",
+            Key::Es384(_) => "ES384",
+            Key::Rs256(_) => "RS256",
+            Key::Ed(_) => "EdDSA",
+        }
+    }
+
+    pub fn jwk(&self) -> Value {
+        match self {
+            Key::Es256(k) | Key::Es384(k) => {
+                let p = k.public_key().as_ref();
+                let n = (p.len() - 1) / 2;
+                let crv = if n == 32 { "P-256" } else { "P-384" };
+                json!({"kty": "EC", "crv": crv, "x": B64.encode(&p[1..1 + n]), "y": B64.encode(&p[1 + n..])})
+            }
+            Key::Rs256(k) => {
+                let spki = k.public_key().as_der().expect("spki");
+                let jwk = keyrite::acme::jws::Jwk::from_spki_der(spki.as_ref()).expect("jwk");
+                jwk.to_value()
+            }
+            Key::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(k.public_key().as_ref())}),
+        }
+    }
+
+    pub fn thumbprint(&self) -> String {
+        keyrite::acme::jws::Jwk::from_json(&self.jwk()).expect("jwk").thumbprint()
+    }
+
+    pub fn sign(&self, input: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match self {
+            Key::Es256(k) | Key::Es384(k) => k.sign(&rng, input).expect("sign").as_ref().to_vec(),
+            Key::Rs256(k) => {
+                let mut out = vec![0u8; k.public_modulus_len()];
+                k.sign(&sig::RSA_PKCS1_SHA256, &rng, input, &mut out).expect("sign");
+                out
+            }
+            Key::Ed(k) => k.sign(input).as_ref().to_vec(),
+        }
+    }
+}
+
+/// Builds a flattened JWS from an explicit protected header.
+pub fn jws_with_header(key: &Key, header: &Value, payload: &[u8]) -> Value {
+    let protected = B64.encode(serde_json::to_vec(header).expect("header"));
+    let payload = B64.encode(payload);
+    let sig = key.sign(format!("{protected}.{payload}").as_bytes());
+    json!({"protected": protected, "payload": payload, "signature": B64.encode(sig)})
+}
+
+/// A JWS with `jwk` (kid = None) or `kid`.
+pub fn jws(key: &Key, kid: Option<&str>, nonce: &str, url: &str, payload: &[u8]) -> Value {
+    let mut header = json!({"alg": key.alg(), "nonce": nonce, "url": url});
+    match kid {
+        Some(k) => header["kid"] = json!(k),
+        None => header["jwk"] = key.jwk(),
+    }
+    jws_with_header(key, &header, payload)
+}
+
+/// An account on the server, for tests that go past newAccount.
+pub struct Account {
+    pub key: Key,
+    pub kid: String,
+}
+
+impl Harness {
+    pub async fn new_account(&self, key: Key) -> Account {
+        let c = &self.client;
+        let url = c.url("/acme/new-account");
+        let body = jws(&key, None, &c.nonce().await, &url, br#"{"termsOfServiceAgreed":true}"#);
+        let r = c.post("/acme/new-account", &body).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        Account { kid: r.header("location").expect("location"), key }
+    }
+
+    /// POSTs `payload` signed by `account` to `path`.
+    pub async fn post_as(&self, account: &Account, path: &str, payload: &[u8]) -> Response {
+        let c = &self.client;
+        let body = jws(&account.key, Some(&account.kid), &c.nonce().await, &c.url(path), payload);
+        c.post(path, &body).await
+    }
+
+    pub fn path_of(&self, url: &str) -> String {
+        url.strip_prefix(&self.client.base).expect("server URL").to_string()
+    }
+
+    pub async fn new_order(&self, account: &Account, names: &[&str]) -> (String, Value) {
+        let ids: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                let kind = if n.parse::<IpAddr>().is_ok() { "ip" } else { "dns" };
+                json!({"type": kind, "value": n})
+            })
+            .collect();
+        let r = self.post_as(account, "/acme/new-order", json!({"identifiers": ids}).to_string().as_bytes()).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        (r.header("location").expect("location"), r.json())
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+// ------------------------------------------------------------------ http-01 responder
+
+pub type Tokens = Arc<std::sync::Mutex<HashMap<String, String>>>;
+
+/// The http-01 responder the VA is pointed at (Pebble's `-httpPort`).
+pub async fn responder() -> (u16, Tokens, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Path as P, State};
+    let tokens: Tokens = Arc::default();
+    async fn answer(State(t): State<Tokens>, P(token): P<String>) -> Result<String, axum::http::StatusCode> {
+        t.lock().expect("lock").get(&token).cloned().ok_or(axum::http::StatusCode::NOT_FOUND)
+    }
+    let app = axum::Router::new()
+        .route("/.well-known/acme-challenge/{token}", axum::routing::get(answer))
+        .with_state(tokens.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind responder");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, tokens, task)
+}
+
+impl Harness {
+    /// Orders `names`, answers every http-01 through `tokens`, waits until
+    /// the order is ready. Returns the order URL and body.
+    pub async fn ready_order(&self, account: &Account, tokens: &Tokens, names: &[&str]) -> (String, Value) {
+        let (order_url, order) = self.new_order(account, names).await;
+        for authz_url in order["authorizations"].as_array().expect("authzs") {
+            let authz = self.post_as(account, &self.path_of(authz_url.as_str().expect("url")), b"").await.json();
+            let ch = authz["challenges"]
+                .as_array()
+                .expect("challenges")
+                .iter()
+                .find(|c| c["type"] == "http-01")
+                .expect("http-01")
+                .clone();
+            let token = ch["token"].as_str().expect("token").to_string();
+            tokens.lock().expect("lock").insert(token.clone(), format!("{token}.{}", account.key.thumbprint()));
+            let r = self.post_as(account, &self.path_of(ch["url"].as_str().expect("url")), b"{}").await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        }
+        let path = self.path_of(&order_url);
+        for _ in 0..100 {
+            let o = self.post_as(account, &path, b"").await.json();
+            if o["status"] == "ready" {
+                return (order_url, o);
+            }
+            assert_ne!(o["status"], "invalid", "{o}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("order never became ready");
+    }
+}
+
+/// A PKCS#8 P-256 key, its PEM for openssl, and a `Key` for JWS.
+pub fn p256_with_pem() -> (Key, String) {
+    let rng = SystemRandom::new();
+    let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("pkcs8");
+    let pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, pkcs8.as_ref()).expect("pem");
+    let pair = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("key");
+    (Key::Es256(pair), pem)
+}
+
+/// Makes a DER CSR with openssl (`extra` are further `req` arguments).
+pub fn openssl_csr(dir: &Path, key_pem: &str, extra: &[&str]) -> Vec<u8> {
+    let key = dir.join(format!("k{}.pem", rand_suffix()));
+    let out = dir.join(format!("c{}.der", rand_suffix()));
+    std::fs::write(&key, key_pem).expect("write key");
+    let mut args = vec!["req", "-new", "-key", key.to_str().expect("utf-8"), "-outform", "DER", "-out"];
+    args.push(out.to_str().expect("utf-8"));
+    args.extend_from_slice(extra);
+    let o = std::process::Command::new("openssl").args(&args).output().expect("openssl is required");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(&out).expect("csr")
+}
+
+fn rand_suffix() -> String {
+    hex::encode(keyrite::hsm::soft::SystemRng.random_bytes(6).expect("rng"))
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
