@@ -256,7 +256,7 @@ pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, HsmError> {
         r: UintRef<'a>,
         s: UintRef<'a>,
     }
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(HsmError::BadSignature(format!(
             "raw ECDSA signature of {} bytes cannot be split into r and s",
             raw.len()

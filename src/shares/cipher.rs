@@ -63,7 +63,7 @@ fn feistel(
     extendable: bool,
     rounds: impl Iterator<Item = u8>,
 ) -> Result<Zeroizing<Vec<u8>>, SharesError> {
-    if input.is_empty() || input.len() % 2 != 0 {
+    if input.is_empty() || !input.len().is_multiple_of(2) {
         return Err(SharesError::Internal("the Feistel cipher needs an even, non-empty length"));
     }
     let half = input.len() / 2;

@@ -125,7 +125,7 @@ pub fn split(
 ) -> Result<Vec<Share>, SharesError> {
     check_split_parameters(threshold, count, iteration_exponent)?;
     let len = master_secret.len();
-    if len < MIN_SECRET_BYTES || len % 2 != 0 {
+    if len < MIN_SECRET_BYTES || !len.is_multiple_of(2) {
         return Err(SharesError::SecretLength { len });
     }
     if !passphrase.iter().all(|c| (32..=126).contains(c)) {
