@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod files;
 pub mod hsm;
+pub mod intermediate;
 pub mod profile;
 pub mod secret;
 pub mod shares;
