@@ -101,6 +101,16 @@ enum IntermediateCommand {
         #[arg(long)]
         key_label: Option<String>,
     },
+    /// Re-run the install checks on an issuer.toml, as acme-serve does at start
+    Check {
+        /// The issuer configuration (issuer.toml)
+        issuer: PathBuf,
+        #[arg(long)]
+        env: PathBuf,
+        /// Check as of this time (RFC 3339) instead of now, e.g. before a renewal
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -451,6 +461,21 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             println!("root             {}", c.root.subject);
             println!("  SHA-256        {}", c.root.fingerprint.hex);
             println!("  words          {}", c.root.fingerprint.words);
+            println!("key              {}", c.key_uri);
+        }
+        IntermediateCommand::Check { issuer, env, at } => {
+            let now = match at {
+                Some(t) => time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| format!("--at {t:?}: not an RFC 3339 time such as 2030-01-01T00:00:00Z"))?,
+                None => time::OffsetDateTime::now_utc(),
+            };
+            let config = intermediate::IssuerConfig::load(&issuer)?;
+            let env = Environment::load(&env)?;
+            let store = intermediate::open_key_store(&env, &mut prompt)?;
+            let c = config.check(&store, now).with_context(|| format!("{}: issuer refused", issuer.display()))?;
+            println!("{}: OK at {now}", issuer.display());
+            println!("intermediate     {} (valid to {})", c.intermediate.subject, c.intermediate.not_after);
+            println!("root             {} SHA-256 {}", c.root.subject, c.root.fingerprint.hex);
             println!("key              {}", c.key_uri);
         }
     }
