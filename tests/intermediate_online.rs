@@ -217,13 +217,29 @@ fn softhsm_request_sign_install_round_trip() {
     // The printed hashes are what sha256sum computes.
     assert_eq!(printed(&text, "csr.pem SHA-256"), sha256sum(&csr_path));
     let der = host.path("csr.der");
-    let o = openssl(&["req", "-in", csr_path.to_str().expect("utf8"), "-outform", "DER", "-out", der.to_str().expect("utf8")]);
+    let o = openssl(&[
+        "req",
+        "-in",
+        csr_path.to_str().expect("utf8"),
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().expect("utf8"),
+    ]);
     assert!(o.status.success());
     let csr_hash = printed(&text, "CSR SHA-256");
     assert_eq!(csr_hash, sha256sum(&der));
     assert_eq!(extra["csr_sha256"], csr_hash.as_str());
     let pubkey = host.path("pub.der");
-    let o = openssl(&["req", "-in", csr_path.to_str().expect("utf8"), "-pubkey", "-noout", "-out", host.path("pub.pem").to_str().expect("utf8")]);
+    let o = openssl(&[
+        "req",
+        "-in",
+        csr_path.to_str().expect("utf8"),
+        "-pubkey",
+        "-noout",
+        "-out",
+        host.path("pub.pem").to_str().expect("utf8"),
+    ]);
     assert!(o.status.success());
     let o = openssl(&[
         "pkey",
@@ -252,7 +268,10 @@ fn softhsm_request_sign_install_round_trip() {
     response(&host.path("usb-response"), &int, &root);
     let out = host.install("usb-response", &root.cert.fingerprint.hex);
     assert!(out.status.success(), "install: {}{}", stdout(&out), stderr(&out));
-    assert_eq!(list(&host.path("issuer")), ["chain.pem", "intermediate.pem", "issuer.toml", "request.json", "root.pem"]);
+    assert_eq!(
+        list(&host.path("issuer")),
+        ["chain.pem", "intermediate.pem", "issuer.toml", "request.json", "root.pem"]
+    );
 
     let issuer_toml = std::fs::read_to_string(host.path("issuer/issuer.toml")).expect("issuer.toml");
     assert!(!issuer_toml.contains(PIN) && !issuer_toml.contains("pin"), "{issuer_toml}");
@@ -280,7 +299,13 @@ fn softhsm_request_sign_install_round_trip() {
     // acme-serve's start-up check passes now, and refuses outside the
     // intermediate's validity (the root is valid at both times).
     let check = |at: Option<String>| {
-        let mut args = vec!["intermediate".to_string(), "check".into(), "issuer/issuer.toml".into(), "--env".into(), "env.toml".into()];
+        let mut args = vec![
+            "intermediate".to_string(),
+            "check".into(),
+            "issuer/issuer.toml".into(),
+            "--env".into(),
+            "env.toml".into(),
+        ];
         if let Some(at) = at {
             args.push("--at".into());
             args.push(at);
@@ -354,12 +379,18 @@ fn softhsm_install_refusals_write_nothing() {
     nothing_written();
 
     // 6. A request bundle where a response was expected.
-    failed_with(&host.install("usb-request", &root.cert.fingerprint.hex), "but a intermediate-response bundle was expected");
+    failed_with(
+        &host.install("usb-request", &root.cert.fingerprint.hex),
+        "but a intermediate-response bundle was expected",
+    );
     nothing_written();
 
     // 7. issuer.toml already there (an earlier install): refused before anything is read.
     std::fs::write(host.path("issuer/issuer.toml"), "# earlier\n").expect("write");
-    failed_with(&host.install("r-good", &root.cert.fingerprint.hex), "already exists; keyrite never overwrites an issuer configuration");
+    failed_with(
+        &host.install("r-good", &root.cert.fingerprint.hex),
+        "already exists; keyrite never overwrites an issuer configuration",
+    );
     assert_eq!(list(&host.path("issuer")), ["issuer.toml", "request.json"]);
     assert_eq!(std::fs::read_to_string(host.path("issuer/issuer.toml")).expect("read"), "# earlier\n");
 }
@@ -370,8 +401,18 @@ fn softhsm_request_refuses_a_used_directory_and_label() {
     host.request("issuing-e3");
     // The bundle directory is not empty now: refused before a key is made.
     let again = host.run(&[
-        "intermediate", "request", "--env", "env.toml", "--out", "usb-request", "--label", "issuing-e4",
-        "--subject-cn", "x", "--requester", "ops",
+        "intermediate",
+        "request",
+        "--env",
+        "env.toml",
+        "--out",
+        "usb-request",
+        "--label",
+        "issuing-e4",
+        "--subject-cn",
+        "x",
+        "--requester",
+        "ops",
     ]);
     failed_with(&again, "must not exist or must be empty");
     let objs = host.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--token-label", "int-hsm", "--list-objects"]);
@@ -418,9 +459,14 @@ fn soft_store_round_trip_through_the_library() {
     let root = root();
     let int = sign(&root, &csr_pem, None, OffsetDateTime::now_utc() - Duration::hours(1));
     response(&work.path().join("resp"), &int, &root);
-    let installed =
-        intermediate::install(&work.path().join("resp"), &store, &root.cert.fingerprint.hex.to_uppercase(), &issuer_dir, None)
-            .expect("install");
+    let installed = intermediate::install(
+        &work.path().join("resp"),
+        &store,
+        &root.cert.fingerprint.hex.to_uppercase(),
+        &issuer_dir,
+        None,
+    )
+    .expect("install");
     assert_eq!(installed.config.key_label, "issuing-soft");
     let toml_text = std::fs::read_to_string(&installed.issuer_toml).expect("toml");
     assert!(toml_text.contains("backend = \"soft\""), "{toml_text}");
@@ -466,7 +512,13 @@ fn soft_store_round_trip_through_the_library() {
     let pkcs11 = toml_text
         .lines()
         .filter(|l| !l.starts_with("dir =") && !l.starts_with("label ="))
-        .map(|l| if l.starts_with("backend =") { "backend = \"pkcs11\"\nuri = \"pkcs11:token=t;object=k?module-path=/m.so&pin-value=123456\"".to_string() } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("backend =") {
+                "backend = \"pkcs11\"\nuri = \"pkcs11:token=t;object=k?module-path=/m.so&pin-value=123456\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&strict2, pkcs11).expect("w");

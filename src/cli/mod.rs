@@ -392,7 +392,9 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
         if !std::io::stdin().is_terminal() {
             return Err(IntermediateError::Secret {
                 what: question.to_string(),
-                detail: "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file".into(),
+                detail:
+                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
+                        .into(),
             });
         }
         dialoguer::Password::new()
@@ -436,7 +438,8 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             };
             let issuer_dir = issuer_dir.unwrap_or_else(|| env.output_dir.clone());
             let store = intermediate::open_key_store(&env, &mut prompt)?;
-            let done = intermediate::request(&store, &opts, &out, &issuer_dir).context("intermediate request failed")?;
+            let done =
+                intermediate::request(&store, &opts, &out, &issuer_dir).context("intermediate request failed")?;
             println!("request bundle   {}", done.bundle_dir.display());
             println!("request record   {}", done.record_path.display());
             println!("key              {}", done.key_uri);

@@ -80,7 +80,9 @@ pub enum IntermediateError {
     },
     #[error("{path}: {problem}")]
     Record { path: PathBuf, problem: String },
-    #[error("--root-sha256 {given:?}: not a SHA-256 fingerprint; give the 64 hex digits from the root ceremony's paper log")]
+    #[error(
+        "--root-sha256 {given:?}: not a SHA-256 fingerprint; give the 64 hex digits from the root ceremony's paper log"
+    )]
     BadPin { given: String },
     #[error("{dir}: the response bundle must hold exactly {INTERMEDIATE_FILE}, {CHAIN_FILE} and {ROOT_FILE}; it holds {found}. Ask the offline operators for the response bundle keyrite writes")]
     ResponseFiles { dir: PathBuf, found: String },
@@ -92,11 +94,21 @@ pub enum IntermediateError {
     WrongKey { file: PathBuf, key: String, cert_spki: String, key_spki: String },
     #[error("{file}: chain check failed: {problem}")]
     Chain { file: PathBuf, problem: String },
-    #[error("{file}: {problem}; an issuing CA must be basicConstraints CA:TRUE with pathLen 0 and keyUsage keyCertSign")]
+    #[error(
+        "{file}: {problem}; an issuing CA must be basicConstraints CA:TRUE with pathLen 0 and keyUsage keyCertSign"
+    )]
     NotCa { file: PathBuf, problem: String },
     #[error("{file}: not valid at {now}: valid from {not_before} to {not_after} ({state})")]
-    Validity { file: PathBuf, now: OffsetDateTime, not_before: OffsetDateTime, not_after: OffsetDateTime, state: &'static str },
-    #[error("{path}: already exists; keyrite never overwrites an issuer configuration: install into a new issuer directory")]
+    Validity {
+        file: PathBuf,
+        now: OffsetDateTime,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        state: &'static str,
+    },
+    #[error(
+        "{path}: already exists; keyrite never overwrites an issuer configuration: install into a new issuer directory"
+    )]
     IssuerExists { path: PathBuf },
     #[error("{path}: field `{field}`: {problem}")]
     Config { path: PathBuf, field: String, problem: String },
@@ -127,8 +139,9 @@ pub fn open_key_store(
         Backend::Soft { dir, passphrase } => {
             let source = passphrase.as_ref().ok_or_else(|| IntermediateError::Secret {
                 what: "environment file [soft]".into(),
-                detail: "the software key store needs passphrase = \"prompt\", { env = \"VAR\" } or { file = \"/path\" }"
-                    .into(),
+                detail:
+                    "the software key store needs passphrase = \"prompt\", { env = \"VAR\" } or { file = \"/path\" }"
+                        .into(),
             })?;
             let pass = resolve_secret(source, "Passphrase for the software key store", prompt)?;
             Ok(KeyStore::open_soft(dir, SealingKey::Passphrase(pass))?)
@@ -226,7 +239,9 @@ pub struct RequestRecord {
 impl RequestRecord {
     pub fn load(path: &Path) -> Result<RequestRecord, IntermediateError> {
         let bad = |problem: String| IntermediateError::Record { path: path.to_path_buf(), problem };
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read the request record: {e}; pass --key-label to name the key instead")))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            bad(format!("cannot read the request record: {e}; pass --key-label to name the key instead"))
+        })?;
         let record: RequestRecord =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a keyrite request record: {e}")))?;
         if record.format != REQUEST_FORMAT {
@@ -456,12 +471,12 @@ impl Cert {
             return Err(chain("the two signature algorithm fields differ".into()));
         }
         use SignatureAlgorithm::*;
-        let signature_algorithm = [EcdsaSha256, EcdsaSha384, RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384]
-            .into_iter()
-            .find(|a| profile::algorithm_identifier(*a) == alg.as_slice())
-            .ok_or_else(|| chain("signed with an algorithm keyrite does not accept".into()))?;
-        let spki_der =
-            parsed.tbs_certificate().subject_public_key_info().to_der().map_err(|e| chain(e.to_string()))?;
+        let signature_algorithm =
+            [EcdsaSha256, EcdsaSha384, RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPssSha256, RsaPssSha384]
+                .into_iter()
+                .find(|a| profile::algorithm_identifier(*a) == alg.as_slice())
+                .ok_or_else(|| chain("signed with an algorithm keyrite does not accept".into()))?;
+        let spki_der = parsed.tbs_certificate().subject_public_key_info().to_der().map_err(|e| chain(e.to_string()))?;
         Ok(Cert { file: file.to_path_buf(), der, parsed, summary, tbs, signature_algorithm, signature, spki_der })
     }
 
@@ -536,11 +551,11 @@ fn pem_certs(file: &Path, bytes: &[u8], count: usize) -> Result<Vec<Vec<u8>>, In
     let mut rest = text.trim_start();
     while !rest.is_empty() {
         let end_marker = "-----END CERTIFICATE-----";
-        let end = rest
-            .find(end_marker)
-            .ok_or_else(|| bad("a PEM block has no \"-----END CERTIFICATE-----\" line".into()))?
-            + end_marker.len();
-        let (label, der) = pem_rfc7468::decode_vec(rest[..end].as_bytes()).map_err(|e| bad(format!("bad PEM: {e}")))?;
+        let end =
+            rest.find(end_marker).ok_or_else(|| bad("a PEM block has no \"-----END CERTIFICATE-----\" line".into()))?
+                + end_marker.len();
+        let (label, der) =
+            pem_rfc7468::decode_vec(&rest.as_bytes()[..end]).map_err(|e| bad(format!("bad PEM: {e}")))?;
         if label != "CERTIFICATE" {
             return Err(bad(format!("PEM label {label:?} is not \"CERTIFICATE\"")));
         }
@@ -841,7 +856,10 @@ impl IssuerConfig {
                     ));
                 }
                 if parsed.module_path.is_none() {
-                    return Err(field("key.uri", "has no module-path query attribute naming the PKCS#11 module".into()));
+                    return Err(field(
+                        "key.uri",
+                        "has no module-path query attribute naming the PKCS#11 module".into(),
+                    ));
                 }
                 if parsed.token.is_none() {
                     return Err(field("key.uri", "names no token (token=...)".into()));
