@@ -17,6 +17,7 @@ pub mod config;
 pub mod faults;
 pub mod files;
 pub mod hsm;
+pub mod intermediate;
 pub mod profile;
 pub mod secret;
 pub mod shares;

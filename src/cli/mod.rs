@@ -46,6 +46,88 @@ enum Command {
     /// Custodians' shares
     #[command(subcommand)]
     Shares(SharesCommand),
+    /// The online intermediate CA: request its certificate, install the response
+    #[command(subcommand)]
+    Intermediate(IntermediateCommand),
+    /// The offline CA directory: index, backup, verification
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum IntermediateCommand {
+    /// Generate the intermediate key and write a request bundle (csr.pem) for the offline root
+    Request {
+        /// Environment file: which token (or software store) holds the key, where the PIN comes from
+        #[arg(long)]
+        env: PathBuf,
+        /// The request bundle directory (the USB stick; must be new or empty)
+        #[arg(long)]
+        out: PathBuf,
+        /// The new key's label in the key store
+        #[arg(long)]
+        label: String,
+        #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"])]
+        algorithm: String,
+        /// Where the local request record (request.json) goes; install later writes issuer.toml here
+        /// (default: the environment file's output_dir)
+        #[arg(long)]
+        issuer_dir: Option<PathBuf>,
+        #[arg(long)]
+        subject_cn: String,
+        #[arg(long)]
+        subject_o: Option<String>,
+        #[arg(long)]
+        subject_ou: Option<String>,
+        #[arg(long)]
+        subject_c: Option<String>,
+        /// Who asks (the manifest's identity); default: the host name
+        #[arg(long)]
+        requester: Option<String>,
+    },
+    /// Check a response bundle against the pinned root and the local key, then write issuer.toml
+    Install {
+        /// The response bundle directory from the offline ceremony
+        response: PathBuf,
+        #[arg(long)]
+        env: PathBuf,
+        /// SHA-256 (hex) of the root certificate, from the root ceremony's paper log
+        #[arg(long = "root-sha256")]
+        root_sha256: String,
+        /// The issuer directory (where request.json is and issuer.toml goes)
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's label, when there is no request.json in the issuer directory
+        #[arg(long)]
+        key_label: Option<String>,
+    },
+    /// Re-run the install checks on an issuer.toml, as acme-serve does at start
+    Check {
+        /// The issuer configuration (issuer.toml)
+        issuer: PathBuf,
+        #[arg(long)]
+        env: PathBuf,
+        /// Check as of this time (RFC 3339) instead of now, e.g. before a renewal
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the CA's index in OpenSSL index.txt format
+    ExportIndex { ca_dir: PathBuf },
+    /// Write a ca-backup bundle of the CA directory
+    Backup {
+        ca_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Who makes the backup (the manifest's identity)
+        #[arg(long, default_value = "keyrite ca backup")]
+        identity: String,
+    },
+    /// Check the CA directory's state, files and CRL numbers
+    Verify { ca_dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +347,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let checked = crate::ceremony::custody::verify_share(&log, &words)?;
             println!("{checked}");
         }
+        Command::Intermediate(cmd) => run_intermediate(cmd)?,
+        Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
+        Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
+            let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;
+            println!("backup written to {} ({} files)", out.display(), manifest.files.len());
+        }
+        Command::Ca(CaCommand::Verify { ca_dir }) => {
+            let r = crate::ca::CaDir::verify(&ca_dir)?;
+            println!("{}: OK", ca_dir.display());
+            println!("certificates     {} ({} revoked)", r.certificates, r.revoked);
+            println!("reserved serials {}", r.reserved_serials);
+            match r.last_crl_number {
+                Some(n) => println!("last CRL number  {n}"),
+                None => println!("last CRL number  none"),
+            }
+            println!("next CRL number  {}", r.next_crl_number);
+            for note in &r.notes {
+                println!("note: {note}");
+            }
+        }
         Command::Hsm(HsmCommand::List { module }) => {
             let module = crate::hsm::pkcs11::Module::load(&module)?;
             for (slot, info) in module.tokens()? {
@@ -280,4 +382,105 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `keyrite intermediate ...`: opens the key store the environment names
+/// (prompting only when its PIN source is "prompt") and calls the library.
+fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
+    use crate::intermediate::{self, IntermediateError};
+    let mut prompt = |question: &str| -> Result<crate::secret::Secret, IntermediateError> {
+        if !std::io::stdin().is_terminal() {
+            return Err(IntermediateError::Secret {
+                what: question.to_string(),
+                detail:
+                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
+                        .into(),
+            });
+        }
+        dialoguer::Password::new()
+            .with_prompt(question)
+            .interact()
+            .map(crate::secret::Secret::from_string)
+            .map_err(|e| IntermediateError::Secret { what: question.to_string(), detail: e.to_string() })
+    };
+    match cmd {
+        IntermediateCommand::Request {
+            env,
+            out,
+            label,
+            algorithm,
+            issuer_dir,
+            subject_cn,
+            subject_o,
+            subject_ou,
+            subject_c,
+            requester,
+        } => {
+            let env = Environment::load(&env)?;
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string());
+            let hostname = hostname.filter(|h| !h.is_empty());
+            let requester = match requester.or_else(|| hostname.clone()) {
+                Some(r) => r,
+                None => bail!("cannot tell who asks: pass --requester NAME"),
+            };
+            let opts = intermediate::RequestOptions {
+                label,
+                algorithm: crate::hsm::KeyAlgorithm::from_name(&algorithm)?,
+                subject: crate::profile::DistinguishedName {
+                    common_name: Some(subject_cn),
+                    organization: subject_o,
+                    organizational_unit: subject_ou,
+                    country: subject_c,
+                    ..Default::default()
+                },
+                requester,
+                hostname,
+            };
+            let issuer_dir = issuer_dir.unwrap_or_else(|| env.output_dir.clone());
+            let store = intermediate::open_key_store(&env, &mut prompt)?;
+            let done =
+                intermediate::request(&store, &opts, &out, &issuer_dir).context("intermediate request failed")?;
+            println!("request bundle   {}", done.bundle_dir.display());
+            println!("request record   {}", done.record_path.display());
+            println!("key              {}", done.key_uri);
+            println!("CSR SHA-256      {}", done.csr_sha256.hex);
+            println!("  words          {}", done.csr_sha256.words);
+            println!("csr.pem SHA-256  {}", done.csr_file_sha256.hex);
+            println!("  words          {}", done.csr_file_sha256.words);
+            println!("public key SHA-256 {}", done.spki_sha256.hex);
+            println!("  words          {}", done.spki_sha256.words);
+            println!("Read the CSR and public-key hashes to the root ceremony out of band; they must match what the ceremony shows.");
+        }
+        IntermediateCommand::Install { response, env, root_sha256, out, key_label } => {
+            let env = Environment::load(&env)?;
+            let store = intermediate::open_key_store(&env, &mut prompt)?;
+            let done = intermediate::install(&response, &store, &root_sha256, &out, key_label.as_deref())
+                .context("intermediate install refused")?;
+            let c = &done.checked;
+            println!("issuer configuration {}", done.issuer_toml.display());
+            println!("intermediate     {}", c.intermediate.subject);
+            println!("  valid          {} to {}", c.intermediate.not_before, c.intermediate.not_after);
+            println!("  SHA-256        {}", c.intermediate.fingerprint.hex);
+            println!("root             {}", c.root.subject);
+            println!("  SHA-256        {}", c.root.fingerprint.hex);
+            println!("  words          {}", c.root.fingerprint.words);
+            println!("key              {}", c.key_uri);
+        }
+        IntermediateCommand::Check { issuer, env, at } => {
+            let now = match at {
+                Some(t) => time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| format!("--at {t:?}: not an RFC 3339 time such as 2030-01-01T00:00:00Z"))?,
+                None => time::OffsetDateTime::now_utc(),
+            };
+            let config = intermediate::IssuerConfig::load(&issuer)?;
+            let env = Environment::load(&env)?;
+            let store = intermediate::open_key_store(&env, &mut prompt)?;
+            let c = config.check(&store, now).with_context(|| format!("{}: issuer refused", issuer.display()))?;
+            println!("{}: OK at {now}", issuer.display());
+            println!("intermediate     {} (valid to {})", c.intermediate.subject, c.intermediate.not_after);
+            println!("root             {} SHA-256 {}", c.root.subject, c.root.fingerprint.hex);
+            println!("key              {}", c.key_uri);
+        }
+    }
+    Ok(())
 }

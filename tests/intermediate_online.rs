@@ -1,0 +1,527 @@
+//! The online intermediate: a request made on a real SoftHSM token by the
+//! keyrite binary, signed "offline" here with the library, and installed (or
+//! refused) by the binary again; plus a software-store round trip through
+//! the library.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{keyrite, list, openssl, stderr, stdout, SoftHsm};
+use keyrite::config::{Backend, Environment, SecretSource};
+use keyrite::hsm::soft::SoftKey;
+use keyrite::hsm::{KeyAlgorithm, Signer};
+use keyrite::intermediate::{self, IntermediateError, IssuerConfig, RequestOptions};
+use keyrite::profile::{issue, DistinguishedName, IssueRequest, Issued, IssuerRef, Profile};
+use keyrite::secret::Secret;
+use keyrite::transfer::csr::parse_csr;
+use keyrite::transfer::{BundleKind, BundleWriter};
+use time::{Duration, OffsetDateTime};
+
+const PIN_VAR: &str = "KEYRITE_TEST_INT_PIN";
+const PIN: &str = "int-user-pin-4711";
+
+fn profile(name: &str) -> Profile {
+    Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name)).expect("template")
+}
+
+fn random_serial() -> Vec<u8> {
+    let mut s = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut s).expect("rng");
+    s
+}
+
+/// The offline root, made the way the root ceremony makes it (but with a
+/// software key, in memory).
+struct Root {
+    key: SoftKey,
+    cert: Issued,
+}
+
+fn root() -> Root {
+    let key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
+    let p = profile("root-ca.toml");
+    let nb = OffsetDateTime::now_utc() - Duration::days(30);
+    let cert = issue(
+        &IssueRequest {
+            profile: &p,
+            subject: None,
+            subject_spki: key.spki_der(),
+            sans: vec![],
+            serial: random_serial(),
+            not_before: nb,
+            not_after: p.not_after_for(nb),
+            issuer: IssuerRef::SelfSigned,
+        },
+        &key,
+    )
+    .expect("root");
+    Root { key, cert }
+}
+
+/// The offline ceremony's signing, as the library does it: the CSR is parsed
+/// and checked against the intermediate template, then issued.
+fn sign(root: &Root, csr_pem: &[u8], spki_override: Option<&[u8]>, not_before: OffsetDateTime) -> Issued {
+    let csr = parse_csr(csr_pem).expect("csr");
+    let p = profile("intermediate-ca.toml");
+    csr.check_against(&p).expect("csr fits the template");
+    issue(
+        &IssueRequest {
+            profile: &p,
+            subject: Some(csr.subject().clone()),
+            subject_spki: spki_override.unwrap_or(csr.spki_der()),
+            sans: vec![],
+            serial: random_serial(),
+            not_before,
+            not_after: p.not_after_for(not_before),
+            issuer: IssuerRef::Certificate { der: &root.cert.der },
+        },
+        &root.key,
+    )
+    .expect("intermediate")
+}
+
+/// Writes the response bundle the offline side hands back.
+fn response(dir: &Path, int: &Issued, root: &Root) {
+    let mut w = BundleWriter::create(dir).expect("bundle");
+    w.add("intermediate.pem", int.pem.as_bytes()).expect("int");
+    w.add("chain.pem", format!("{}{}", int.pem, root.cert.pem).as_bytes()).expect("chain");
+    w.add("root.pem", root.cert.pem.as_bytes()).expect("root");
+    w.finish(BundleKind::IntermediateResponse, "root ceremony 2026-01", Default::default()).expect("finish");
+}
+
+/// A SoftHSM token for the intermediate host, an environment file naming it
+/// (PIN from an environment variable), and the directories of one test.
+struct Host {
+    hsm: SoftHsm,
+    work: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let hsm = SoftHsm::new();
+        hsm.init_token("int-hsm", "int-so-pin-0815", PIN);
+        let work = tempfile::tempdir().expect("work");
+        let env = format!(
+            "output_dir = \"issuer\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"int-hsm\"\npin = {{ env = \"{PIN_VAR}\" }}\n",
+            hsm.module.display()
+        );
+        std::fs::write(work.path().join("env.toml"), env).expect("env");
+        Host { hsm, work }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        keyrite()
+            .current_dir(self.work.path())
+            .env("SOFTHSM2_CONF", &self.hsm.conf)
+            .env(PIN_VAR, PIN)
+            .args(args)
+            .output()
+            .expect("run keyrite")
+    }
+
+    fn request(&self, label: &str) -> Output {
+        let out = self.run(&[
+            "intermediate",
+            "request",
+            "--env",
+            "env.toml",
+            "--out",
+            "usb-request",
+            "--label",
+            label,
+            "--subject-cn",
+            "keyrite Example Issuing CA E1",
+            "--subject-o",
+            "keyrite Example",
+            "--subject-c",
+            "DE",
+            "--requester",
+            "ops@issuing-ca-1",
+        ]);
+        assert!(out.status.success(), "request failed: {}{}", stdout(&out), stderr(&out));
+        out
+    }
+
+    fn install(&self, response: &str, root_sha256: &str) -> Output {
+        self.run(&[
+            "intermediate",
+            "install",
+            response,
+            "--env",
+            "env.toml",
+            "--root-sha256",
+            root_sha256,
+            "--out",
+            "issuer",
+        ])
+    }
+
+    fn csr(&self) -> Vec<u8> {
+        std::fs::read(self.path("usb-request/csr.pem")).expect("csr.pem")
+    }
+}
+
+/// The value printed after `label` (first whitespace-separated token).
+fn printed(out: &str, label: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(|rest| rest.trim().to_string())
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{out}"))
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    stdout(&out).split_whitespace().next().expect("digest").to_string()
+}
+
+fn failed_with(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure, got success: {}", stdout(out));
+    let err = stderr(out);
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    assert!(!err.contains(PIN), "the PIN leaked into an error:\n{err}");
+}
+
+#[test]
+fn softhsm_request_sign_install_round_trip() {
+    let host = Host::new();
+    let out = host.request("issuing-e1");
+    let text = stdout(&out);
+    assert!(!text.contains(PIN));
+
+    // The bundle: csr.pem and the manifest, nothing else.
+    assert_eq!(list(&host.path("usb-request")), ["csr.pem", "manifest.json"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(host.path("usb-request/manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(manifest["kind"], "intermediate-request");
+    assert_eq!(manifest["identity"], "ops@issuing-ca-1");
+    let extra = &manifest["extra"];
+    assert_eq!(extra["key_label"], "issuing-e1");
+    assert_eq!(extra["algorithm"], "ecdsa-p256");
+    let uri = extra["key_uri"].as_str().expect("uri");
+    assert!(uri.starts_with("pkcs11:") && uri.contains("object=issuing-e1"), "{uri}");
+    let manifest_text = std::fs::read_to_string(host.path("usb-request/manifest.json")).expect("manifest");
+    assert!(!manifest_text.contains(PIN) && !manifest_text.contains("pin"), "{manifest_text}");
+
+    // openssl accepts the CSR's proof of possession.
+    let csr_path = host.path("usb-request/csr.pem");
+    let v = openssl(&["req", "-in", csr_path.to_str().expect("utf8"), "-verify", "-noout"]);
+    assert!(v.status.success(), "openssl req -verify: {}", stderr(&v));
+
+    // The printed hashes are what sha256sum computes.
+    assert_eq!(printed(&text, "csr.pem SHA-256"), sha256sum(&csr_path));
+    let der = host.path("csr.der");
+    let o = openssl(&[
+        "req",
+        "-in",
+        csr_path.to_str().expect("utf8"),
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success());
+    let csr_hash = printed(&text, "CSR SHA-256");
+    assert_eq!(csr_hash, sha256sum(&der));
+    assert_eq!(extra["csr_sha256"], csr_hash.as_str());
+    let pubkey = host.path("pub.der");
+    let o = openssl(&[
+        "req",
+        "-in",
+        csr_path.to_str().expect("utf8"),
+        "-pubkey",
+        "-noout",
+        "-out",
+        host.path("pub.pem").to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success());
+    let o = openssl(&[
+        "pkey",
+        "-pubin",
+        "-in",
+        host.path("pub.pem").to_str().expect("utf8"),
+        "-outform",
+        "DER",
+        "-out",
+        pubkey.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success());
+    let spki_hash = printed(&text, "public key SHA-256");
+    assert_eq!(spki_hash, sha256sum(&pubkey));
+    assert_eq!(extra["spki_sha256"], spki_hash.as_str());
+    // Both digests are also spelled in words.
+    assert!(text.matches("  words").count() >= 3, "{text}");
+
+    // The key is on the token, not extractable.
+    let objs = host.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--token-label", "int-hsm", "--list-objects"]);
+    assert!(stdout(&objs).contains("issuing-e1"), "{}", stdout(&objs));
+
+    // Offline signing, response bundle, install.
+    let root = root();
+    let int = sign(&root, &host.csr(), None, OffsetDateTime::now_utc() - Duration::hours(1));
+    response(&host.path("usb-response"), &int, &root);
+    let out = host.install("usb-response", &root.cert.fingerprint.hex);
+    assert!(out.status.success(), "install: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        list(&host.path("issuer")),
+        ["chain.pem", "intermediate.pem", "issuer.toml", "request.json", "root.pem"]
+    );
+
+    let issuer_toml = std::fs::read_to_string(host.path("issuer/issuer.toml")).expect("issuer.toml");
+    assert!(!issuer_toml.contains(PIN) && !issuer_toml.contains("pin"), "{issuer_toml}");
+    let config = IssuerConfig::load(&host.path("issuer/issuer.toml")).expect("load");
+    assert_eq!(config.root_sha256, root.cert.fingerprint.hex);
+    assert_eq!(config.key_label, "issuing-e1");
+    assert_eq!(config.key_algorithm, KeyAlgorithm::EcdsaP256);
+    match &config.key {
+        intermediate::IssuerKey::Pkcs11 { uri } => {
+            assert!(uri.contains("module-path="), "{uri}");
+            assert!(uri.contains("object=issuing-e1") && uri.contains("token=int-hsm"), "{uri}");
+        }
+        other => panic!("expected a PKCS#11 key, got {other:?}"),
+    }
+
+    // OpenSSL agrees with the chain.
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        host.path("issuer/root.pem").to_str().expect("utf8"),
+        host.path("issuer/intermediate.pem").to_str().expect("utf8"),
+    ]);
+    assert!(v.status.success(), "openssl verify: {}{}", stdout(&v), stderr(&v));
+
+    // acme-serve's start-up check passes now, and refuses outside the
+    // intermediate's validity (the root is valid at both times).
+    let check = |at: Option<String>| {
+        let mut args = vec![
+            "intermediate".to_string(),
+            "check".into(),
+            "issuer/issuer.toml".into(),
+            "--env".into(),
+            "env.toml".into(),
+        ];
+        if let Some(at) = at {
+            args.push("--at".into());
+            args.push(at);
+        }
+        host.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let ok = check(None);
+    assert!(ok.status.success(), "check: {}{}", stdout(&ok), stderr(&ok));
+    let fmt = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).expect("fmt");
+    let int_summary = keyrite::profile::certificate_summary(&int.der).expect("summary");
+    failed_with(&check(Some(fmt(int_summary.not_after + Duration::days(1)))), "(expired)");
+    failed_with(&check(Some(fmt(int_summary.not_before - Duration::days(1)))), "(not yet valid)");
+
+    // The same response cannot be installed twice over an existing issuer.toml.
+    let out = host.install("usb-response", &root.cert.fingerprint.hex);
+    failed_with(&out, "issuer.toml: already exists; keyrite never overwrites an issuer configuration");
+}
+
+/// The request made on the host, with `bad` responses that must each be
+/// refused with a specific message, leaving nothing but request.json.
+#[test]
+fn softhsm_install_refusals_write_nothing() {
+    let host = Host::new();
+    host.request("issuing-e2");
+    let csr = host.csr();
+    let root = root();
+    let now = OffsetDateTime::now_utc();
+    let nothing_written = || assert_eq!(list(&host.path("issuer")), ["request.json"]);
+
+    // 1. The operator pins another root: refused, both fingerprints in words.
+    let good = sign(&root, &csr, None, now - Duration::hours(1));
+    response(&host.path("r-good"), &good, &root);
+    let other_root = self::root();
+    let out = host.install("r-good", &other_root.cert.fingerprint.hex);
+    failed_with(&out, "the root certificate is not the pinned root");
+    let err = stderr(&out);
+    assert!(err.contains(&other_root.cert.fingerprint.words), "{err}");
+    assert!(err.contains(&root.cert.fingerprint.words), "{err}");
+    nothing_written();
+    failed_with(&host.install("r-good", "not-a-fingerprint"), "not a SHA-256 fingerprint");
+    nothing_written();
+
+    // 2. A certificate for another key.
+    let stranger = SoftKey::generate("stranger", KeyAlgorithm::EcdsaP256).expect("key");
+    let wrong_key = sign(&root, &csr, Some(stranger.spki_der()), now - Duration::hours(1));
+    response(&host.path("r-wrong-key"), &wrong_key, &root);
+    failed_with(&host.install("r-wrong-key", &root.cert.fingerprint.hex), "the certificate is for another key");
+    nothing_written();
+
+    // 3. A tampered bundle: one byte of the certificate changed.
+    response(&host.path("r-tampered"), &good, &root);
+    let p = host.path("r-tampered/intermediate.pem");
+    let mut bytes = std::fs::read(&p).expect("read");
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&p, bytes).expect("write");
+    failed_with(&host.install("r-tampered", &root.cert.fingerprint.hex), "hash mismatch for intermediate.pem");
+    nothing_written();
+
+    // 4. An intermediate from another root (same template, same subject),
+    //    shipped with the pinned root.
+    let foreign = sign(&other_root, &csr, None, now - Duration::hours(1));
+    response(&host.path("r-foreign"), &foreign, &root);
+    failed_with(&host.install("r-foreign", &root.cert.fingerprint.hex), "signature does not verify under the key of");
+    nothing_written();
+
+    // 5. Not yet valid.
+    let future = sign(&root, &csr, None, now + Duration::days(2));
+    response(&host.path("r-future"), &future, &root);
+    failed_with(&host.install("r-future", &root.cert.fingerprint.hex), "(not yet valid)");
+    nothing_written();
+
+    // 6. A request bundle where a response was expected.
+    failed_with(
+        &host.install("usb-request", &root.cert.fingerprint.hex),
+        "but a intermediate-response bundle was expected",
+    );
+    nothing_written();
+
+    // 7. issuer.toml already there (an earlier install): refused before anything is read.
+    std::fs::write(host.path("issuer/issuer.toml"), "# earlier\n").expect("write");
+    failed_with(
+        &host.install("r-good", &root.cert.fingerprint.hex),
+        "already exists; keyrite never overwrites an issuer configuration",
+    );
+    assert_eq!(list(&host.path("issuer")), ["issuer.toml", "request.json"]);
+    assert_eq!(std::fs::read_to_string(host.path("issuer/issuer.toml")).expect("read"), "# earlier\n");
+}
+
+#[test]
+fn softhsm_request_refuses_a_used_directory_and_label() {
+    let host = Host::new();
+    host.request("issuing-e3");
+    // The bundle directory is not empty now: refused before a key is made.
+    let again = host.run(&[
+        "intermediate",
+        "request",
+        "--env",
+        "env.toml",
+        "--out",
+        "usb-request",
+        "--label",
+        "issuing-e4",
+        "--subject-cn",
+        "x",
+        "--requester",
+        "ops",
+    ]);
+    failed_with(&again, "must not exist or must be empty");
+    let objs = host.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--token-label", "int-hsm", "--list-objects"]);
+    assert!(!stdout(&objs).contains("issuing-e4"), "a key was generated anyway");
+}
+
+/// The software key store, through the library: request, sign, install,
+/// check, and the issuer.toml's strictness.
+#[test]
+fn soft_store_round_trip_through_the_library() {
+    let work = tempfile::tempdir().expect("work");
+    let env = Environment {
+        backend: Backend::Soft {
+            dir: work.path().join("keystore"),
+            passphrase: Some(SecretSource::Memory(Secret::from_string("correct horse battery".into()))),
+        },
+        output_dir: work.path().join("issuer"),
+        input_dir: work.path().join("issuer"),
+        custodian_media: None,
+        source: None,
+    };
+    let mut no_prompt = |q: &str| -> Result<Secret, IntermediateError> { panic!("prompted: {q}") };
+    let store = intermediate::open_key_store(&env, &mut no_prompt).expect("store");
+    let opts = RequestOptions {
+        label: "issuing-soft".into(),
+        algorithm: KeyAlgorithm::EcdsaP384,
+        subject: DistinguishedName {
+            common_name: Some("keyrite Example Issuing CA S1".into()),
+            organization: Some("keyrite Example".into()),
+            country: Some("DE".into()),
+            ..Default::default()
+        },
+        requester: "ops@soft".into(),
+        hostname: None,
+    };
+    let issuer_dir = work.path().join("issuer");
+    let done = intermediate::request(&store, &opts, &work.path().join("usb"), &issuer_dir).expect("request");
+    assert!(done.key_uri.starts_with("keyrite-soft:"), "{}", done.key_uri);
+    let csr_pem = std::fs::read(work.path().join("usb/csr.pem")).expect("csr");
+    let csr = parse_csr(&csr_pem).expect("parse");
+    assert_eq!(csr.sha256(), &done.csr_sha256);
+    assert_eq!(csr.spki_sha256(), &done.spki_sha256);
+
+    let root = root();
+    let int = sign(&root, &csr_pem, None, OffsetDateTime::now_utc() - Duration::hours(1));
+    response(&work.path().join("resp"), &int, &root);
+    let installed = intermediate::install(
+        &work.path().join("resp"),
+        &store,
+        &root.cert.fingerprint.hex.to_uppercase(),
+        &issuer_dir,
+        None,
+    )
+    .expect("install");
+    assert_eq!(installed.config.key_label, "issuing-soft");
+    let toml_text = std::fs::read_to_string(&installed.issuer_toml).expect("toml");
+    assert!(toml_text.contains("backend = \"soft\""), "{toml_text}");
+    assert!(!toml_text.contains("correct horse"), "{toml_text}");
+
+    // acme-serve's start: load and check, then the failures.
+    let config = IssuerConfig::load(&installed.issuer_toml).expect("load");
+    let checked = config.check(&store, OffsetDateTime::now_utc()).expect("check");
+    assert_eq!(checked.intermediate_der, int.der);
+    let late = checked.intermediate.not_after + Duration::seconds(1);
+    match config.check(&store, late) {
+        Err(IntermediateError::Validity { state: "expired", file, .. }) => assert!(file.ends_with("intermediate.pem")),
+        other => panic!("expected expired, got {other:?}"),
+    }
+    match config.check(&store, checked.intermediate.not_before - Duration::seconds(1)) {
+        Err(IntermediateError::Validity { state: "not yet valid", .. }) => {}
+        other => panic!("expected not yet valid, got {other:?}"),
+    }
+
+    // Another issuer's certificate in place of ours: refused at start.
+    let other_key = SoftKey::generate("other", KeyAlgorithm::EcdsaP256).expect("key");
+    let other = sign(&root, &csr_pem, Some(other_key.spki_der()), OffsetDateTime::now_utc() - Duration::hours(1));
+    let swapped = work.path().join("swapped");
+    std::fs::create_dir(&swapped).expect("mkdir");
+    std::fs::write(swapped.join("intermediate.pem"), &other.pem).expect("w");
+    std::fs::write(swapped.join("chain.pem"), format!("{}{}", other.pem, root.cert.pem)).expect("w");
+    std::fs::write(swapped.join("root.pem"), &root.cert.pem).expect("w");
+    let mut text = toml_text.clone();
+    text = text.replace(&config.certificate_sha256, &keyrite::words::sha256_hex(&other.der));
+    std::fs::write(swapped.join("issuer.toml"), text).expect("w");
+    let swapped_config = IssuerConfig::load(&swapped.join("issuer.toml")).expect("load swapped");
+    match swapped_config.check(&store, OffsetDateTime::now_utc()) {
+        Err(e @ IntermediateError::WrongKey { .. }) => assert!(e.to_string().contains("another key"), "{e}"),
+        other => panic!("expected WrongKey, got {other:?}"),
+    }
+
+    // Strict parsing: an unknown key, a PIN in the URI.
+    let strict = work.path().join("strict.toml");
+    std::fs::write(&strict, format!("{toml_text}pin = \"1234\"\n")).expect("w");
+    let e = IssuerConfig::load(&strict).expect_err("unknown field");
+    assert!(e.to_string().contains("pin"), "{e}");
+    let strict2 = work.path().join("strict2.toml");
+    let pkcs11 = toml_text
+        .lines()
+        .filter(|l| !l.starts_with("dir =") && !l.starts_with("label ="))
+        .map(|l| {
+            if l.starts_with("backend =") {
+                "backend = \"pkcs11\"\nuri = \"pkcs11:token=t;object=k?module-path=/m.so&pin-value=123456\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&strict2, pkcs11).expect("w");
+    let e = IssuerConfig::load(&strict2).expect_err("pin-value");
+    assert!(e.to_string().contains("pin-value is refused") && !e.to_string().contains("123456"), "{e}");
+}
