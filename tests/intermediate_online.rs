@@ -432,6 +432,7 @@ fn soft_store_round_trip_through_the_library() {
         output_dir: work.path().join("issuer"),
         input_dir: work.path().join("issuer"),
         custodian_media: None,
+        ca_dir: None,
         source: None,
     };
     let mut no_prompt = |q: &str| -> Result<Secret, IntermediateError> { panic!("prompted: {q}") };
