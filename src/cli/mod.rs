@@ -115,6 +115,13 @@ enum IntermediateCommand {
 
 #[derive(Subcommand)]
 enum CaCommand {
+    /// Create the offline CA's directory for a root certificate (once, after the root ceremony)
+    Init {
+        ca_dir: PathBuf,
+        /// The root certificate, PEM or DER
+        #[arg(long)]
+        root: PathBuf,
+    },
     /// Print the CA's index in OpenSSL index.txt format
     ExportIndex { ca_dir: PathBuf },
     /// Write a ca-backup bundle of the CA directory
@@ -348,6 +355,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{checked}");
         }
         Command::Intermediate(cmd) => run_intermediate(cmd)?,
+        Command::Ca(CaCommand::Init { ca_dir, root }) => {
+            let ca = crate::ceremony::ca::init_dir(&ca_dir, &root)?;
+            println!("{}: CA directory created for root SHA-256 {}", ca.dir().display(), ca.state().root_sha256);
+        }
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
         Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
             let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;

@@ -84,13 +84,16 @@ struct RawSoft {
     dir: PathBuf,
     /// Not needed when the ceremony puts the store under custodians' shares.
     passphrase: Option<RawSecretSource>,
+    /// A store under custody: its 256-bit sealing key (64 hex characters),
+    /// as recombined from the custodians' shares.
+    sealing_key: Option<RawSecretSource>,
 }
 
 /// Where the keys live.
 #[derive(Debug, Clone)]
 pub enum Backend {
     Pkcs11 { module: PathBuf, token: TokenSelector, pin: SecretSource, so_pin: Option<SecretSource> },
-    Soft { dir: PathBuf, passphrase: Option<SecretSource> },
+    Soft { dir: PathBuf, passphrase: Option<SecretSource>, sealing_key: Option<SecretSource> },
 }
 
 impl Backend {
@@ -126,6 +129,7 @@ impl Environment {
             (None, Some(s)) => Backend::Soft {
                 dir: resolve(s.dir),
                 passphrase: s.passphrase.map(|p| secret_source(p, path, "soft.passphrase")).transpose()?,
+                sealing_key: s.sealing_key.map(|p| secret_source(p, path, "soft.sealing_key")).transpose()?,
             },
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(path, "pkcs11/soft", "name exactly one backend, not both"))

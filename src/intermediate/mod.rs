@@ -136,7 +136,7 @@ pub fn open_key_store(
             let pin = resolve_secret(pin, &format!("User PIN for token {:?}", token.label), prompt)?;
             Ok(KeyStore::open_pkcs11(module, token, &pin)?)
         }
-        Backend::Soft { dir, passphrase } => {
+        Backend::Soft { dir, passphrase, .. } => {
             let source = passphrase.as_ref().ok_or_else(|| IntermediateError::Secret {
                 what: "environment file [soft]".into(),
                 detail:
