@@ -33,7 +33,7 @@ use cryptoki::session::{Session, UserType};
 use serde::{Deserialize, Serialize};
 
 use super::pkcs11::{
-    auth_pin, call, curve_oid_der, Extractability, Module, Pkcs11Error, Token, TokenKey, TokenSelector,
+    auth_pin, bool_attr, call, curve_oid_der, Extractability, Module, Pkcs11Error, Token, TokenKey, TokenSelector,
 };
 use super::{
     rsa_public_key_parts, spki_algorithm, verify_signature, HsmError, KeyAlgorithm, RandomSource, SignatureAlgorithm,
@@ -650,18 +650,7 @@ fn check_restored(
     let attrs =
         session.get_attributes(key, &types).map_err(|e| call("C_GetAttributeValue", e, format!("key {label:?}")))?;
     for (attribute, expected) in wanted {
-        let got = attrs.iter().find_map(|a| match (a, attribute) {
-            (Attribute::Token(v), AttributeType::Token)
-            | (Attribute::Private(v), AttributeType::Private)
-            | (Attribute::Sensitive(v), AttributeType::Sensitive)
-            | (Attribute::Extractable(v), AttributeType::Extractable)
-            | (Attribute::Sign(v), AttributeType::Sign)
-            | (Attribute::Decrypt(v), AttributeType::Decrypt)
-            | (Attribute::Unwrap(v), AttributeType::Unwrap)
-            | (Attribute::Derive(v), AttributeType::Derive)
-            | (Attribute::WrapWithTrusted(v), AttributeType::WrapWithTrusted) => Some(*v),
-            _ => None,
-        });
+        let got = attrs.iter().find_map(|a| bool_attr(a, attribute));
         if got != Some(expected) {
             return Err(Pkcs11Error::ProtectionWrong {
                 label: label.into(),

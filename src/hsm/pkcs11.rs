@@ -559,7 +559,8 @@ impl RandomSource for Token {
     }
 }
 
-fn bool_attr(a: &Attribute, t: AttributeType) -> Option<bool> {
+/// The value of a boolean attribute `t` if `a` is one.
+pub(super) fn bool_attr(a: &Attribute, t: AttributeType) -> Option<bool> {
     match (a, t) {
         (Attribute::Token(v), AttributeType::Token)
         | (Attribute::Private(v), AttributeType::Private)
