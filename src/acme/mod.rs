@@ -10,6 +10,7 @@
 //! tests can listen on port 0.
 
 pub mod ca;
+pub mod client;
 pub mod identifier;
 pub mod jws;
 pub mod model;
