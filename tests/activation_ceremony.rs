@@ -175,6 +175,7 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
     // The old PIN no longer logs in; the PIN two activation cards rebuild does.
     let old = c.login(&["--pin", PIN]);
     assert!(!old.status.success(), "the old PIN must fail: {}", stdout(&old));
+    assert!(stderr(&old).contains("CKR_PIN_INCORRECT"), "{}", stderr(&old));
     let new_pin = c.rebuilt_pin(".activation.card.txt");
     assert!(c.login(&["--pin", &new_pin]).status.success(), "the rebuilt PIN logs in");
     assert!(!log_text.contains(&new_pin) && !stdout(&o).contains(&new_pin), "the PIN is never shown or logged");
@@ -237,12 +238,16 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
     assert_fails_with(&o, "Alice Custodian entered is from another set");
 
     // One card alone does not open the token.
-    std::fs::write(&alice, original).expect("restore card");
     let o = c.crl("crl-alone", &[CUSTODIANS[1]]);
     assert_fails_with(&o, "1 valid activation card(s), and the token's user PIN needs 2 of the 3");
 
-    // The right cards still work, and a wrong one among three is skipped.
-    assert_ok(&c.crl("crl2", &[CUSTODIANS[1], CUSTODIANS[0]]));
+    // A wrong card among three is named and skipped; two good ones open.
+    std::fs::write(&alice, swap_word(&original, 3)).expect("write");
+    let o = c.crl("crl2", &CUSTODIANS);
+    assert_ok(&o);
+    assert!(stdout(&o).contains("REJECTED: the activation (user PIN) card Alice Custodian entered"), "{}", stdout(&o));
+    std::fs::write(&alice, original).expect("restore card");
+    assert_ok(&c.crl("crl3", &[CUSTODIANS[1], CUSTODIANS[0]]));
 }
 
 #[test]
@@ -253,10 +258,14 @@ fn with_so_pin_the_security_officer_pin_is_split_as_a_set_of_its_own() {
     assert!(log_text.contains("\"purpose\":\"token security officer PIN\""), "SO set recorded");
 
     // The old SO PIN fails; the one two SO activation cards rebuild works.
-    let old = c.login(&["--login-type", "so", "--so-pin", SO_PIN]);
+    // (An SO login needs a read-write session; pkcs11-tool opens read-only
+    // ones unless told.)
+    let old = c.login(&["--login-type", "so", "--so-pin", SO_PIN, "--session-rw"]);
     assert!(!old.status.success(), "the old SO PIN must fail: {}", stdout(&old));
+    assert!(stderr(&old).contains("CKR_PIN_INCORRECT"), "{}", stderr(&old));
     let so = c.rebuilt_pin(".so-activation.card.txt");
-    assert!(c.login(&["--login-type", "so", "--so-pin", &so]).status.success(), "the rebuilt SO PIN logs in");
+    let new = c.login(&["--login-type", "so", "--so-pin", &so, "--session-rw"]);
+    assert!(new.status.success(), "the rebuilt SO PIN logs in: {}", stderr(&new));
     assert!(!log_text.contains(&so));
     for custodian in CUSTODIANS {
         let text = std::fs::read_to_string(c.card(custodian, ".so-activation.card.txt")).expect("so card");
