@@ -1160,3 +1160,41 @@ fn check_id(id: &str) -> Result<(), String> {
         Err(format!("{id:?} must be 1-64 characters of a-z, 0-9 and '-'"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+
+    /// Loads `ceremonies/root-init-activation.toml` edited by `edit`, from a
+    /// copy whose template path points back into the repository.
+    fn load_edited(edit: impl Fn(String) -> String) -> Result<Plan, ConfigError> {
+        let text = std::fs::read_to_string(repo("ceremonies/root-init-activation.toml")).expect("plan");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plan.toml");
+        let template = repo("templates/root-ca.toml");
+        std::fs::write(&path, edit(text).replace("../templates/root-ca.toml", &template.display().to_string()))
+            .expect("write");
+        Plan::load(&path)
+    }
+
+    #[test]
+    fn activation_needs_its_step_before_close_and_the_step_needs_the_table() {
+        let plan = load_edited(|t| t).expect("bundled activation plan");
+        let a = plan.activation.as_ref().expect("activation");
+        assert_eq!((a.threshold, a.shares, a.custodian_role.as_str(), a.so_pin), (2, 3, "custodian", false));
+        let kinds: Vec<StepKind> = plan.steps.iter().map(|s| s.kind).collect();
+        assert_eq!(&kinds[kinds.len() - 2..], &[StepKind::ActivateToken, StepKind::Close]);
+
+        let no_step = load_edited(|t| t.replace("kind = \"activate-token\"", "kind = \"confirm\""));
+        assert!(no_step.expect_err("missing step").to_string().contains("needs a activate-token step"));
+        let no_table =
+            load_edited(|t| t.replace("[activation]\nthreshold = 2\nshares = 3\ncustodian_role = \"custodian\"\n", ""));
+        assert!(no_table.expect_err("no table").to_string().contains("without [activation]"));
+        let too_low = load_edited(|t| t.replace("[activation]\nthreshold = 2", "[activation]\nthreshold = 1"));
+        assert!(too_low.expect_err("1-of-3").to_string().contains("one custodian alone must never log in"));
+    }
+}
