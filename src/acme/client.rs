@@ -54,9 +54,7 @@ pub struct Http01Responder {
 impl Http01Responder {
     pub async fn start(bind: SocketAddr) -> Result<Self, ClientError> {
         let tokens = Http01Tokens::default();
-        let app = Router::new()
-            .route("/.well-known/acme-challenge/{token}", get(answer))
-            .with_state(tokens.clone());
+        let app = Router::new().route("/.well-known/acme-challenge/{token}", get(answer)).with_state(tokens.clone());
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| ClientError::Responder(format!("cannot listen on {bind}: {e}")))?;

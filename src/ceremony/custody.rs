@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{display_name, Session};
+use super::operator::CardKind;
 use super::{CeremonyError, Operator};
 use crate::audit::{self, Artifact, Outcome, VerifyOptions};
 use crate::config::{RestoreSpec, Step, StepKind};
@@ -41,6 +42,9 @@ use crate::words::{self, Fingerprint};
 const MAX_DRILL_QUORUMS: usize = 256;
 /// How often a custodian may re-enter a share before the step fails.
 const MAX_ATTEMPTS: u32 = 3;
+/// The `purpose` of the backup's share set in a `shares-issued` entry. A
+/// root log may hold other sets (activation), so sets are found by purpose.
+pub const BACKUP_PURPOSE: &str = "root key backup KEK";
 
 /// What the custody steps have produced so far.
 #[derive(Default)]
@@ -255,26 +259,41 @@ pub fn certificate_spki(path: &Path, der: &[u8]) -> Result<Vec<u8>, CeremonyErro
         .map_err(|e| CeremonyError::Input { what: path.display().to_string(), detail: e.to_string() })
 }
 
-/// The share set recorded in a (verified) ceremony log.
+/// The backup's share set recorded in a (verified) ceremony log.
 fn share_set_from_log(path: &Path, bytes: &[u8]) -> Result<(String, ShareSet), CeremonyError> {
+    match share_set_by_purpose(path, bytes, BACKUP_PURPOSE)? {
+        Some((ceremony, set, _)) => Ok((ceremony, set)),
+        None => Err(CeremonyError::Input {
+            what: path.display().to_string(),
+            detail: "this log records no backup share set (no shares-issued entry); it is not the log of a ceremony with a backup"
+                .into(),
+        }),
+    }
+}
+
+/// The first share set of `purpose` in a (verified) ceremony log: the id of
+/// the ceremony that issued it (its commitments are bound to it), the set,
+/// and the entry's other details. Entries without a purpose-bearing set are
+/// skipped, so logs written before sets had other purposes still read.
+pub(super) fn share_set_by_purpose(
+    path: &Path,
+    bytes: &[u8],
+    purpose: &str,
+) -> Result<Option<(String, ShareSet, serde_json::Value)>, CeremonyError> {
     let text = String::from_utf8_lossy(bytes);
     for line in text.lines() {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if entry["event"] == "shares-issued" {
+        if entry["event"] == "shares-issued" && entry["details"]["set"]["purpose"] == purpose {
             let ceremony = entry["ceremony_id"].as_str().unwrap_or_default().to_string();
             let set: ShareSet =
                 serde_json::from_value(entry["details"]["set"].clone()).map_err(|e| CeremonyError::Input {
                     what: path.display().to_string(),
-                    detail: format!("the shares-issued entry is unreadable: {e}"),
+                    detail: format!("the shares-issued entry ({purpose}) is unreadable: {e}"),
                 })?;
-            return Ok((ceremony, set));
+            return Ok(Some((ceremony, set, entry["details"].clone())));
         }
     }
-    Err(CeremonyError::Input {
-        what: path.display().to_string(),
-        detail: "this log records no share set (no shares-issued entry); it is not the log of a ceremony with a backup"
-            .into(),
-    })
+    Ok(None)
 }
 
 pub fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
@@ -377,7 +396,7 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
         members.push(Member { custodian: custodian.clone(), number, commitment });
     }
     let set = ShareSet {
-        purpose: "root key backup KEK".into(),
+        purpose: BACKUP_PURPOSE.into(),
         set_identifier: shares.first().map(Share::identifier).unwrap_or_default(),
         threshold: spec.threshold,
         count: spec.shares,
@@ -405,8 +424,39 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
 fn drill(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
     let set = s.custody.set.clone().ok_or_else(|| step_error(step, "no shares were handed out"))?;
     let kek = s.custody.kek.clone().ok_or_else(|| step_error(step, "no key-encryption key to drill against"))?;
+    let (entered, quorums) = drill_cards(step, s, operator, &set, &kek, CardKind::Backup, "the key-encryption key")?;
+    s.log.append(
+        s.event(step, "restore-drill-passed")
+            .detail("cards_verified", entered.len() as u64)
+            .detail("quorums_recombined", quorums as u64)
+            .detail("threshold", u64::from(set.threshold)),
+    )?;
+    operator.say(&format!(
+        "Restore drill passed: {} shares checked against their commitments, {quorums} quorums of {} rebuilt the key.",
+        entered.len(),
+        set.threshold
+    ));
+    // The KEK has done its work: only the custodians hold it now.
+    s.custody.kek = None;
+    s.custody.shares.clear();
+    Ok(())
+}
+
+/// The drill itself, for any set this ceremony issued: every custodian
+/// re-enters their card (each checked alone against its commitment), then
+/// every quorum (up to a bound) must rebuild `secret`. Returns the shares
+/// entered, in member order, and how many quorums were recombined.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn drill_cards(
+    step: &Step,
+    s: &mut Session<'_>,
+    operator: &mut dyn Operator,
+    set: &ShareSet,
+    secret: &Secret,
+    kind: CardKind,
+    what: &str,
+) -> Result<(Vec<Share>, usize), CeremonyError> {
     let ceremony_id = s.plan.id.clone();
-    // Every custodian re-enters their share; each is checked alone.
     let mut entered: Vec<Share> = Vec::new();
     for member in &set.members {
         let share = take_checked_share(
@@ -414,51 +464,37 @@ fn drill(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resul
             s,
             operator,
             &ceremony_id,
-            &set,
+            set,
             &member.custodian,
             Some(member.number),
             &entered,
+            kind,
         )?;
         s.log.append(
             s.event(step, "share-verified")
                 .actor(member.custodian.as_str())
                 .detail("custodian", member.custodian.as_str())
                 .detail("number", u64::from(member.number))
+                .detail("set_identifier", u64::from(set.set_identifier))
                 .detail("commitment", member.commitment.as_str()),
         )?;
         entered.push(share);
     }
-    // Then every quorum (up to a bound) must rebuild the KEK.
     let quorums = quorums(entered.len(), usize::from(set.threshold));
     for q in &quorums {
         let subset: Vec<Share> = q.iter().map(|i| entered[*i].clone()).collect();
-        let ok = shares::combine(&subset, b"").map(|secret| secret.ct_eq(&kek)).unwrap_or(false);
+        let ok = shares::combine(&subset, b"").map(|rebuilt| rebuilt.ct_eq(secret)).unwrap_or(false);
         if !ok {
             let who: Vec<&str> = q.iter().map(|i| set.members[*i].custodian.as_str()).collect();
             s.log.append(
                 s.event(step, "deviation")
                     .result(Outcome::Failed)
-                    .detail("drill", format!("the shares of {} do not rebuild the key", who.join(", "))),
+                    .detail("drill", format!("the {} cards of {} do not rebuild {what}", kind.title(), who.join(", "))),
             )?;
-            return Err(step_error(step, format!("restore drill failed: the shares of {} do not rebuild the key-encryption key. The shares are NOT accepted; the ceremony stops", who.join(", "))));
+            return Err(step_error(step, format!("drill failed: the {} cards of {} do not rebuild {what}. The cards are NOT accepted; the ceremony stops", kind.title(), who.join(", "))));
         }
     }
-    s.log.append(
-        s.event(step, "restore-drill-passed")
-            .detail("cards_verified", entered.len() as u64)
-            .detail("quorums_recombined", quorums.len() as u64)
-            .detail("threshold", u64::from(set.threshold)),
-    )?;
-    operator.say(&format!(
-        "Restore drill passed: {} shares checked against their commitments, {} quorums of {} rebuilt the key.",
-        entered.len(),
-        quorums.len(),
-        set.threshold
-    ));
-    // The KEK has done its work: only the custodians hold it now.
-    s.custody.kek = None;
-    s.custody.shares.clear();
-    Ok(())
+    Ok((entered, quorums.len()))
 }
 
 /// Asks `custodian` for their share until it parses, belongs to `set`,
@@ -473,10 +509,11 @@ fn take_checked_share(
     custodian: &str,
     expected: Option<u8>,
     already: &[Share],
+    kind: CardKind,
 ) -> Result<Share, CeremonyError> {
     let mut last = String::new();
     for attempt in 1..=MAX_ATTEMPTS {
-        let words = operator.take_share(&format!("{}.{}", step.id, slug(custodian)), custodian, attempt)?;
+        let words = operator.take_card(&format!("{}.{}", step.id, slug(custodian)), custodian, attempt, kind)?;
         let problem = match Share::parse(words.expose_str().unwrap_or_default()) {
             Err(e) => format!("the share {custodian} entered is not valid: {e}"),
             Ok(share) => match set.check(ceremony_id, custodian, &share) {
@@ -557,7 +594,7 @@ fn collect(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
     }
     let mut entered: Vec<Share> = Vec::new();
     for custodian in present.iter().take(usize::from(set.threshold)) {
-        let share = take_checked_share(step, s, operator, &source, &set, custodian, None, &entered)?;
+        let share = take_checked_share(step, s, operator, &source, &set, custodian, None, &entered, CardKind::Backup)?;
         s.log.append(
             s.event(step, "share-verified")
                 .actor(custodian.as_str())

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::operator::same_words;
-use super::{airgap, ca, custody, root, CeremonyError, Operator, RunOptions};
+use super::{activation, airgap, ca, custody, root, CeremonyError, Operator, RunOptions};
 use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome};
 use crate::config::{Backend, CeremonyKind, Environment, Plan, SecretSource, Step, StepKind};
 use crate::files;
@@ -39,6 +39,8 @@ pub struct Finished {
     pub key_uri: Option<String>,
     pub backup_blob: Option<PathBuf>,
     pub share_cards: Vec<PathBuf>,
+    /// Activation cards (user and SO PIN sets), apart from the backup's.
+    pub activation_cards: Vec<PathBuf>,
     pub share_threshold: Option<u8>,
     pub intermediate_pem: Option<PathBuf>,
     pub response_bundle: Option<PathBuf>,
@@ -75,6 +77,7 @@ pub fn run(
         participants: Vec::new(),
         root: root::State::default(),
         custody: preflight.custody,
+        activation: activation::State::default(),
         ca: preflight.ca,
         final_checkpoint: None,
     };
@@ -95,6 +98,11 @@ pub fn run(
     };
     let started = preflight.inputs.iter().fold(started, |e, a| e.input(a.clone()));
     s.log.append(started)?;
+    // Who opened the token with their activation cards: recorded first, as
+    // the login itself happened in the preflight.
+    for activated in &preflight.activated {
+        s.log.append(activated.event())?;
+    }
 
     for step in &plan.steps {
         operator.say(&format!("\n== Step {} of {}: {} ==", step.number, plan.steps.len(), step.title));
@@ -127,6 +135,7 @@ pub fn run(
         key_uri: s.root.key_uri.or(s.custody.restored_uri.clone()),
         backup_blob: s.custody.blob_path.clone(),
         share_cards: s.custody.cards.clone(),
+        activation_cards: s.activation.cards.clone(),
         share_threshold: plan.backup.as_ref().map(|b| b.threshold),
         intermediate_pem: s.ca.intermediate_pem.clone(),
         response_bundle: s.ca.response_bundle.clone(),
@@ -150,6 +159,7 @@ pub struct Session<'p> {
     pub participants: Vec<(String, String)>,
     pub root: root::State,
     pub custody: custody::State,
+    pub activation: activation::State,
     pub ca: ca::State,
     pub final_checkpoint: Option<Checkpoint>,
 }
@@ -188,6 +198,8 @@ struct Preflight {
     inputs: Vec<Artifact>,
     custody: custody::State,
     ca: ca::State,
+    /// Tokens opened with custodians' activation cards, for the log.
+    activated: Vec<activation::Activated>,
 }
 
 impl Preflight {
@@ -231,24 +243,48 @@ fn preflight(
     let mut user_pin = None;
     let mut so_pin = None;
     let mut custody = custody::State::default();
+    let mut activated = Vec::new();
+    let so_needed = backup || plan.activation.as_ref().is_some_and(|a| a.so_pin);
     let store = match &env.backend {
         Backend::Pkcs11 { module, token, pin, so_pin: so_source } => {
-            let pin = resolve_secret(pin, operator, "token-pin", &format!("User PIN for token {:?}", token.label))?;
-            if backup {
+            let pin = match pin {
+                SecretSource::Shares(log) => {
+                    let (pin, who) = activation::pin_from_cards(log, activation::Which::User, operator)?;
+                    activated.push(who);
+                    pin
+                }
+                other => {
+                    resolve_secret(other, operator, "token-pin", &format!("User PIN for token {:?}", token.label))?
+                }
+            };
+            if so_needed {
                 let source = so_source.as_ref().ok_or_else(|| CeremonyError::Step {
                     step: 0,
-                    message: "this ceremony makes a backup, which needs the token's security officer: add so_pin (\"prompt\", { env = \"VAR\" } or { file = \"/path\" }) to [pkcs11] in the environment file".into(),
+                    message: format!("this ceremony {}, which needs the token's security officer: add so_pin (\"prompt\", {{ env = \"VAR\" }}, {{ file = \"/path\" }} or {{ shares = \"root log\" }}) to [pkcs11] in the environment file", if backup { "makes a backup" } else { "splits the SO PIN among custodians" }),
                 })?;
-                so_pin = Some(resolve_secret(
-                    source,
-                    operator,
-                    "token-so-pin",
-                    &format!("Security officer PIN for token {:?}", token.label),
-                )?);
+                so_pin = Some(match source {
+                    SecretSource::Shares(log) => {
+                        let (pin, who) = activation::pin_from_cards(log, activation::Which::So, operator)?;
+                        activated.push(who);
+                        pin
+                    }
+                    other => resolve_secret(
+                        other,
+                        operator,
+                        "token-so-pin",
+                        &format!("Security officer PIN for token {:?}", token.label),
+                    )?,
+                });
             }
             let store = KeyStore::open_pkcs11(module, token, &pin)?;
             user_pin = Some(pin);
             store
+        }
+        Backend::Soft { .. } if plan.activation.is_some() => {
+            return Err(CeremonyError::Step {
+                step: 0,
+                message: "[activation] splits a PKCS#11 token's PINs among custodians; the software key store has no PIN: run this ceremony on a token, or remove [activation]".into(),
+            });
         }
         Backend::Soft { dir, passphrase, sealing_key } => {
             let sealing = if let Some(source) = sealing_key {
@@ -332,7 +368,17 @@ fn preflight(
             });
         }
     }
-    Ok(Preflight { output_dir: out.clone(), store, user_pin, so_pin, interfaces_up, inputs, custody, ca: ca_state })
+    Ok(Preflight {
+        output_dir: out.clone(),
+        store,
+        user_pin,
+        so_pin,
+        interfaces_up,
+        inputs,
+        custody,
+        ca: ca_state,
+        activated,
+    })
 }
 
 /// Reads a PIN or passphrase from where the environment file says.
@@ -353,6 +399,12 @@ pub fn resolve_secret(
             }),
         },
         SecretSource::File(path) => read_secret_file(path),
+        // Only a token's PIN is split among custodians; the preflight
+        // rebuilds it before anything else asks.
+        SecretSource::Shares(log) => Err(CeremonyError::Input {
+            what: format!("{key} from activation cards ({})", log.display()),
+            detail: "only a PKCS#11 token's pin or so_pin can come from activation cards".into(),
+        }),
     }
 }
 
@@ -465,6 +517,7 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
         | StepKind::CollectShares
         | StepKind::RestoreKey => custody::run_step(step, s, operator),
         StepKind::UseAuditKey => use_audit_key(step, s, operator),
+        StepKind::ActivateToken => activation::run_step(step, s, operator),
         StepKind::ImportRequest
         | StepKind::WitnessRequest
         | StepKind::SignIntermediate

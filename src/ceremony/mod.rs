@@ -6,6 +6,7 @@
 //! answers file, so a rehearsal, CI and the real ceremony run the same code.
 //! One file per ceremony kind, written top-down in the order things happen.
 
+pub mod activation;
 pub mod airgap;
 pub mod ca;
 pub mod custody;

@@ -8,6 +8,39 @@ use crate::config::answers::{Answer, Answers};
 use crate::config::Role;
 use crate::secret::Secret;
 
+/// Which card a custodian holds. A custodian of a root with backup and
+/// activation holds several cards; each kind has its own file name and says
+/// on its face what it opens, so one is never taken for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardKind {
+    /// A share of the root key backup's key-encryption key.
+    Backup,
+    /// A share of the seed of the token's user PIN.
+    UserActivation,
+    /// A share of the seed of the token's security officer PIN.
+    SoActivation,
+}
+
+impl CardKind {
+    /// How the card file is named after the custodian's slug.
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            CardKind::Backup => ".card.txt",
+            CardKind::UserActivation => ".activation.card.txt",
+            CardKind::SoActivation => ".so-activation.card.txt",
+        }
+    }
+
+    /// What the card opens, as printed on it and said on screen.
+    pub fn title(self) -> &'static str {
+        match self {
+            CardKind::Backup => "backup (root key-encryption key)",
+            CardKind::UserActivation => "activation (user PIN)",
+            CardKind::SoActivation => "activation (security officer PIN)",
+        }
+    }
+}
+
 /// The people running the ceremony, as the runner sees them. Every prompt
 /// has a key (the step id, or `<step>.<what>`), which is how an answers file
 /// names its answer.
@@ -36,6 +69,48 @@ pub trait Operator {
     fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError>;
     /// Whether a person is answering (the log records which).
     fn is_interactive(&self) -> bool;
+
+    /// Like [`Operator::hand_out_share`], for a card of `kind`. Backup cards
+    /// go the old way; an operator that writes cards overrides this so the
+    /// kinds land in different files.
+    fn hand_out_card(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+        kind: CardKind,
+    ) -> Result<Option<PathBuf>, CeremonyError> {
+        let _ = kind;
+        self.hand_out_share(key, custodian, number, card)
+    }
+
+    /// Like [`Operator::take_share`], for a card of `kind`.
+    fn take_card(&mut self, key: &str, custodian: &str, attempt: u32, kind: CardKind) -> Result<Secret, CeremonyError> {
+        let _ = kind;
+        self.take_share(key, custodian, attempt)
+    }
+
+    /// Unattended runs: the people the answers file lists for `role`, who
+    /// bring their cards when a token is activated in the preflight (before
+    /// attendance is taken). `None` when a person answers: then
+    /// [`Operator::custodian_name`] asks who comes, one at a time.
+    fn scripted_participants(&self, role: &str) -> Option<Vec<String>> {
+        let _ = role;
+        None
+    }
+
+    /// Asks for the name of the next custodian to enter a card; an empty
+    /// answer means nobody else comes.
+    fn custodian_name(&mut self, key: &str, question: &str) -> Result<String, CeremonyError> {
+        let _ = question;
+        Err(CeremonyError::Input {
+            what: format!("prompt {key:?}"),
+            detail:
+                "this operator cannot ask for custodians' names; run interactively or list them in the answers file"
+                    .into(),
+        })
+    }
 }
 
 /// What a witness read back, and whether it was only echoed from the screen
@@ -74,12 +149,12 @@ impl ScriptedOperator {
         self
     }
 
-    fn card_path(&self, custodian: &str) -> Result<PathBuf, CeremonyError> {
+    fn card_path(&self, custodian: &str, kind: CardKind) -> Result<PathBuf, CeremonyError> {
         let dir = self.custodian_media.as_ref().ok_or_else(|| CeremonyError::Input {
             what: "share cards".into(),
             detail: "an unattended run with custodians needs custodian_media in the environment file (a directory standing for the custodians' own media)".into(),
         })?;
-        Ok(dir.join(format!("{}.card.txt", super::custody::slug(custodian))))
+        Ok(dir.join(format!("{}{}", super::custody::slug(custodian), kind.file_suffix())))
     }
 
     /// Hands back the transcript's writer, for the next ceremony of a run.
@@ -153,24 +228,51 @@ impl Operator for ScriptedOperator {
         number: u8,
         card: &Secret,
     ) -> Result<Option<PathBuf>, CeremonyError> {
-        let path = self.card_path(custodian)?;
+        self.hand_out_card(key, custodian, number, card, CardKind::Backup)
+    }
+
+    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError> {
+        self.take_card(key, custodian, attempt, CardKind::Backup)
+    }
+
+    fn hand_out_card(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+        kind: CardKind,
+    ) -> Result<Option<PathBuf>, CeremonyError> {
+        let path = self.card_path(custodian, kind)?;
         if let Some(dir) = path.parent() {
             crate::files::create_dir(dir, crate::files::Mode::Private)?;
         }
         crate::files::write_new(&path, card.expose(), crate::files::Mode::Private)?;
+        let what = if kind == CardKind::Backup { "share".to_string() } else { format!("{} card", kind.title()) };
         let _ =
-            writeln!(self.out, "  [{key}] share {number} written for {custodian} to {} (mode 0600)", path.display());
+            writeln!(self.out, "  [{key}] {what} {number} written for {custodian} to {} (mode 0600)", path.display());
         Ok(Some(path))
     }
 
-    fn take_share(&mut self, key: &str, custodian: &str, _attempt: u32) -> Result<Secret, CeremonyError> {
-        let path = self.card_path(custodian)?;
+    fn take_card(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        _attempt: u32,
+        kind: CardKind,
+    ) -> Result<Secret, CeremonyError> {
+        let path = self.card_path(custodian, kind)?;
         let card = std::fs::read(&path).map_err(|e| CeremonyError::Input {
-            what: format!("{custodian}'s share card {}", path.display()),
+            what: format!("{custodian}'s {} card {}", kind.title(), path.display()),
             detail: e.to_string(),
         })?;
-        let _ = writeln!(self.out, "  [{key}] {custodian} enters their share from {}", path.display());
+        let what = if kind == CardKind::Backup { "share".to_string() } else { format!("{} card", kind.title()) };
+        let _ = writeln!(self.out, "  [{key}] {custodian} enters their {what} from {}", path.display());
         Ok(crate::shares::words_from_card(&Secret::new(card)))
+    }
+
+    fn scripted_participants(&self, role: &str) -> Option<Vec<String>> {
+        Some(self.answers.participants.get(role).cloned().unwrap_or_default())
     }
 
     fn is_interactive(&self) -> bool {

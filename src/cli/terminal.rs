@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use dialoguer::{Confirm, Input, Password};
 
+use crate::ceremony::operator::CardKind;
 use crate::ceremony::{CeremonyError, Operator, ReadBack};
 use crate::config::Role;
 use crate::secret::Secret;
@@ -65,7 +66,18 @@ impl Operator for TerminalOperator {
         number: u8,
         card: &Secret,
     ) -> Result<Option<PathBuf>, CeremonyError> {
-        println!("\nShare {number} is for {custodian}. Everyone else looks away from the screen now.");
+        self.hand_out_card(key, custodian, number, card, CardKind::Backup)
+    }
+
+    fn hand_out_card(
+        &mut self,
+        key: &str,
+        custodian: &str,
+        number: u8,
+        card: &Secret,
+        kind: CardKind,
+    ) -> Result<Option<PathBuf>, CeremonyError> {
+        println!("\n{} card {number} is for {custodian}. Everyone else looks away from the screen now.", kind.title());
         Confirm::new()
             .with_prompt(format!("{custodian}: are you alone at the screen?"))
             .default(false)
@@ -97,12 +109,28 @@ impl Operator for TerminalOperator {
     }
 
     fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError> {
+        self.take_card(key, custodian, attempt, CardKind::Backup)
+    }
+
+    fn take_card(&mut self, key: &str, custodian: &str, attempt: u32, kind: CardKind) -> Result<Secret, CeremonyError> {
+        // Which card matters: a custodian of an activated root holds two or
+        // three, and typing the wrong one costs an attempt.
+        let which = match kind {
+            CardKind::Backup => "your share".to_string(),
+            other => format!("your {} card", other.title()),
+        };
         let prompt = if attempt == 1 {
-            format!("{custodian}: type the words of your share (hidden)")
+            format!("{custodian}: type the words of {which} (hidden)")
         } else {
             format!("{custodian}: try again, attempt {attempt} (hidden)")
         };
         Password::new().with_prompt(prompt).interact().map(Secret::from_string).map_err(|e| input_error(key, e))
+    }
+
+    fn custodian_name(&mut self, key: &str, question: &str) -> Result<String, CeremonyError> {
+        let name: String =
+            Input::new().with_prompt(question).allow_empty(true).interact_text().map_err(|e| input_error(key, e))?;
+        Ok(name.trim().to_string())
     }
 
     fn is_interactive(&self) -> bool {

@@ -30,6 +30,7 @@ struct RawCeremony {
     audit_key: RawKey,
     certificate: Option<RawCertificate>,
     backup: Option<RawBackup>,
+    activation: Option<RawActivation>,
     restore: Option<RawRestore>,
     reshare: Option<RawReshare>,
     intermediate: Option<RawIntermediate>,
@@ -46,6 +47,17 @@ struct RawBackup {
     shares: u8,
     #[serde(default = "custodian_role")]
     custodian_role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivation {
+    threshold: u8,
+    shares: u8,
+    #[serde(default = "custodian_role")]
+    custodian_role: String,
+    #[serde(default)]
+    so_pin: bool,
 }
 
 fn custodian_role() -> String {
@@ -185,7 +197,19 @@ impl CeremonyKind {
     }
 
     /// The step kinds this ceremony must contain, in the order they must come.
-    fn required_steps(self, backup: bool) -> Vec<StepKind> {
+    fn required_steps(self, backup: bool, activation: bool) -> Vec<StepKind> {
+        let mut steps = self.required_steps_without_activation(backup);
+        // Activation comes last before closing: the token's PINs change only
+        // once everything that needed the old ones (the backup's SO login
+        // among them) is done.
+        if activation {
+            let close = steps.len().saturating_sub(1);
+            steps.insert(close, StepKind::ActivateToken);
+        }
+        steps
+    }
+
+    fn required_steps_without_activation(self, backup: bool) -> Vec<StepKind> {
         use StepKind::*;
         match (self, backup) {
             (CeremonyKind::RootInit, false) => {
@@ -278,6 +302,9 @@ pub enum StepKind {
     Revoke,
     /// Build, lint, sign, verify and write a CRL.
     SignCrl,
+    /// Make the token's user PIN (and optionally the SO PIN) random, split
+    /// its seed among custodians, drill, change the PIN and prove it.
+    ActivateToken,
     /// Close the ceremony: final entry and final checkpoint.
     Close,
 }
@@ -305,6 +332,7 @@ impl StepKind {
             StepKind::SignIntermediate => "sign-intermediate",
             StepKind::Revoke => "revoke",
             StepKind::SignCrl => "sign-crl",
+            StepKind::ActivateToken => "activate-token",
             StepKind::Close => "close",
         }
     }
@@ -414,6 +442,18 @@ pub struct BackupSpec {
     pub custodian_role: String,
 }
 
+/// Activation (dual control of the token's login): the user PIN is a
+/// random seed split `threshold`-of-`shares` among the custodians of
+/// `custodian_role`; with `so_pin`, the security officer's PIN too, as a set
+/// of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationSpec {
+    pub threshold: u8,
+    pub shares: u8,
+    pub custodian_role: String,
+    pub so_pin: bool,
+}
+
 /// What a restore ceremony reads, by file name in the environment's input
 /// directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,6 +485,7 @@ pub struct Plan {
     pub audit_key: KeySpec,
     pub certificate: Option<CertificateSpec>,
     pub backup: Option<BackupSpec>,
+    pub activation: Option<ActivationSpec>,
     pub restore: Option<RestoreSpec>,
     pub intermediate: Option<IntermediateSpec>,
     pub revocation: Option<RevocationSpec>,
@@ -630,6 +671,47 @@ impl Plan {
             }
             None => None,
         };
+        let activation = match raw.activation {
+            Some(a) => {
+                if kind != CeremonyKind::RootInit {
+                    return Err(invalid(
+                        "activation",
+                        format!("belongs in a root-init ceremony, not a {} ceremony: the token's PINs are split when the token is made", kind.name()),
+                    ));
+                }
+                if a.threshold < 2 || a.threshold > a.shares || a.shares > 16 {
+                    return Err(invalid(
+                        "activation",
+                        format!("threshold {} of {} shares: use 2 <= threshold <= shares <= 16 (one custodian alone must never log in)", a.threshold, a.shares),
+                    ));
+                }
+                match roles.iter().find(|r| r.id == a.custodian_role) {
+                    Some(r) if r.min == usize::from(a.shares) => {}
+                    Some(r) => {
+                        return Err(invalid(
+                            "activation.shares",
+                            format!(
+                                "{} activation cards need exactly {} custodians: set min = {} on role {:?}",
+                                a.shares, a.shares, a.shares, r.id
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            "activation.custodian_role",
+                            format!("role {:?} is not declared in [[roles]]", a.custodian_role),
+                        ))
+                    }
+                }
+                Some(ActivationSpec {
+                    threshold: a.threshold,
+                    shares: a.shares,
+                    custodian_role: a.custodian_role,
+                    so_pin: a.so_pin,
+                })
+            }
+            None => None,
+        };
         let restore = match raw_restore {
             Some(r) => {
                 for (field, name) in [
@@ -749,7 +831,7 @@ impl Plan {
             }
         }
 
-        let steps = steps(raw.steps, &role_ids, kind, backup.is_some(), path)?;
+        let steps = steps(raw.steps, &role_ids, kind, backup.is_some(), activation.is_some(), path)?;
         Ok(Plan {
             path: path.to_path_buf(),
             fingerprint: Fingerprint::sha256(text.as_bytes()),
@@ -763,6 +845,7 @@ impl Plan {
             audit_key,
             certificate,
             backup,
+            activation,
             restore,
             intermediate,
             revocation,
@@ -802,6 +885,18 @@ impl Plan {
             rows.push((
                 "Custody",
                 format!("{what} {} of {} among the {} role", b.threshold, b.shares, b.custodian_role),
+            ));
+        }
+        if let Some(a) = &self.activation {
+            rows.push((
+                "Activation",
+                format!(
+                    "user PIN{} random, split {} of {} among the {} role",
+                    if a.so_pin { " and SO PIN each" } else { "" },
+                    a.threshold,
+                    a.shares,
+                    a.custodian_role
+                ),
             ));
         }
         if let Some(r) = &self.restore {
@@ -908,6 +1003,7 @@ fn steps(
     roles: &BTreeSet<String>,
     kind: CeremonyKind,
     backup: bool,
+    activation: bool,
     path: &Path,
 ) -> Result<Vec<Step>, ConfigError> {
     let mut ids = BTreeSet::new();
@@ -959,7 +1055,7 @@ fn steps(
             text: s.text,
         });
     }
-    let required = kind.required_steps(backup);
+    let required = kind.required_steps(backup, activation);
     for s in &out {
         // Steps any ceremony may add; every other kind belongs to the
         // ceremonies that require it (and a root's fingerprint read-back to
@@ -985,7 +1081,11 @@ fn steps(
                     "a {} step has no place in a {} ceremony{}",
                     s.kind.name(),
                     kind.name(),
-                    if backup { "" } else { " without [backup]" }
+                    match s.kind {
+                        StepKind::ActivateToken => " without [activation]",
+                        _ if !backup => " without [backup]",
+                        _ => "",
+                    }
                 ),
             ));
         }
@@ -1058,5 +1158,43 @@ fn check_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{id:?} must be 1-64 characters of a-z, 0-9 and '-'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+
+    /// Loads `ceremonies/root-init-activation.toml` edited by `edit`, from a
+    /// copy whose template path points back into the repository.
+    fn load_edited(edit: impl Fn(String) -> String) -> Result<Plan, ConfigError> {
+        let text = std::fs::read_to_string(repo("ceremonies/root-init-activation.toml")).expect("plan");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plan.toml");
+        let template = repo("templates/root-ca.toml");
+        std::fs::write(&path, edit(text).replace("../templates/root-ca.toml", &template.display().to_string()))
+            .expect("write");
+        Plan::load(&path)
+    }
+
+    #[test]
+    fn activation_needs_its_step_before_close_and_the_step_needs_the_table() {
+        let plan = load_edited(|t| t).expect("bundled activation plan");
+        let a = plan.activation.as_ref().expect("activation");
+        assert_eq!((a.threshold, a.shares, a.custodian_role.as_str(), a.so_pin), (2, 3, "custodian", false));
+        let kinds: Vec<StepKind> = plan.steps.iter().map(|s| s.kind).collect();
+        assert_eq!(&kinds[kinds.len() - 2..], &[StepKind::ActivateToken, StepKind::Close]);
+
+        let no_step = load_edited(|t| t.replace("kind = \"activate-token\"", "kind = \"confirm\""));
+        assert!(no_step.expect_err("missing step").to_string().contains("needs a activate-token step"));
+        let no_table =
+            load_edited(|t| t.replace("[activation]\nthreshold = 2\nshares = 3\ncustodian_role = \"custodian\"\n", ""));
+        assert!(no_table.expect_err("no table").to_string().contains("without [activation]"));
+        let too_low = load_edited(|t| t.replace("[activation]\nthreshold = 2", "[activation]\nthreshold = 1"));
+        assert!(too_low.expect_err("1-of-3").to_string().contains("one custodian alone must never log in"));
     }
 }

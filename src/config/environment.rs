@@ -9,6 +9,8 @@
 //! token_label = "keyrite-root"
 //! token_serial = "3f1c0e5a9d2b7c44"   # optional, required if labels repeat
 //! pin = "prompt"                        # or { env = "VAR" } or { file = "/path" }
+//! # or, on a token activated by custodians (see `[activation]`):
+//! # pin = { shares = "root-r1-audit.jsonl" }
 //! ```
 //! or, without an HSM:
 //! ```toml
@@ -38,6 +40,10 @@ pub enum SecretSource {
     File(PathBuf),
     /// Already in memory: rehearsals, which make their own throwaway PINs.
     Memory(Secret),
+    /// Rebuilt from custodians' activation cards: the path is the audit log
+    /// of the root ceremony that split the PIN (it holds the commitments).
+    /// PKCS#11 PINs only.
+    Shares(PathBuf),
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +52,7 @@ enum RawSecretSource {
     Word(String),
     Env { env: String },
     File { file: PathBuf },
+    Shares { shares: PathBuf },
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +237,17 @@ fn secret_source(raw: RawSecretSource, path: &Path, field: &str) -> Result<Secre
             let base = path.parent().unwrap_or(Path::new("."));
             Ok(SecretSource::File(if file.is_absolute() { file } else { base.join(file) }))
         }
+        // Activation cards open a token's login, nothing else: a software
+        // store's passphrase or sealing key is never split this way.
+        RawSecretSource::Shares { .. } if !field.starts_with("pkcs11.") => Err(ConfigError::invalid(
+            path,
+            field,
+            "{ shares = ... } stands for a token PIN split among custodians ([activation] in a root ceremony); a software store uses a passphrase or sealing key source",
+        )),
+        RawSecretSource::Shares { shares } => {
+            let base = path.parent().unwrap_or(Path::new("."));
+            Ok(SecretSource::Shares(if shares.is_absolute() { shares } else { base.join(shares) }))
+        }
     }
 }
 
@@ -269,6 +287,21 @@ mod tests {
         let twice =
             load("[pkcs11]\nuri = \"pkcs11:token=a?module-path=/m.so\"\nmodule = \"/n.so\"\npin = \"prompt\"\n");
         assert!(twice.expect_err("twice").to_string().contains("is also in pkcs11.uri"));
+    }
+
+    #[test]
+    fn a_pin_from_activation_cards_names_the_root_ceremony_log() {
+        let env = load("[pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin = { shares = \"root.jsonl\" }\nso_pin = { shares = \"/logs/root.jsonl\" }\n")
+            .expect("shares");
+        match env.backend {
+            Backend::Pkcs11 { pin: SecretSource::Shares(pin), so_pin: Some(SecretSource::Shares(so)), .. } => {
+                assert!(pin.ends_with("root.jsonl") && pin.is_absolute(), "{}", pin.display());
+                assert_eq!(so, PathBuf::from("/logs/root.jsonl"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let soft = load("[soft]\ndir = \"k\"\npassphrase = { shares = \"root.jsonl\" }\n");
+        assert!(soft.expect_err("soft").to_string().contains("soft.passphrase"));
     }
 
     #[test]

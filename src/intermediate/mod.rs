@@ -164,6 +164,13 @@ fn resolve_secret(
                 detail: "it is not set or empty; export it before running keyrite".into(),
             }),
         },
+        // Activation cards are for the offline root's token, in a ceremony.
+        SecretSource::Shares(log) => Err(IntermediateError::Secret {
+            what: format!("PIN from activation cards ({})", log.display()),
+            detail:
+                "the online intermediate does not take custodians' cards; give it a { file = ... } or { env = ... } PIN"
+                    .into(),
+        }),
         SecretSource::File(path) => {
             use std::os::unix::fs::PermissionsExt;
             let what = || format!("secret file {}", path.display());

@@ -766,6 +766,7 @@ mod tests {
 
     const ROOT: &str = include_str!("../../templates/root-ca.toml");
     const INTERMEDIATE: &str = include_str!("../../templates/intermediate-ca.toml");
+    const CONSTRAINED: &str = include_str!("../../templates/intermediate-ca-constrained.toml");
     const LEAF: &str = include_str!("../../templates/tls-leaf.toml");
 
     #[test]
@@ -774,7 +775,10 @@ mod tests {
         assert_eq!(root.kind(), CertKind::RootCa);
         let inter = Profile::from_toml_str(INTERMEDIATE, "intermediate-ca.toml").expect("intermediate");
         assert_eq!(inter.path_len(), Some(0));
-        assert!(inter.name_constraints().is_some());
+        assert!(inter.name_constraints().is_none(), "the default intermediate is unconstrained");
+        let constrained =
+            Profile::from_toml_str(CONSTRAINED, "intermediate-ca-constrained.toml").expect("constrained intermediate");
+        assert!(constrained.name_constraints().is_some());
         let leaf = Profile::from_toml_str(LEAF, "tls-leaf.toml").expect("leaf");
         assert_eq!(leaf.validity(), Duration::hours(24 * 7));
         assert!(leaf.subject_keys().allowed().contains(&SubjectKeyType::Rsa2048));
@@ -800,7 +804,7 @@ mod tests {
         assert!(e.contains("field `path_len`"), "{e}");
         let e = err_of(&INTERMEDIATE.replace("http://crl.", "https://crl."));
         assert!(e.contains("field `crl_distribution_points[0]`"), "{e}");
-        let e = err_of(&INTERMEDIATE.replace("10.0.0.0/8", "10.0.0.1/8"));
+        let e = err_of(&CONSTRAINED.replace("10.0.0.0/8", "10.0.0.1/8"));
         assert!(e.contains("name_constraints.permitted_ip[0]") && e.contains("host bits"), "{e}");
         let e = err_of(&ROOT.replace("[subject]", "extended_key_usage = [\"server-auth\"]\n[subject]"));
         assert!(e.contains("field `extended_key_usage`"), "{e}");
