@@ -123,7 +123,7 @@ fn rsa_4096_root_verifies_with_openssl() {
 }
 
 fn issue_intermediate(root: &Issued, root_key: &dyn Signer, subject_key: &dyn Signer) -> Result<Issued, ProfileError> {
-    let inter = template("intermediate-ca.toml");
+    let inter = template("intermediate-ca-constrained.toml");
     let nb = now();
     let req = IssueRequest {
         profile: &inter,

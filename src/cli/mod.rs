@@ -305,6 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for card in &done.share_cards {
                 println!("share card       {}", card.display());
             }
+            for card in &done.activation_cards {
+                println!("activation card  {}", card.display());
+            }
             if let Some(uri) = &done.key_uri {
                 println!("key              {uri}");
             }
