@@ -582,6 +582,7 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
         args.allow_ip_range.iter().map(|r| launch::parse_cidr(r)).collect::<Result<Vec<_>, _>>()?;
     options.lifetime = launch::parse_lifetime(&args.lifetime)?;
     options.max_identifiers = args.max_identifiers;
+    options.ready_file = args.ready_file;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {
