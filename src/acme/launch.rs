@@ -287,7 +287,9 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
         .map_err(|e| LaunchError::File { path: issuer_config.certificate.clone(), problem: e.to_string() })?;
 
     let leaf_profile = match &options.leaf_template {
-        Some(path) => Profile::load(path).map_err(|e| LaunchError::File { path: path.clone(), problem: e.to_string() })?,
+        Some(path) => {
+            Profile::load(path).map_err(|e| LaunchError::File { path: path.clone(), problem: e.to_string() })?
+        }
         None => Profile::from_toml_str(SHIPPED_LEAF, "templates/tls-leaf.toml")
             .map_err(|e| option_err("shipped leaf template", e.to_string()))?,
     };
@@ -447,11 +449,7 @@ pub async fn launch(options: LaunchOptions) -> Result<Launched, LaunchError> {
         .await
         .map_err(|e| option_err("start-up checks", e.to_string()))??;
     let server = super::start(prepared.config, prepared.issuer).await?;
-    let ready = ReadyInfo {
-        directory: server.directory_url(),
-        tls_ca: prepared.tls_ca,
-        listen: server.local_addr(),
-    };
+    let ready = ReadyInfo { directory: server.directory_url(), tls_ca: prepared.tls_ca, listen: server.local_addr() };
     if let Some(path) = &options.ready_file {
         let json = serde_json::to_vec_pretty(&ready).map_err(|e| option_err("ready file", e.to_string()))?;
         if let Err(e) = crate::files::write_new(path, &json, crate::files::Mode::Public) {

@@ -557,8 +557,9 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
         if !std::io::stdin().is_terminal() {
             return Err(IntermediateError::Secret {
                 what: question.to_string(),
-                detail: "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
-                    .into(),
+                detail:
+                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
+                        .into(),
             });
         }
         dialoguer::Password::new()
