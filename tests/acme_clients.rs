@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{keyrite, openssl, require_tool, stderr, stdout, SoftHsm};
@@ -193,9 +192,9 @@ impl Ca {
 /// empty NOERROR for other types under `acme.test`, REFUSED elsewhere.
 struct Dns {
     addr: SocketAddr,
-    /// TXT answers by owner name (no trailing dot), for dns-01.
-    #[allow(dead_code)]
-    txt: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// TXT answers for dns-01: one file per owner name (no trailing dot),
+    /// one value a line, written by a client's hook script.
+    txt_dir: tempfile::TempDir,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -209,9 +208,9 @@ impl Dns {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
         socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         let addr = socket.local_addr().expect("addr");
-        let txt: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+        let txt_dir = tempfile::tempdir().expect("txt dir");
         let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (txt.clone(), stop.clone());
+        let (t, s) = (txt_dir.path().to_path_buf(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !s.load(Ordering::Relaxed) {
@@ -236,8 +235,8 @@ impl Dns {
                             resp.answers.push(Record::from_rdata(q.name.clone(), 5, RData::A(A(Ipv4Addr::LOCALHOST))))
                         }
                         RecordType::TXT => {
-                            let values = t.lock().expect("lock").get(&name).cloned().unwrap_or_default();
-                            for v in values {
+                            let values = std::fs::read_to_string(t.join(&name)).unwrap_or_default();
+                            for v in values.lines().map(str::to_string) {
                                 resp.answers.push(Record::from_rdata(q.name.clone(), 5, RData::TXT(TXT::new(vec![v]))));
                             }
                         }
@@ -249,7 +248,7 @@ impl Dns {
                 }
             }
         });
-        Dns { addr, txt, stop, thread: Some(thread) }
+        Dns { addr, txt_dir, stop, thread: Some(thread) }
     }
 }
 
@@ -272,7 +271,7 @@ struct Server {
     tls_ca: PathBuf,
     http01: u16,
     tlsalpn01: u16,
-    _dns: Dns,
+    dns: Dns,
     dir: tempfile::TempDir,
 }
 
@@ -302,7 +301,7 @@ impl Server {
             .spawn()
             .expect("spawn keyrite acme-serve");
         let mut server =
-            Server { child, log, directory: String::new(), tls_ca: PathBuf::new(), http01, tlsalpn01, _dns: dns, dir };
+            Server { child, log, directory: String::new(), tls_ca: PathBuf::new(), http01, tlsalpn01, dns, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
@@ -564,5 +563,41 @@ fn lego_http01_ip_identifier() {
         );
         eprintln!("lego orders IP addresses as dns identifiers; refused as RFC 8738 requires");
     }
+    server.stop();
+}
+
+/// lego dns-01 through its `exec` provider: the hook script writes the TXT
+/// value where the test's authoritative server answers from, and lego asks
+/// that server (and only it) before telling acme-serve to validate.
+#[test]
+fn lego_dns01_exec_issue() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tool("lego", "lego");
+    let ca = Ca::new();
+    let server = Server::start(&ca);
+    let dir = server.client_dir("lego-dns");
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\nname=$(printf %s \"$2\" | sed 's/[.]$//')\ncase \"$1\" in\n  present) printf '%s\\n' \"$3\" >> \"{dir}/$name\" ;;\n  cleanup) rm -f \"{dir}/$name\" ;;\nesac\n",
+            dir = server.dns.txt_dir.path().display()
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let name = "lego-dns.acme.test";
+    run_client(
+        &server,
+        "lego run (dns-01 via exec)",
+        lego(&server, &dir, &[name])
+            .env("EXEC_PATH", &hook)
+            .env("EXEC_POLLING_INTERVAL", "1")
+            .env("EXEC_PROPAGATION_TIMEOUT", "30")
+            .args(["--dns", "exec", "--dns.resolvers", &server.dns.addr.to_string(), "--dns.disable-cp"])
+            .arg("run"),
+    );
+    let leaf = first_cert(&lego_cert(&dir, name), &dir.join("leaf.pem"));
+    check_leaf(&ca, &leaf, &[name]);
     server.stop();
 }
