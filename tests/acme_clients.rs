@@ -601,3 +601,34 @@ fn lego_dns01_exec_issue() {
     check_leaf(&ca, &leaf, &[name]);
     server.stop();
 }
+
+/// acme-serve refuses to start, saying why, and never echoes the PIN.
+#[test]
+fn acme_serve_refuses_to_start_with_reasons() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let serve = |pin: &str, extra: &[&str]| {
+        let out = keyrite()
+            .current_dir(ca.work.path())
+            .env("SOFTHSM2_CONF", &ca.hsm.conf)
+            .env(PIN_VAR, pin)
+            .args(["acme-serve", "--issuer", "issuer/issuer.toml", "--env", "env.toml"])
+            .args(["--db", p(&dir.path().join("acme.sqlite"))])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .output()
+            .expect("run acme-serve");
+        assert!(!out.status.success(), "acme-serve started: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(!err.contains(PIN) && !err.contains("wrong-pin-0000"), "a PIN leaked:\n{err}");
+        err
+    };
+    let err = serve("wrong-pin-0000", &["--allow-dns-suffix", "acme.test"]);
+    assert!(err.contains("CKR_PIN_INCORRECT") || err.to_lowercase().contains("pin"), "{err}");
+    let err = serve(PIN, &[]);
+    assert!(err.contains("nothing may be issued"), "{err}");
+    // A certificate file replaced after install is caught by the start-up check.
+    std::fs::write(ca.path("issuer/intermediate.pem"), std::fs::read(ca.root_pem()).expect("root")).expect("swap");
+    let err = serve(PIN, &["--allow-dns-suffix", "acme.test"]);
+    assert!(err.contains("issuer refused"), "{err}");
+}
