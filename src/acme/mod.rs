@@ -13,6 +13,7 @@ pub mod ca;
 pub mod client;
 pub mod identifier;
 pub mod jws;
+pub mod launch;
 pub mod model;
 pub mod nonce;
 pub mod problem;
@@ -233,6 +234,9 @@ fn router(state: wfe::Shared) -> Router {
     let p = |m: MethodRouter<wfe::Shared>| m.fallback(wfe::method_not_allowed);
     Router::new()
         .route("/acme/directory", p(get(wfe::directory)))
+        // The bare path too: clients are often configured by hand, and
+        // `https://host/directory` is what Pebble and step-ca users type.
+        .route("/directory", p(get(wfe::directory)))
         .route("/acme/new-nonce", p(get(wfe::new_nonce).head(wfe::new_nonce)))
         .route("/acme/new-account", p(post(wfe::new_account)))
         .route("/acme/acct/{id}", p(post(wfe::account)))

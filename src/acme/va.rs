@@ -355,7 +355,7 @@ mod bytes_alias {
 }
 
 #[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+struct AcceptAnyCert;
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     // The certificate is judged by RFC 8737's rules after the handshake,
@@ -372,14 +372,18 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 
     // The handshake signature is still checked: it proves the responder
-    // holds the certificate's key.
+    // holds the certificate's key. Not through rustls' helpers: they parse
+    // the certificate with webpki, which refuses the critical
+    // acmeIdentifier extension every RFC 8737 certificate carries
+    // (UnsupportedCriticalExtension), so no real tls-alpn-01 responder
+    // could ever pass.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_handshake_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -388,12 +392,65 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        // TLS 1.3 forbids PKCS#1 v1.5 and ties ECDSA curves to hashes; the
+        // table below only pairs curves with their own hash.
+        if matches!(
+            dss.scheme,
+            rustls::SignatureScheme::RSA_PKCS1_SHA256
+                | rustls::SignatureScheme::RSA_PKCS1_SHA384
+                | rustls::SignatureScheme::RSA_PKCS1_SHA512
+        ) {
+            return Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ));
+        }
+        verify_handshake_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        use rustls::SignatureScheme as S;
+        vec![
+            S::ECDSA_NISTP256_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::ED25519,
+            S::RSA_PSS_SHA256,
+            S::RSA_PSS_SHA384,
+            S::RSA_PSS_SHA512,
+            S::RSA_PKCS1_SHA256,
+            S::RSA_PKCS1_SHA384,
+            S::RSA_PKCS1_SHA512,
+        ]
     }
+}
+
+/// Checks a handshake signature against the public key of `cert`, parsed
+/// with x509-cert (which, unlike webpki, leaves extensions to us).
+fn verify_handshake_signature(
+    message: &[u8],
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use aws_lc_rs::signature as sig;
+    use rustls::SignatureScheme as S;
+    let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
+        S::ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        S::ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        S::ED25519 => &sig::ED25519,
+        S::RSA_PSS_SHA256 => &sig::RSA_PSS_2048_8192_SHA256,
+        S::RSA_PSS_SHA384 => &sig::RSA_PSS_2048_8192_SHA384,
+        S::RSA_PSS_SHA512 => &sig::RSA_PSS_2048_8192_SHA512,
+        S::RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        S::RSA_PKCS1_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        S::RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        _ => return Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoSignatureSchemesInCommon)),
+    };
+    let bad_cert = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding);
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).map_err(|_| bad_cert())?;
+    let key = parsed.tbs_certificate().subject_public_key_info().subject_public_key.raw_bytes();
+    sig::UnparsedPublicKey::new(alg, key)
+        .verify(message, dss.signature())
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))?;
+    Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
 
 async fn tls_alpn_handshake(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, Problem> {
@@ -403,7 +460,7 @@ async fn tls_alpn_handshake(addr: SocketAddr, sni: &str) -> Result<Vec<u8>, Prob
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(&e))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
     // RFC 8737 §4: no resumption, every validation is a full handshake.

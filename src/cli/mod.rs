@@ -52,6 +52,66 @@ enum Command {
     /// The offline CA directory: index, backup, verification
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Run the RFC 8555 ACME server that issues short-lived TLS leaves from the intermediate
+    AcmeServe(AcmeServeArgs),
+}
+
+#[derive(clap::Args)]
+struct AcmeServeArgs {
+    /// The issuer configuration (issuer.toml) from `keyrite intermediate install`
+    #[arg(long)]
+    issuer: PathBuf,
+    /// Environment file: which token (or software store) holds the issuing key, where its PIN comes from
+    #[arg(long)]
+    env: PathBuf,
+    /// The SQLite database (created if missing)
+    #[arg(long)]
+    db: PathBuf,
+    /// Address and port to listen on (HTTPS)
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The base URL clients use, when it differs from https://<listen address>
+    #[arg(long)]
+    external_url: Option<String>,
+    /// The server's own certificate chain (PEM, leaf first)
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_name")]
+    tls_cert: Option<PathBuf>,
+    /// The private key for --tls-cert (unencrypted PKCS#8 PEM)
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With --tls-cert: the CA bundle clients trust, reported in the ready file
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Issue the server's certificate from the intermediate at start for these names (default: the listen address)
+    #[arg(long, num_args = 1..)]
+    tls_name: Vec<String>,
+    /// A leaf template instead of the shipped templates/tls-leaf.toml
+    #[arg(long)]
+    leaf_template: Option<PathBuf>,
+    /// Port the http-01 validation connects to
+    #[arg(long, default_value_t = 80)]
+    http01_port: u16,
+    /// Port the tls-alpn-01 validation connects to
+    #[arg(long, default_value_t = 443)]
+    tlsalpn01_port: u16,
+    /// DNS server (ADDR:PORT) for name resolution and dns-01 (default: the system resolver; no dns-01)
+    #[arg(long)]
+    dns: Option<std::net::SocketAddr>,
+    /// Issue for names equal to or under this suffix (repeatable)
+    #[arg(long, num_args = 1..)]
+    allow_dns_suffix: Vec<String>,
+    /// Issue for IP addresses in this range, e.g. 10.0.0.0/8 (repeatable)
+    #[arg(long, num_args = 1..)]
+    allow_ip_range: Vec<String>,
+    /// Lifetime of certificates whose order names none (e.g. 24h, 90m, 7d)
+    #[arg(long, default_value = "24h")]
+    lifetime: String,
+    /// Most identifiers in one order
+    #[arg(long, default_value_t = 100)]
+    max_identifiers: usize,
+    /// Write {directory, tls_ca, listen} as JSON here once listening (must not exist)
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -362,6 +422,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ca = crate::ceremony::ca::init_dir(&ca_dir, &root)?;
             println!("{}: CA directory created for root SHA-256 {}", ca.dir().display(), ca.state().root_sha256);
         }
+        Command::AcmeServe(args) => run_acme_serve(args)?,
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
         Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
             let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;
@@ -496,5 +557,55 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             println!("key              {}", c.key_uri);
         }
     }
+    Ok(())
+}
+
+/// `keyrite acme-serve`: resolves a prompted PIN here (the only place with a
+/// terminal), then hands everything to `acme::launch`.
+fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
+    use crate::acme::launch::{self, LaunchOptions, TlsOption};
+    use crate::intermediate::IntermediateError;
+    launch::install_tracing();
+    let mut environment = Environment::load(&args.env)?;
+    launch::resolve_prompts(&mut environment, &mut |question: &str| {
+        if !std::io::stdin().is_terminal() {
+            return Err(IntermediateError::Secret {
+                what: question.to_string(),
+                detail:
+                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
+                        .into(),
+            });
+        }
+        dialoguer::Password::new()
+            .with_prompt(question)
+            .interact()
+            .map(crate::secret::Secret::from_string)
+            .map_err(|e| IntermediateError::Secret { what: question.to_string(), detail: e.to_string() })
+    })?;
+    let mut options = LaunchOptions::new(args.issuer, environment, args.db, args.listen);
+    options.external_url = args.external_url;
+    options.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => TlsOption::Files { cert, key, ca: args.tls_ca },
+        _ => TlsOption::Issue { names: args.tls_name },
+    };
+    options.leaf_template = args.leaf_template;
+    options.http01_port = args.http01_port;
+    options.tls_alpn01_port = args.tlsalpn01_port;
+    options.dns = args.dns;
+    options.allow_dns_suffixes = args.allow_dns_suffix;
+    options.allow_ip_ranges =
+        args.allow_ip_range.iter().map(|r| launch::parse_cidr(r)).collect::<Result<Vec<_>, _>>()?;
+    options.lifetime = launch::parse_lifetime(&args.lifetime)?;
+    options.max_identifiers = args.max_identifiers;
+    options.ready_file = args.ready_file;
+    launch::serve_blocking(options, |ready| {
+        println!("ACME directory   {}", ready.directory);
+        if let Some(ca) = &ready.tls_ca {
+            println!("TLS trust anchor {}", ca.display());
+        }
+        println!("listening on     {}", ready.listen);
+    })
+    .context("acme-serve stopped")?;
+    println!("acme-serve stopped cleanly");
     Ok(())
 }

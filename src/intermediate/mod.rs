@@ -149,7 +149,10 @@ pub fn open_key_store(
     }
 }
 
-fn resolve_secret(
+/// Resolves one secret source (terminal via `prompt`, a named environment
+/// variable, or a 0600 file); `acme-serve` resolves its PIN once at start
+/// with it and keeps it in memory for the signer thread.
+pub fn resolve_secret(
     source: &SecretSource,
     question: &str,
     prompt: &mut dyn FnMut(&str) -> Result<Secret, IntermediateError>,
