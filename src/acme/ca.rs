@@ -131,13 +131,18 @@ impl SignerHandle {
 
 fn issue_leaf(issuer_der: &[u8], profile: &Profile, signer: &dyn Signer, req: &LeafRequest) -> Result<Issued, CaError> {
     let serial = crate::hsm::soft::SystemRng.random_bytes(16).map_err(CaError::Rng)?;
+    // The start is backdated a minute for clients with slow clocks, but never
+    // before the intermediate's own start, as it would be just after the
+    // intermediate was installed.
+    let issuer_start = profile::certificate_summary(issuer_der).map(|s| s.not_before).ok();
+    let not_before = issuer_start.map_or(req.not_before, |start| req.not_before.max(start));
     let request = IssueRequest {
         profile,
         subject: None,
         subject_spki: &req.spki_der,
         sans: req.sans.clone(),
         serial,
-        not_before: req.not_before,
+        not_before,
         not_after: req.not_after,
         issuer: IssuerRef::Certificate { der: issuer_der },
     };

@@ -118,7 +118,14 @@ pub async fn issue_one(
     timings.account = started.elapsed();
 
     let step = Instant::now();
-    let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    // An address is ordered as an "ip" identifier (RFC 8738), a name as "dns".
+    let ids: Vec<Identifier> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Identifier::Ip(ip),
+            Err(_) => Identifier::Dns(n.clone()),
+        })
+        .collect();
     let mut order =
         account.new_order(&NewOrder::new(&ids)).await.map_err(|e| ClientError::Protocol(format!("newOrder: {e}")))?;
     timings.order = step.elapsed();

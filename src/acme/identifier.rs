@@ -179,9 +179,11 @@ impl Policy {
                 if *wildcard && !self.allow_wildcards {
                     return Err(IdentifierError::Policy("wildcard names are not issued here".into()));
                 }
+                // "." (an empty suffix) allows every name: the sandbox's policy,
+                // which leaves the decision to its resolver.
                 let ok = self.allowed_dns_suffixes.iter().any(|s| {
                     let s = s.trim_start_matches('.');
-                    name == s || name.strip_suffix(s).is_some_and(|head| head.ends_with('.'))
+                    s.is_empty() || name == s || name.strip_suffix(s).is_some_and(|head| head.ends_with('.'))
                 });
                 if !ok {
                     return Err(IdentifierError::Policy(format!("{name} is outside the names this CA issues for")));

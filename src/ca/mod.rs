@@ -779,7 +779,7 @@ pub fn crl_signed_event(crl: &SignedCrl) -> Event {
 
 /// Whether `cert_der`'s signature, in one of the schemes keyrite signs
 /// with, verifies under `spki`.
-fn signed_by(cert_der: &[u8], spki: &[u8]) -> bool {
+pub(crate) fn signed_by(cert_der: &[u8], spki: &[u8]) -> bool {
     use crate::hsm::SignatureAlgorithm::*;
     use der::asn1::BitStringRef;
     use der::{Decode, Reader, SliceReader};

@@ -37,6 +37,30 @@ pub const TOKEN_LABEL: &str = "keyrite-rehearsal";
 /// The fresh token the rehearsal restores the root key into.
 pub const RESTORE_TOKEN_LABEL: &str = "keyrite-restore";
 
+/// How `keyrite rehearse` runs.
+#[derive(Debug, Clone)]
+pub struct RehearseOptions {
+    pub backend: BackendChoice,
+    /// Keep acme-serve running in the foreground after the rehearsal, as a
+    /// sandbox clients can be pointed at (until SIGINT or SIGTERM).
+    pub serve: bool,
+    /// Where acme-serve listens (default: a free port on 127.0.0.1).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The port http-01 validation connects to (default: a free port, where
+    /// the rehearsal's own client answers).
+    pub http01_port: Option<u16>,
+    /// The port tls-alpn-01 validation connects to.
+    pub tlsalpn01_port: Option<u16>,
+    /// The resolver for dns-01 and for resolving names to validate.
+    pub dns: Option<std::net::SocketAddr>,
+}
+
+impl RehearseOptions {
+    pub fn new(backend: BackendChoice) -> Self {
+        RehearseOptions { backend, serve: false, listen: None, http01_port: None, tlsalpn01_port: None, dns: None }
+    }
+}
+
 /// Which key store to rehearse on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
@@ -71,6 +95,13 @@ pub struct Rehearsal {
     pub ca_dir: String,
     /// What `keyrite acme-serve` loads: the intermediate, its chain, its key.
     pub issuer_config: String,
+    /// The certificate the rehearsal's own ACME client obtained from
+    /// acme-serve at the end (for 127.0.0.1), and verified.
+    pub acme_test_cert: String,
+    /// With `--serve`: the sandbox's directory URL, and the PEM bundle a
+    /// client must trust for its HTTPS. Null without `--serve`.
+    pub acme_directory: Option<String>,
+    pub acme_tls_ca: Option<String>,
 }
 
 /// Where SoftHSM's module is on common distributions.
@@ -95,7 +126,8 @@ pub fn find_softhsm() -> Option<PathBuf> {
 /// transcript to `out`: the root ceremony with its backup and restore drill,
 /// then a restore of the root key into a fresh token from two of the three
 /// custodians' shares.
-pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> Result<Rehearsal, CeremonyError> {
+pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) -> Result<Rehearsal, CeremonyError> {
+    let choice = options.backend;
     prepare_dir(dir)?;
     let module = match choice {
         BackendChoice::Soft => None,
@@ -308,9 +340,9 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         Some(_) => (TOKEN_LABEL.to_string(), RESTORE_TOKEN_LABEL.to_string()),
         None => (root.store.label(), restored.store.label()),
     };
-    let rehearsal = Rehearsal {
+    let mut rehearsal = Rehearsal {
         backend: if module.is_some() { "softhsm" } else { "soft" }.into(),
-        module: module.map(|m| m.display().to_string()),
+        module: module.as_ref().map(|m| m.display().to_string()),
         token_label,
         root_cert: absolute(root.certificate_pem.as_deref().ok_or_else(|| missing("certificate"))?),
         audit_log: absolute(&root.audit_log),
@@ -323,12 +355,134 @@ pub fn run(dir: &Path, choice: BackendChoice, out: Box<dyn std::io::Write>) -> R
         root_crl: absolute(crl.crl_pem.as_deref().ok_or_else(|| missing("CRL"))?),
         ca_dir: absolute(&ca_dir),
         issuer_config: absolute(&installed.issuer_toml),
+        acme_test_cert: String::new(),
+        acme_directory: None,
+        acme_tls_ca: None,
     };
-    let json =
-        serde_json::to_vec_pretty(&rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
-    files::write_new(&dir.join("rehearsal.json"), &json, Mode::Public)?;
-    say(&mut transcript, &format!("Wrote {}", dir.join("rehearsal.json").display()));
+
+    // 4. acme-serve on loopback from the installed intermediate; the
+    //    rehearsal's own client obtains one certificate and checks it.
+    let acme_dir = dir.join("acme");
+    files::create_dir(&acme_dir, Mode::Private)?;
+    let mut launch = crate::acme::launch::LaunchOptions::new(
+        installed.issuer_toml.clone(),
+        intermediate_env,
+        acme_dir.join("acme.db"),
+        options.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    );
+    launch.tls = crate::acme::launch::TlsOption::Issue { names: vec!["127.0.0.1".into()] };
+    launch.tls_alpn01_port = options.tlsalpn01_port.unwrap_or(443);
+    launch.dns = options.dns;
+    // The sandbox issues for any name its resolver answers, and for the
+    // loopback addresses: policy does not stand in the way of a rehearsal.
+    launch.allow_dns_suffixes = vec![".".into()];
+    launch.allow_ip_ranges = vec![
+        (std::net::IpAddr::from([127, 0, 0, 1]), 32),
+        (std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+    ];
+    let serve = options.serve;
+    let http01 = options.http01_port;
+    let rehearsal_path = dir.join("rehearsal.json");
+    let mut transcript = transcript;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CeremonyError::Step { step: 0, message: format!("starting the async runtime: {e}") })?;
+    let root_spki_pem = root.certificate_pem.clone().ok_or_else(|| missing("certificate"))?;
+    runtime.block_on(async {
+        let acme_error = |e: &dyn std::fmt::Display| CeremonyError::Step { step: 0, message: format!("acme-serve rehearsal: {e}") };
+        let responder = crate::acme::client::Http01Responder::start(std::net::SocketAddr::from(([127, 0, 0, 1], http01.unwrap_or(0))))
+            .await
+            .map_err(|e| acme_error(&e))?;
+        launch.http01_port = responder.addr.port();
+        let launched = crate::acme::launch::launch(launch).await.map_err(|e| acme_error(&e))?;
+        let directory = launched.ready.directory.clone();
+        let tls_ca = launched.ready.tls_ca.clone().ok_or_else(|| acme_error(&"the server named no TLS CA bundle"))?;
+        say(&mut transcript, &format!("\nacme-serve listening: {directory}"));
+        let issued = crate::acme::client::issue_one(&directory, &tls_ca, &["127.0.0.1".to_string()], &responder).await;
+        responder.stop();
+        let issued = match issued {
+            Ok(i) => i,
+            Err(e) => {
+                launched.server.shutdown().await;
+                return Err(acme_error(&e));
+            }
+        };
+        let leaf = check_leaf(&issued.chain_pem, &installed.checked.intermediate_der, &root_spki_pem)?;
+        let leaf_path = acme_dir.join("rehearsal-leaf.pem");
+        files::write_new(&leaf_path, issued.chain_pem.as_bytes(), Mode::Public)?;
+        say(
+            &mut transcript,
+            &format!(
+                "The rehearsal's ACME client obtained a certificate for 127.0.0.1 in {} ms and verified it: {leaf}\n  written to {}",
+                issued.timings.total.as_millis(),
+                leaf_path.display()
+            ),
+        );
+        rehearsal.acme_test_cert = absolute(&leaf_path);
+        if serve {
+            rehearsal.acme_directory = Some(directory.clone());
+            rehearsal.acme_tls_ca = Some(absolute(&tls_ca));
+            write_rehearsal(&rehearsal_path, &rehearsal)?;
+            say(
+                &mut transcript,
+                &format!(
+                    "Wrote {}\nSandbox ready: point ACME clients at {directory}\n  trust {} for its HTTPS; http-01 goes to port {}; Ctrl-C stops it.",
+                    rehearsal_path.display(),
+                    tls_ca.display(),
+                    http01.map_or_else(|| "(a free port; pass --http01-port)".to_string(), |p| p.to_string())
+                ),
+            );
+            let stopped = crate::acme::launch::shutdown_signal().await;
+            launched.server.shutdown().await;
+            stopped.map_err(|e| acme_error(&e))?;
+        } else {
+            launched.server.shutdown().await;
+            write_rehearsal(&rehearsal_path, &rehearsal)?;
+            say(&mut transcript, &format!("acme-serve stopped.\nWrote {}", rehearsal_path.display()));
+        }
+        Ok::<(), CeremonyError>(())
+    })?;
     Ok(rehearsal)
+}
+
+fn write_rehearsal(path: &Path, rehearsal: &Rehearsal) -> Result<(), CeremonyError> {
+    let json =
+        serde_json::to_vec_pretty(rehearsal).map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
+    Ok(files::write_new(path, &json, Mode::Public)?)
+}
+
+/// Checks the certificate acme-serve issued: leaf first, signed by the
+/// intermediate, which the root signed; an IP SAN of 127.0.0.1. Returns a
+/// one-line summary.
+fn check_leaf(chain_pem: &str, intermediate_der: &[u8], root_pem: &Path) -> Result<String, CeremonyError> {
+    let bad =
+        |m: String| CeremonyError::Step { step: 0, message: format!("the rehearsal's certificate is wrong: {m}") };
+    let mut ders = Vec::new();
+    for block in chain_pem.split_inclusive("-----END CERTIFICATE-----").filter(|b| b.contains("BEGIN")) {
+        let (_, der) = pem_rfc7468::decode_vec(block.trim_start().as_bytes()).map_err(|e| bad(e.to_string()))?;
+        ders.push(der);
+    }
+    let leaf = ders.first().ok_or_else(|| bad("the chain is empty".into()))?;
+    if ders.get(1).map(Vec::as_slice) != Some(intermediate_der) {
+        return Err(bad("the chain's second certificate is not the installed intermediate".into()));
+    }
+    let int_spki = super::custody::certificate_spki(Path::new("intermediate"), intermediate_der)?;
+    if !crate::ca::signed_by(leaf, &int_spki) {
+        return Err(bad("the leaf's signature does not verify under the intermediate's key".into()));
+    }
+    let root_bytes = std::fs::read(root_pem).map_err(|e| files::FileError::io(root_pem, "reading", e))?;
+    let (_, root_der) = pem_rfc7468::decode_vec(&root_bytes).map_err(|e| bad(e.to_string()))?;
+    let root_spki = super::custody::certificate_spki(root_pem, &root_der)?;
+    if !crate::ca::signed_by(intermediate_der, &root_spki) {
+        return Err(bad("the intermediate's signature does not verify under the root's key".into()));
+    }
+    let summary = crate::profile::certificate_summary(leaf).map_err(|e| bad(e.to_string()))?;
+    let now = time::OffsetDateTime::now_utc();
+    if summary.not_before > now || summary.not_after < now {
+        return Err(bad("it is not valid now".into()));
+    }
+    Ok(format!("serial {}, valid until {}, chains to the root", summary.serial_hex, summary.not_after))
 }
 
 /// The software root's sealing key, rebuilt from the first two custodians'

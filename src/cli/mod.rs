@@ -33,6 +33,21 @@ enum Command {
         /// Which key store to rehearse on
         #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
         backend: BackendArg,
+        /// Keep acme-serve running afterwards as a sandbox for ACME clients (until Ctrl-C)
+        #[arg(long)]
+        serve: bool,
+        /// Where acme-serve listens (default: a free port on 127.0.0.1)
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The port http-01 validation connects to on the client's host
+        #[arg(long)]
+        http01_port: Option<u16>,
+        /// The port tls-alpn-01 validation connects to (default 443)
+        #[arg(long)]
+        tlsalpn01_port: Option<u16>,
+        /// The DNS server (ADDR:PORT) for dns-01 and for resolving names to validate
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
     },
     /// Ceremony scripts: check, print, run
     #[command(subcommand)]
@@ -301,13 +316,24 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Rehearse { dir, backend } => {
+        Command::Rehearse { dir, backend, serve, listen, http01_port, tlsalpn01_port, dns } => {
             let choice = match backend {
                 BackendArg::Auto => rehearse::BackendChoice::Auto,
                 BackendArg::Softhsm => rehearse::BackendChoice::SoftHsm,
                 BackendArg::Soft => rehearse::BackendChoice::Soft,
             };
-            let r = rehearse::run(&dir, choice, Box::new(std::io::stdout())).context("rehearsal failed")?;
+            let options = rehearse::RehearseOptions {
+                serve,
+                listen,
+                http01_port,
+                tlsalpn01_port,
+                dns,
+                ..rehearse::RehearseOptions::new(choice)
+            };
+            if serve {
+                crate::acme::launch::install_tracing();
+            }
+            let r = rehearse::run(&dir, &options, Box::new(std::io::stdout())).context("rehearsal failed")?;
             println!("Rehearsal complete on {}: root certificate {}", r.backend, r.root_cert);
         }
         Command::Ceremony(CeremonyCommand::Check { ceremony }) => {
