@@ -388,23 +388,16 @@ pub fn resolve_secret(
     key: &str,
     question: &str,
 ) -> Result<Secret, CeremonyError> {
-    match source {
-        SecretSource::Prompt => operator.secret(key, question),
-        SecretSource::Memory(s) => Ok(s.clone()),
-        SecretSource::Env(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret::from_string(v)),
-            _ => Err(CeremonyError::Input {
-                what: format!("environment variable {var}"),
-                detail: "it is not set or empty".into(),
-            }),
-        },
-        SecretSource::File(path) => read_secret_file(path),
-        // Only a token's PIN is split among custodians; the preflight
-        // rebuilds it before anything else asks.
-        SecretSource::Shares(log) => Err(CeremonyError::Input {
+    let unattended = source.read_unattended().map_err(|e| CeremonyError::Input { what: e.what, detail: e.detail })?;
+    match (unattended, source) {
+        (Some(secret), _) => Ok(secret),
+        (None, SecretSource::Shares(log)) => Err(CeremonyError::Input {
+            // Only a token's PIN is split among custodians; the preflight
+            // rebuilds it before anything else asks.
             what: format!("{key} from activation cards ({})", log.display()),
             detail: "only a PKCS#11 token's pin or so_pin can come from activation cards".into(),
         }),
+        (None, _) => operator.secret(key, question),
     }
 }
 
@@ -419,23 +412,6 @@ fn raw_sealing_key(text: &Secret) -> Result<Secret, CeremonyError> {
         return Err(bad());
     }
     Ok(Secret::new(hex::decode(hex_text).map_err(|_| bad())?))
-}
-
-fn read_secret_file(path: &Path) -> Result<Secret, CeremonyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let what = || format!("secret file {}", path.display());
-    let meta = std::fs::metadata(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(CeremonyError::Input {
-            what: what(),
-            detail: "it is readable by group or others; chmod 600 it".into(),
-        });
-    }
-    let mut bytes = std::fs::read(path).map_err(|e| CeremonyError::Input { what: what(), detail: e.to_string() })?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    Ok(Secret::new(bytes))
 }
 
 fn show_plan(plan: &Plan, preflight: &Preflight, operator: &mut dyn Operator) {

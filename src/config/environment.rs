@@ -46,6 +46,49 @@ pub enum SecretSource {
     Shares(PathBuf),
 }
 
+impl SecretSource {
+    /// Reads the secret when no person is needed: from memory, an
+    /// environment variable or a file. `None` for the sources that need
+    /// someone: a prompt, or custodians' activation cards.
+    ///
+    /// A file must be readable by its owner only: a PIN file others can read
+    /// is a PIN others know. Trailing line breaks are removed.
+    pub fn read_unattended(&self) -> Result<Option<Secret>, SecretReadError> {
+        match self {
+            SecretSource::Prompt | SecretSource::Shares(_) => Ok(None),
+            SecretSource::Memory(s) => Ok(Some(s.clone())),
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(Secret::from_string(v))),
+                _ => Err(SecretReadError {
+                    what: format!("environment variable {var}"),
+                    detail: "it is not set or empty; export it before running keyrite".into(),
+                }),
+            },
+            SecretSource::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let err = |detail: String| SecretReadError { what: format!("secret file {}", path.display()), detail };
+                let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(err("it is readable by group or others; chmod 600 it".into()));
+                }
+                let mut bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Ok(Some(Secret::new(bytes)))
+            }
+        }
+    }
+}
+
+/// A PIN or passphrase that could not be read; never carries the secret.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what}: {detail}")]
+pub struct SecretReadError {
+    pub what: String,
+    pub detail: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawSecretSource {

@@ -157,42 +157,18 @@ pub fn resolve_secret(
     question: &str,
     prompt: &mut dyn FnMut(&str) -> Result<Secret, IntermediateError>,
 ) -> Result<Secret, IntermediateError> {
-    match source {
-        SecretSource::Prompt => prompt(question),
-        SecretSource::Memory(s) => Ok(s.clone()),
-        SecretSource::Env(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret::from_string(v)),
-            _ => Err(IntermediateError::Secret {
-                what: format!("environment variable {var}"),
-                detail: "it is not set or empty; export it before running keyrite".into(),
-            }),
-        },
+    let unattended =
+        source.read_unattended().map_err(|e| IntermediateError::Secret { what: e.what, detail: e.detail })?;
+    match (unattended, source) {
+        (Some(secret), _) => Ok(secret),
         // Activation cards are for the offline root's token, in a ceremony.
-        SecretSource::Shares(log) => Err(IntermediateError::Secret {
+        (None, SecretSource::Shares(log)) => Err(IntermediateError::Secret {
             what: format!("PIN from activation cards ({})", log.display()),
             detail:
                 "the online intermediate does not take custodians' cards; give it a { file = ... } or { env = ... } PIN"
                     .into(),
         }),
-        SecretSource::File(path) => {
-            use std::os::unix::fs::PermissionsExt;
-            let what = || format!("secret file {}", path.display());
-            let meta = std::fs::metadata(path)
-                .map_err(|e| IntermediateError::Secret { what: what(), detail: e.to_string() })?;
-            // A PIN file others can read is a PIN others know.
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(IntermediateError::Secret {
-                    what: what(),
-                    detail: "it is readable by group or others; chmod 600 it".into(),
-                });
-            }
-            let mut bytes =
-                std::fs::read(path).map_err(|e| IntermediateError::Secret { what: what(), detail: e.to_string() })?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            Ok(Secret::new(bytes))
-        }
+        (None, _) => prompt(question),
     }
 }
 
