@@ -487,23 +487,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `keyrite intermediate ...`: opens the key store the environment names
 /// (prompting only when its PIN source is "prompt") and calls the library.
+/// Asks for a PIN on the terminal, hidden; without a terminal, says which
+/// unattended sources exist instead of hanging.
+fn terminal_pin_prompt(question: &str) -> Result<crate::secret::Secret, crate::intermediate::IntermediateError> {
+    use crate::intermediate::IntermediateError;
+    if !std::io::stdin().is_terminal() {
+        return Err(IntermediateError::Secret {
+            what: question.to_string(),
+            detail: "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
+                .into(),
+        });
+    }
+    dialoguer::Password::new()
+        .with_prompt(question)
+        .interact()
+        .map(crate::secret::Secret::from_string)
+        .map_err(|e| IntermediateError::Secret { what: question.to_string(), detail: e.to_string() })
+}
+
 fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
-    use crate::intermediate::{self, IntermediateError};
-    let mut prompt = |question: &str| -> Result<crate::secret::Secret, IntermediateError> {
-        if !std::io::stdin().is_terminal() {
-            return Err(IntermediateError::Secret {
-                what: question.to_string(),
-                detail:
-                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
-                        .into(),
-            });
-        }
-        dialoguer::Password::new()
-            .with_prompt(question)
-            .interact()
-            .map(crate::secret::Secret::from_string)
-            .map_err(|e| IntermediateError::Secret { what: question.to_string(), detail: e.to_string() })
-    };
+    use crate::intermediate;
+    let mut prompt = terminal_pin_prompt;
     match cmd {
         IntermediateCommand::Request {
             env,
@@ -590,24 +594,9 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
 /// terminal), then hands everything to `acme::launch`.
 fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     use crate::acme::launch::{self, LaunchOptions, TlsOption};
-    use crate::intermediate::IntermediateError;
     launch::install_tracing();
     let mut environment = Environment::load(&args.env)?;
-    launch::resolve_prompts(&mut environment, &mut |question: &str| {
-        if !std::io::stdin().is_terminal() {
-            return Err(IntermediateError::Secret {
-                what: question.to_string(),
-                detail:
-                    "no terminal to prompt on: use { env = \"VAR\" } or { file = \"/path\" } in the environment file"
-                        .into(),
-            });
-        }
-        dialoguer::Password::new()
-            .with_prompt(question)
-            .interact()
-            .map(crate::secret::Secret::from_string)
-            .map_err(|e| IntermediateError::Secret { what: question.to_string(), detail: e.to_string() })
-    })?;
+    launch::resolve_prompts(&mut environment, &mut terminal_pin_prompt)?;
     let mut options = LaunchOptions::new(args.issuer, environment, args.db, args.listen);
     options.external_url = args.external_url;
     options.tls = match (args.tls_cert, args.tls_key) {
