@@ -527,3 +527,108 @@ fn soft_store_round_trip_through_the_library() {
     let e = IssuerConfig::load(&strict2).expect_err("pin-value");
     assert!(e.to_string().contains("pin-value is refused") && !e.to_string().contains("123456"), "{e}");
 }
+
+/// `keyrite acme-serve` refuses to start, saying why, with an intermediate
+/// from another root, an expired intermediate, and an intermediate for a key
+/// that is not the host's; each is made consistent with issuer.toml (its
+/// recorded hash updated), so only the real start-up check can catch it.
+#[test]
+fn acme_serve_refuses_another_root_an_expired_intermediate_and_a_foreign_key() {
+    let work = tempfile::tempdir().expect("work");
+    std::fs::write(
+        work.path().join("env.toml"),
+        "output_dir = \"issuer\"\n[soft]\ndir = \"keystore\"\npassphrase = { env = \"KEYRITE_TEST_SOFT_PASS\" }\n",
+    )
+    .expect("env");
+    std::env::set_var("KEYRITE_TEST_SOFT_PASS", "acme serve refusal test");
+    let env = Environment::load(&work.path().join("env.toml")).expect("env");
+    let mut no_prompt = |q: &str| -> Result<Secret, IntermediateError> { panic!("prompted: {q}") };
+    let store = intermediate::open_key_store(&env, &mut no_prompt).expect("store");
+    let opts = RequestOptions {
+        label: "issuing-refusals".into(),
+        algorithm: KeyAlgorithm::EcdsaP256,
+        subject: DistinguishedName { common_name: Some("keyrite Refusal Test CA".into()), ..Default::default() },
+        requester: "ops".into(),
+        hostname: None,
+    };
+    let issuer_dir = work.path().join("issuer");
+    intermediate::request(&store, &opts, &work.path().join("usb"), &issuer_dir).expect("request");
+    let csr_pem = std::fs::read(work.path().join("usb/csr.pem")).expect("csr");
+    let root = root();
+    let good = sign(&root, &csr_pem, None, OffsetDateTime::now_utc() - Duration::hours(1));
+    response(&work.path().join("resp"), &good, &root);
+    let installed =
+        intermediate::install(&work.path().join("resp"), &store, &root.cert.fingerprint.hex, &issuer_dir, None)
+            .expect("install");
+    let toml_text = std::fs::read_to_string(&installed.issuer_toml).expect("toml");
+    drop(store);
+
+    // A variant of the installed issuer with `int` in place of the signed
+    // intermediate, the chain file made to match (intermediate + pinned root).
+    let variant = |name: &str, int: &Issued| -> PathBuf {
+        let dir = work.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("intermediate.pem"), &int.pem).expect("w");
+        std::fs::write(dir.join("chain.pem"), format!("{}{}", int.pem, root.cert.pem)).expect("w");
+        std::fs::write(dir.join("root.pem"), &root.cert.pem).expect("w");
+        let text = toml_text.replace(&installed.config.certificate_sha256, &keyrite::words::sha256_hex(&int.der));
+        std::fs::write(dir.join("issuer.toml"), text).expect("w");
+        dir.join("issuer.toml")
+    };
+    let serve = |issuer: &Path| -> String {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let out = keyrite()
+            .current_dir(work.path())
+            .arg("acme-serve")
+            .arg("--issuer")
+            .arg(issuer)
+            .args(["--env", "env.toml", "--db"])
+            .arg(work.path().join(format!(
+                    "{}.db",
+                    issuer
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )))
+            .args(["--listen", &listen.to_string(), "--allow-dns-suffix", "acme.test"])
+            .output()
+            .expect("run acme-serve");
+        assert!(!out.status.success(), "acme-serve started with {}: {}", issuer.display(), stdout(&out));
+        let err = stderr(&out);
+        assert!(!err.contains("acme serve refusal test"), "the passphrase leaked: {err}");
+        err
+    };
+
+    let other_root = self::root();
+    let from_other_root = sign(&other_root, &csr_pem, None, OffsetDateTime::now_utc() - Duration::hours(1));
+    let err = serve(&variant("other-root", &from_other_root));
+    assert!(
+        err.contains("the signature does not verify under the key of"),
+        "another root must be named as the reason: {err}"
+    );
+
+    let p = profile("intermediate-ca.toml");
+    let parsed = parse_csr(&csr_pem).expect("csr");
+    let expired = issue(
+        &IssueRequest {
+            profile: &p,
+            subject: Some(parsed.subject().clone()),
+            subject_spki: parsed.spki_der(),
+            sans: vec![],
+            serial: random_serial(),
+            not_before: OffsetDateTime::now_utc() - Duration::days(20),
+            not_after: OffsetDateTime::now_utc() - Duration::days(1),
+            issuer: IssuerRef::Certificate { der: &root.cert.der },
+        },
+        &root.key,
+    )
+    .expect("expired intermediate");
+    let err = serve(&variant("expired", &expired));
+    assert!(err.contains("expired"), "{err}");
+
+    let other_key = SoftKey::generate("other", KeyAlgorithm::EcdsaP256).expect("key");
+    let foreign = sign(&root, &csr_pem, Some(other_key.spki_der()), OffsetDateTime::now_utc() - Duration::hours(1));
+    let err = serve(&variant("foreign-key", &foreign));
+    assert!(err.contains("another key"), "{err}");
+}

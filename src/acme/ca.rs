@@ -45,7 +45,7 @@ pub enum CaError {
     #[error("the signer thread has stopped")]
     SignerGone,
     #[error("issuance failed: {0}")]
-    Issue(#[from] ProfileError),
+    Issue(ProfileError),
     #[error("random serial: {0}")]
     Rng(#[source] HsmError),
     #[error("cannot start the signer thread: {0}")]
@@ -294,4 +294,12 @@ fn verify_csr_signature(csr: &CertReq, info_der: &[u8], spki_der: &[u8]) -> Resu
     sig::UnparsedPublicKey::new(alg, key.subject_public_key.raw_bytes())
         .verify(info_der, sig_bytes)
         .map_err(|_| Problem::bad_csr("CSR signature does not verify"))
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<ProfileError> for CaError {
+    fn from(e: ProfileError) -> Self {
+        CaError::Issue(e)
+    }
 }

@@ -104,9 +104,9 @@ pub struct ReadyInfo {
 #[non_exhaustive]
 pub enum LaunchError {
     #[error("issuer refused: {0}")]
-    Issuer(#[from] IntermediateError),
+    Issuer(IntermediateError),
     #[error("{0}")]
-    Acme(#[from] AcmeError),
+    Acme(AcmeError),
     #[error("{what}: {problem}")]
     Option { what: String, problem: String },
     #[error("{path}: {problem}")]
@@ -526,5 +526,21 @@ mod tests {
         assert_eq!(parse_lifetime("90m").ok(), Some(Duration::from_secs(5400)));
         assert!(parse_lifetime("5s").is_err());
         assert!(parse_lifetime("1y").is_err());
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<IntermediateError> for LaunchError {
+    fn from(e: IntermediateError) -> Self {
+        LaunchError::Issuer(e)
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<AcmeError> for LaunchError {
+    fn from(e: AcmeError) -> Self {
+        LaunchError::Acme(e)
     }
 }

@@ -112,13 +112,13 @@ pub enum AcmeError {
         source: std::io::Error,
     },
     #[error("store: {0}")]
-    Store(#[from] store::StoreError),
+    Store(store::StoreError),
     #[error("CA: {0}")]
-    Ca(#[from] ca::CaError),
+    Ca(ca::CaError),
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("nonce service: {0}")]
-    Nonce(#[from] nonce::NonceError),
+    Nonce(nonce::NonceError),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -353,4 +353,28 @@ fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
         rest = &tail[end + 1..];
     }
     out
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<store::StoreError> for AcmeError {
+    fn from(e: store::StoreError) -> Self {
+        AcmeError::Store(e)
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<ca::CaError> for AcmeError {
+    fn from(e: ca::CaError) -> Self {
+        AcmeError::Ca(e)
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<nonce::NonceError> for AcmeError {
+    fn from(e: nonce::NonceError) -> Self {
+        AcmeError::Nonce(e)
+    }
 }

@@ -65,7 +65,7 @@ pub enum IntermediateError {
     #[error(transparent)]
     Transfer(#[from] TransferError),
     #[error("key store: {0}")]
-    Hsm(#[from] HsmError),
+    Hsm(HsmError),
     #[error("{what}: {detail}")]
     Secret { what: String, detail: String },
     #[error("request: {field}: {problem}")]
@@ -980,5 +980,13 @@ impl IssuerConfig {
             key_label: self.key_label.clone(),
             key_algorithm: self.key_algorithm,
         })
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<HsmError> for IntermediateError {
+    fn from(e: HsmError) -> Self {
+        IntermediateError::Hsm(e)
     }
 }

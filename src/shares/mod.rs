@@ -99,7 +99,7 @@ pub enum SharesError {
     #[error("the passphrase must be printable ASCII (codes 32 to 126) so any SLIP-0039 tool can use it: choose another passphrase")]
     Passphrase,
     #[error("the random source failed: {0}")]
-    Random(#[from] HsmError),
+    Random(HsmError),
     #[error("internal error in the shares codec ({0}): please report it")]
     Internal(&'static str),
 }
@@ -548,5 +548,13 @@ mod tests {
         assert!(matches!(err, SharesError::BadChecksum { share: 2 }));
         let msg = err.to_string();
         assert_eq!(msg, "share 2 has a bad checksum: a word is mistyped; re-enter it");
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<HsmError> for SharesError {
+    fn from(e: HsmError) -> Self {
+        SharesError::Random(e)
     }
 }
