@@ -512,6 +512,22 @@ pub fn install_tracing() {
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
 }
 
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<IntermediateError> for LaunchError {
+    fn from(e: IntermediateError) -> Self {
+        LaunchError::Issuer(e)
+    }
+}
+
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<AcmeError> for LaunchError {
+    fn from(e: AcmeError) -> Self {
+        LaunchError::Acme(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,21 +542,5 @@ mod tests {
         assert_eq!(parse_lifetime("90m").ok(), Some(Duration::from_secs(5400)));
         assert!(parse_lifetime("5s").is_err());
         assert!(parse_lifetime("1y").is_err());
-    }
-}
-
-// Not `#[from]`: the message already carries the cause, and a `source` as
-// well would print it twice in an error chain.
-impl From<IntermediateError> for LaunchError {
-    fn from(e: IntermediateError) -> Self {
-        LaunchError::Issuer(e)
-    }
-}
-
-// Not `#[from]`: the message already carries the cause, and a `source` as
-// well would print it twice in an error chain.
-impl From<AcmeError> for LaunchError {
-    fn from(e: AcmeError) -> Self {
-        LaunchError::Acme(e)
     }
 }

@@ -437,6 +437,14 @@ pub fn words_from_card(card: &Secret) -> Secret {
     Secret::from_string(std::mem::take(&mut *words))
 }
 
+// Not `#[from]`: the message already carries the cause, and a `source` as
+// well would print it twice in an error chain.
+impl From<HsmError> for SharesError {
+    fn from(e: HsmError) -> Self {
+        SharesError::Random(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,13 +556,5 @@ mod tests {
         assert!(matches!(err, SharesError::BadChecksum { share: 2 }));
         let msg = err.to_string();
         assert_eq!(msg, "share 2 has a bad checksum: a word is mistyped; re-enter it");
-    }
-}
-
-// Not `#[from]`: the message already carries the cause, and a `source` as
-// well would print it twice in an error chain.
-impl From<HsmError> for SharesError {
-    fn from(e: HsmError) -> Self {
-        SharesError::Random(e)
     }
 }
