@@ -911,10 +911,11 @@ fn find_file(dir: &Path, file_name: &str) -> Option<PathBuf> {
 }
 
 /// Caddy's automatic HTTPS against acme-serve: it answers http-01 or
-/// tls-alpn-01 (its choice) on its own ports, which acme-serve is pointed
-/// at, stores the certificate, and serves the site with it.
-#[test]
-fn caddy_automatic_https() {
+/// tls-alpn-01 on its own ports, which acme-serve is pointed at, stores the
+/// certificate, and serves the site with it. `challenge` `None` is the
+/// plain global `acme_ca`/`acme_ca_root` setup (Caddy picks the
+/// challenge); otherwise the other challenge is disabled in `cert_issuer`.
+fn caddy_round_trip(challenge: Option<&str>, name: &str) {
     require_tool("caddy", "caddy");
     require_tool("curl", "curl");
     let ca = Ca::new();
@@ -924,16 +925,25 @@ fn caddy_automatic_https() {
         ServerOpts { http01: Some(http_port), tlsalpn01: Some(https_port), ..Default::default() },
     );
     let dir = server.client_dir("caddy");
-    let name = "caddy.acme.test";
+    let (directory, tls_ca) = (&server.directory, server.tls_ca.display());
+    let issuer = match challenge {
+        None => format!("\tacme_ca {directory}\n\tacme_ca_root {tls_ca}\n"),
+        Some(c) => {
+            let disable = match c {
+                "http-01" => "disable_tlsalpn_challenge",
+                "tls-alpn-01" => "disable_http_challenge",
+                other => panic!("no such challenge {other}"),
+            };
+            format!("\tcert_issuer acme {{\n\t\tdir {directory}\n\t\ttrusted_roots {tls_ca}\n\t\t{disable}\n\t}}\n")
+        }
+    };
     let caddyfile = dir.join("Caddyfile");
     std::fs::write(
         &caddyfile,
         format!(
             "{{\n\tadmin off\n\tdefault_bind 127.0.0.1\n\thttp_port {http_port}\n\thttps_port {https_port}\n\
-             \tacme_ca {directory}\n\tacme_ca_root {tls_ca}\n\temail ops@acme.test\n\tocsp_stapling off\n\
+             {issuer}\temail ops@acme.test\n\tocsp_stapling off\n\
              \tservers {{\n\t\tprotocols h1 h2\n\t}}\n}}\n\n{name} {{\n\trespond \"ok\"\n}}\n",
-            directory = server.directory,
-            tls_ca = server.tls_ca.display(),
         ),
     )
     .expect("Caddyfile");
@@ -990,7 +1000,26 @@ fn caddy_automatic_https() {
         assert!(Instant::now() < deadline, "curl to caddy failed: {}\n--- caddy log\n{}", stderr(&out), caddy.log());
         std::thread::sleep(Duration::from_millis(250));
     }
-    eprintln!("caddy: served {name} over HTTPS in {:.1?}", started.elapsed());
+    eprintln!("caddy ({challenge:?}): served {name} over HTTPS in {:.1?}", started.elapsed());
+    if challenge.is_some() {
+        let log = server.log();
+        assert!(!log.contains("validation attempt failed"), "a {challenge:?} attempt failed:\n{log}");
+    }
     caddy.stop();
     server.stop();
+}
+
+#[test]
+fn caddy_automatic_https() {
+    caddy_round_trip(None, "caddy.acme.test");
+}
+
+#[test]
+fn caddy_http01() {
+    caddy_round_trip(Some("http-01"), "caddy-http.acme.test");
+}
+
+#[test]
+fn caddy_tlsalpn01() {
+    caddy_round_trip(Some("tls-alpn-01"), "caddy-alpn.acme.test");
 }
