@@ -275,11 +275,29 @@ struct Server {
     dir: tempfile::TempDir,
 }
 
+/// What a test may change about how acme-serve is started.
+#[derive(Default)]
+struct ServerOpts {
+    /// The resolver acme-serve validates through; the in-test server when `None`.
+    dns: Option<SocketAddr>,
+    /// Where a client answers http-01 (a free port when `None`).
+    http01: Option<u16>,
+    /// Where a client answers tls-alpn-01 (a free port when `None`).
+    tlsalpn01: Option<u16>,
+}
+
 impl Server {
     fn start(ca: &Ca) -> Server {
+        Server::start_with(ca, ServerOpts::default())
+    }
+
+    fn start_with(ca: &Ca, opts: ServerOpts) -> Server {
         let dns = Dns::start();
         let dir = tempfile::tempdir().expect("server dir");
-        let (port, http01, tlsalpn01) = (free_port(), free_port(), free_port());
+        let port = free_port();
+        let http01 = opts.http01.unwrap_or_else(free_port);
+        let tlsalpn01 = opts.tlsalpn01.unwrap_or_else(free_port);
+        let resolver = opts.dns.unwrap_or(dns.addr);
         let ready = dir.path().join("ready.json");
         let log = dir.path().join("acme-serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_keyrite"))
@@ -292,7 +310,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--tls-name", "127.0.0.1"])
             .args(["--http01-port", &http01.to_string(), "--tlsalpn01-port", &tlsalpn01.to_string()])
-            .args(["--dns", &dns.addr.to_string()])
+            .args(["--dns", &resolver.to_string()])
             .args(["--allow-dns-suffix", "acme.test", "--allow-ip-range", "127.0.0.0/8"])
             .args(["--lifetime", "24h", "--max-identifiers", "10"])
             .args(["--ready-file", p(&ready)])
@@ -631,4 +649,377 @@ fn acme_serve_refuses_to_start_with_reasons() {
     std::fs::write(ca.path("issuer/intermediate.pem"), std::fs::read(ca.root_pem()).expect("root")).expect("swap");
     let err = serve(PIN, &["--allow-dns-suffix", "acme.test"]);
     assert!(err.contains("issuer refused"), "{err}");
+}
+
+// ------------------------------------------------------------------ Knot DNS (RFC 2136)
+
+/// A DNS query for `name` (absolute, with the trailing dot) of type `qtype`
+/// over UDP: the response code and the number of answers, or `None` when
+/// nothing answered in time. Built by hand: a question is 20-odd bytes.
+fn dns_query(server: SocketAddr, name: &str, qtype: u16) -> Option<(u8, u16)> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    let mut q = vec![0x4b, 0x52, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    socket.send_to(&q, server).ok()?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    (n >= 12 && buf[..2] == q[..2]).then(|| (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]])))
+}
+
+const TYPE_A: u16 = 1;
+const TYPE_SOA: u16 = 6;
+const TYPE_TXT: u16 = 16;
+
+/// `knotd` as a child on a free loopback port, authoritative for
+/// `acme.test.` (SOA, NS, `acme.test` and `*.acme.test` → 127.0.0.1),
+/// taking RFC 2136 updates signed with a TSIG key whose random secret lives
+/// only in the 0600 config file and in this struct (handed to clients
+/// through their environment, never argv). Killed on drop.
+struct Knot {
+    child: Child,
+    addr: SocketAddr,
+    key_name: String,
+    secret: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    fn start() -> Knot {
+        use base64::Engine;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        require_tool("knotd", "knot");
+        let dir = tempfile::tempdir().expect("knot dir");
+        let d = dir.path();
+        for sub in ["run", "db", "zones"] {
+            std::fs::create_dir(d.join(sub)).expect("knot subdir");
+        }
+        std::fs::write(
+            d.join("zones/acme.test.zone"),
+            "$ORIGIN acme.test.\n$TTL 5\n\
+             @ SOA ns.acme.test. hostmaster.acme.test. 1 3600 600 86400 5\n\
+             @ NS ns.acme.test.\n@ A 127.0.0.1\n* A 127.0.0.1\n",
+        )
+        .expect("zone file");
+        let mut raw = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut raw).expect("rng");
+        let secret = base64::engine::general_purpose::STANDARD.encode(raw);
+        let key_name = "keyrite-acme-test.".to_string();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        // Run as root without dropping privileges: the temp dir is root's.
+        let conf = format!(
+            "server:\n    rundir: \"{run}\"\n    user: root:root\n    listen: 127.0.0.1@{port}\n\
+             log:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: \"{db}\"\n\
+             key:\n  - id: {key_name}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+             acl:\n  - id: acme-update\n    key: {key_name}\n    action: update\n\
+             zone:\n  - domain: acme.test.\n    storage: \"{zones}\"\n    file: \"acme.test.zone\"\n    acl: acme-update\n",
+            run = d.join("run").display(),
+            port = addr.port(),
+            db = d.join("db").display(),
+            zones = d.join("zones").display(),
+        );
+        let conf_path = d.join("knot.conf");
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&conf_path).expect("knot.conf");
+        f.write_all(conf.as_bytes()).expect("write knot.conf");
+        drop(f);
+        let log = d.join("knotd.log");
+        let child = Command::new("knotd")
+            .args(["--config", p(&conf_path)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("knot log"))
+            .spawn()
+            .expect("spawn knotd");
+        let mut knot = Knot { child, addr, key_name, secret, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((0, n)) = dns_query(addr, "acme.test.", TYPE_SOA) {
+                if n > 0 {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = knot.child.try_wait() {
+                panic!("knotd exited with {status} before it answered:\n{}", knot.log());
+            }
+            assert!(Instant::now() < deadline, "knotd not answering after 20 s:\n{}", knot.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            matches!(dns_query(addr, "anything.acme.test.", TYPE_A), Some((0, 1))),
+            "knotd does not answer the wildcard A:\n{}",
+            knot.log()
+        );
+        knot
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops knotd with SIGTERM and expects a clean exit.
+    fn stop(mut self) {
+        let k = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(k.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "knotd exit {status}:\n{}", self.log());
+                break;
+            }
+            assert!(Instant::now() < deadline, "knotd did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!self.log().contains(&self.secret), "the TSIG secret leaked into knotd's log");
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// lego's file name for a domain: `*` becomes `_`.
+fn lego_cert_for(dir: &Path, name: &str) -> PathBuf {
+    lego_cert(dir, &name.replace('*', "_"))
+}
+
+/// lego dns-01 through its `rfc2136` provider: TSIG-signed dynamic updates
+/// to a real authoritative server (Knot), which acme-serve then asks for
+/// the TXT record. A plain name, then a wildcard with its base name (two
+/// TXT values at one owner name; wildcards are dns-01 only).
+#[test]
+fn lego_dns01_rfc2136_knot() {
+    require_tool("lego", "lego");
+    let knot = Knot::start();
+    let ca = Ca::new();
+    let server = Server::start_with(&ca, ServerOpts { dns: Some(knot.addr), ..Default::default() });
+    let dir = server.client_dir("lego-rfc2136");
+    let rfc2136 = |domains: &[&str]| {
+        let mut c = lego(&server, &dir, domains);
+        c.env("RFC2136_NAMESERVER", knot.addr.to_string())
+            .env("RFC2136_TSIG_KEY", &knot.key_name)
+            .env("RFC2136_TSIG_ALGORITHM", "hmac-sha256.")
+            .env("RFC2136_TSIG_SECRET", &knot.secret)
+            .env("RFC2136_TTL", "5")
+            .env("RFC2136_POLLING_INTERVAL", "1")
+            .env("RFC2136_PROPAGATION_TIMEOUT", "30")
+            // rfc2136 solves challenges one after another, by default a
+            // minute apart.
+            .env("RFC2136_SEQUENCE_INTERVAL", "1")
+            // lego's propagation check asks the zone's NS on port 53; Knot
+            // applies an update before it answers, so there is nothing to wait for.
+            .args(["--dns", "rfc2136", "--dns.resolvers", &knot.addr.to_string(), "--dns.disable-cp"])
+            .arg("run");
+        c
+    };
+    let check_log = |out: &Output| {
+        let all = format!("{}{}", stdout(out), stderr(out));
+        assert!(!all.contains(&knot.secret), "the TSIG secret leaked into lego's output");
+    };
+
+    let name = "rfc2136.acme.test";
+    let out = run_client(&server, "lego run (dns-01 via rfc2136 to knot)", &mut rfc2136(&[name]));
+    check_log(&out);
+    let leaf = first_cert(&lego_cert_for(&dir, name), &dir.join("leaf1.pem"));
+    check_leaf(&ca, &leaf, &[name]);
+    assert!(
+        matches!(dns_query(knot.addr, "_acme-challenge.rfc2136.acme.test.", TYPE_TXT), Some((0, 0))),
+        "lego left its TXT record in the zone"
+    );
+
+    let wild = ["*.w.acme.test", "w.acme.test"];
+    let out = run_client(&server, "lego run (dns-01 via rfc2136, wildcard)", &mut rfc2136(&wild));
+    check_log(&out);
+    let leaf = first_cert(&lego_cert_for(&dir, wild[0]), &dir.join("leaf2.pem"));
+    check_leaf(&ca, &leaf, &wild);
+    assert!(
+        matches!(dns_query(knot.addr, "_acme-challenge.w.acme.test.", TYPE_TXT), Some((0, 0))),
+        "lego left its TXT records in the zone"
+    );
+
+    let klog = knot.log();
+    assert!(klog.contains("DDNS"), "knotd saw no dynamic update:\n{klog}");
+    server.stop();
+    knot.stop();
+}
+
+// ------------------------------------------------------------------ Caddy
+
+/// `caddy run` as a child; killed on drop.
+struct Caddy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Caddy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops Caddy with SIGTERM (a graceful shutdown) within a bound.
+    fn stop(mut self) {
+        let k = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(k.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "caddy exit {status}:\n{}", self.log());
+                break;
+            }
+            assert!(Instant::now() < deadline, "caddy did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The first file called `file_name` under `dir`, searched depth first.
+fn find_file(dir: &Path, file_name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, file_name) {
+                return Some(found);
+            }
+        } else if entry.file_name() == file_name {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Caddy's automatic HTTPS against acme-serve: it answers http-01 or
+/// tls-alpn-01 on its own ports, which acme-serve is pointed at, stores the
+/// certificate, and serves the site with it. `challenge` `None` is the
+/// plain global `acme_ca`/`acme_ca_root` setup (Caddy picks the
+/// challenge); otherwise the other challenge is disabled in `cert_issuer`.
+fn caddy_round_trip(challenge: Option<&str>, name: &str) {
+    require_tool("caddy", "caddy");
+    require_tool("curl", "curl");
+    let ca = Ca::new();
+    let (http_port, https_port) = (free_port(), free_port());
+    let server = Server::start_with(
+        &ca,
+        ServerOpts { http01: Some(http_port), tlsalpn01: Some(https_port), ..Default::default() },
+    );
+    let dir = server.client_dir("caddy");
+    let (directory, tls_ca) = (&server.directory, server.tls_ca.display());
+    let issuer = match challenge {
+        None => format!("\tacme_ca {directory}\n\tacme_ca_root {tls_ca}\n"),
+        Some(c) => {
+            let disable = match c {
+                "http-01" => "disable_tlsalpn_challenge",
+                "tls-alpn-01" => "disable_http_challenge",
+                other => panic!("no such challenge {other}"),
+            };
+            format!("\tcert_issuer acme {{\n\t\tdir {directory}\n\t\ttrusted_roots {tls_ca}\n\t\t{disable}\n\t}}\n")
+        }
+    };
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tdefault_bind 127.0.0.1\n\thttp_port {http_port}\n\thttps_port {https_port}\n\
+             {issuer}\temail ops@acme.test\n\tocsp_stapling off\n\
+             \tservers {{\n\t\tprotocols h1 h2\n\t}}\n}}\n\n{name} {{\n\trespond \"ok\"\n}}\n",
+        ),
+    )
+    .expect("Caddyfile");
+    let data = dir.join("data");
+    let log = dir.join("caddy.log");
+    let started = Instant::now();
+    let child = Command::new("caddy")
+        .args(["run", "--config", p(&caddyfile), "--adapter", "caddyfile"])
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &data)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("caddy log"))
+        .spawn()
+        .expect("spawn caddy");
+    let mut caddy = Caddy { child, log };
+
+    let crt_name = format!("{name}.crt");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let crt = loop {
+        if let Some(found) = find_file(&data, &crt_name) {
+            break found;
+        }
+        if let Ok(Some(status)) = caddy.child.try_wait() {
+            panic!("caddy exited with {status}:\n{}\n--- acme-serve log\n{}", caddy.log(), server.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caddy has no certificate after 90 s:\n{}\n--- acme-serve log\n{}",
+            caddy.log(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("caddy: certificate stored in {:.1?}", started.elapsed());
+    let leaf = first_cert(&crt, &dir.join("leaf.pem"));
+    check_leaf(&ca, &leaf, &[name]);
+
+    // Caddy serves the site with it (it may take a moment to load it).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "5"])
+            .args(["--resolve", &format!("{name}:{https_port}:127.0.0.1")])
+            .args(["--cacert", p(&ca.root_pem())])
+            .arg(format!("https://{name}:{https_port}/"))
+            .output()
+            .expect("run curl");
+        if out.status.success() {
+            assert_eq!(stdout(&out), "ok", "caddy's answer");
+            break;
+        }
+        assert!(Instant::now() < deadline, "curl to caddy failed: {}\n--- caddy log\n{}", stderr(&out), caddy.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("caddy ({challenge:?}): served {name} over HTTPS in {:.1?}", started.elapsed());
+    if challenge.is_some() {
+        let log = server.log();
+        assert!(!log.contains("validation attempt failed"), "a {challenge:?} attempt failed:\n{log}");
+    }
+    caddy.stop();
+    server.stop();
+}
+
+#[test]
+fn caddy_automatic_https() {
+    caddy_round_trip(None, "caddy.acme.test");
+}
+
+#[test]
+fn caddy_http01() {
+    caddy_round_trip(Some("http-01"), "caddy-http.acme.test");
+}
+
+#[test]
+fn caddy_tlsalpn01() {
+    caddy_round_trip(Some("tls-alpn-01"), "caddy-alpn.acme.test");
 }

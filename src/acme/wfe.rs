@@ -305,6 +305,20 @@ fn json_response(status: StatusCode, location: Option<&str>, links: &[String], b
     resp
 }
 
+/// Seconds a client is told to wait before asking again about a challenge,
+/// authorization or order still being worked on.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// Adds `Retry-After` when `busy`. RFC 8555 §8.2: the server MUST give its
+/// retry state in the Retry-After header of challenge responses; without
+/// one, clients guess (lego waits 5 s before its first poll).
+fn retry_after_if(busy: bool, mut resp: Response) -> Response {
+    if busy {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
+}
+
 // ---------------------------------------------------------------- accounts
 
 fn account_json(s: &AppState, a: &Account) -> Value {
@@ -718,7 +732,8 @@ pub async fn order(State(s): State<Shared>, Path(id): Path<String>, req: Request
     let v = verify(&s, req, KeyMode::Kid).await?;
     v.post_as_get()?;
     let order = load_order(&s, v.account()?, id).await?;
-    Ok(json_response(StatusCode::OK, None, &[], &order_json(&s, &order)))
+    let busy = order.status == OrderStatus::Processing;
+    Ok(retry_after_if(busy, json_response(StatusCode::OK, None, &[], &order_json(&s, &order))))
 }
 
 #[derive(Deserialize)]
@@ -866,7 +881,8 @@ pub async fn authz(State(s): State<Shared>, Path(id): Path<String>, req: Request
             Err(e) => return Err(Problem::internal("deactivate authz", &e)),
         }
     }
-    Ok(json_response(StatusCode::OK, None, &[], &authz_json(&s, &z)))
+    let busy = z.challenges.iter().any(|c| c.status == ChallengeStatus::Processing);
+    Ok(retry_after_if(busy, json_response(StatusCode::OK, None, &[], &authz_json(&s, &z))))
 }
 
 pub async fn challenge(
@@ -880,14 +896,17 @@ pub async fn challenge(
     let mut z = load_authz(&s, &a, authz_id).await?;
     let idx =
         z.challenges.iter().position(|c| c.id == chall_id).ok_or_else(|| Problem::not_found("no such challenge"))?;
+    let busy = z.challenges[idx].status == ChallengeStatus::Processing;
     if v.jws.payload.is_empty() {
-        return Ok(json_response(StatusCode::OK, None, &[up], &challenge_json(&s, &z.id, &z.challenges[idx])));
+        let body = challenge_json(&s, &z.id, &z.challenges[idx]);
+        return Ok(retry_after_if(busy, json_response(StatusCode::OK, None, &[up], &body)));
     }
     let _: Value = v.payload()?;
     let status = z.challenges[idx].status;
     if status != ChallengeStatus::Pending {
         // Answering again is harmless: report where it stands.
-        return Ok(json_response(StatusCode::OK, None, &[up], &challenge_json(&s, &z.id, &z.challenges[idx])));
+        let body = challenge_json(&s, &z.id, &z.challenges[idx]);
+        return Ok(retry_after_if(busy, json_response(StatusCode::OK, None, &[up], &body)));
     }
     if z.effective_status(now()) != AuthzStatus::Pending {
         return Err(Problem::malformed("the authorization is no longer pending"));
@@ -907,7 +926,7 @@ pub async fn challenge(
     let body = challenge_json(&s, &z.id, &z.challenges[idx]);
     let key_authorization = format!("{}.{}", z.challenges[idx].token, a.thumbprint);
     tokio::spawn(run_validation(s.clone(), z.id.clone(), chall_id, key_authorization));
-    Ok(json_response(StatusCode::OK, None, &[up], &body))
+    Ok(retry_after_if(true, json_response(StatusCode::OK, None, &[up], &body)))
 }
 
 async fn run_validation(s: Shared, authz_id: String, chall_id: String, key_authorization: String) {
