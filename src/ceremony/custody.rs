@@ -378,7 +378,8 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
         let card = shares::render_card(&s.plan.id, custodian, share, spec.shares);
         let commitment = shares::commitment(&s.plan.id, share);
         let number = share.member_index() + 1;
-        let handout = operator.hand_out_share(&format!("{}.{}", step.id, number), custodian, number, &card)?;
+        let handout =
+            operator.hand_out_card(&format!("{}.{}", step.id, number), custodian, number, &card, CardKind::Backup)?;
         s.log.append(
             s.event(step, "share-handed-out")
                 .actor(custodian.as_str())

@@ -56,23 +56,8 @@ pub trait Operator {
     fn read_back(&mut self, key: &str, question: &str, shown: &str) -> Result<ReadBack, CeremonyError>;
     /// A PIN or passphrase, typed without echo.
     fn secret(&mut self, key: &str, question: &str) -> Result<Secret, CeremonyError>;
-    /// Gives `custodian` their share card (share `number`) so that only they
-    /// see it; returns the file it was written to, if it was.
-    fn hand_out_share(
-        &mut self,
-        key: &str,
-        custodian: &str,
-        number: u8,
-        card: &Secret,
-    ) -> Result<Option<PathBuf>, CeremonyError>;
-    /// `custodian` enters their share's words (attempt 1, 2, ...).
-    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError>;
-    /// Whether a person is answering (the log records which).
-    fn is_interactive(&self) -> bool;
-
-    /// Like [`Operator::hand_out_share`], for a card of `kind`. Backup cards
-    /// go the old way; an operator that writes cards overrides this so the
-    /// kinds land in different files.
+    /// Gives `custodian` their card of `kind` (card `number` of the set) so
+    /// that only they see it; returns the file it was written to, if it was.
     fn hand_out_card(
         &mut self,
         key: &str,
@@ -80,16 +65,11 @@ pub trait Operator {
         number: u8,
         card: &Secret,
         kind: CardKind,
-    ) -> Result<Option<PathBuf>, CeremonyError> {
-        let _ = kind;
-        self.hand_out_share(key, custodian, number, card)
-    }
-
-    /// Like [`Operator::take_share`], for a card of `kind`.
-    fn take_card(&mut self, key: &str, custodian: &str, attempt: u32, kind: CardKind) -> Result<Secret, CeremonyError> {
-        let _ = kind;
-        self.take_share(key, custodian, attempt)
-    }
+    ) -> Result<Option<PathBuf>, CeremonyError>;
+    /// `custodian` enters the words of their card of `kind` (attempt 1, 2, ...).
+    fn take_card(&mut self, key: &str, custodian: &str, attempt: u32, kind: CardKind) -> Result<Secret, CeremonyError>;
+    /// Whether a person is answering (the log records which).
+    fn is_interactive(&self) -> bool;
 
     /// Unattended runs: the people the answers file lists for `role`, who
     /// bring their cards when a token is activated in the preflight (before
@@ -219,20 +199,6 @@ impl Operator for ScriptedOperator {
 
     fn secret(&mut self, key: &str, _question: &str) -> Result<Secret, CeremonyError> {
         Err(CeremonyError::SecretNotScripted { key: key.into() })
-    }
-
-    fn hand_out_share(
-        &mut self,
-        key: &str,
-        custodian: &str,
-        number: u8,
-        card: &Secret,
-    ) -> Result<Option<PathBuf>, CeremonyError> {
-        self.hand_out_card(key, custodian, number, card, CardKind::Backup)
-    }
-
-    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError> {
-        self.take_card(key, custodian, attempt, CardKind::Backup)
     }
 
     fn hand_out_card(

@@ -437,7 +437,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if !std::io::stdin().is_terminal() {
                         bail!("no terminal to type the share on: pass --card FILE");
                     }
-                    terminal::TerminalOperator::new().take_share("shares-verify", "the custodian", 1)?
+                    terminal::TerminalOperator::new().take_card(
+                        "shares-verify",
+                        "the custodian",
+                        1,
+                        crate::ceremony::operator::CardKind::Backup,
+                    )?
                 }
             };
             let checked = crate::ceremony::custody::verify_share(&log, &words)?;

@@ -59,16 +59,6 @@ impl Operator for TerminalOperator {
         Password::new().with_prompt(question).interact().map(Secret::from_string).map_err(|e| input_error(key, e))
     }
 
-    fn hand_out_share(
-        &mut self,
-        key: &str,
-        custodian: &str,
-        number: u8,
-        card: &Secret,
-    ) -> Result<Option<PathBuf>, CeremonyError> {
-        self.hand_out_card(key, custodian, number, card, CardKind::Backup)
-    }
-
     fn hand_out_card(
         &mut self,
         key: &str,
@@ -106,10 +96,6 @@ impl Operator for TerminalOperator {
         // scroll up to this share.
         print!("\x1b[2J\x1b[3J\x1b[H");
         Ok(written)
-    }
-
-    fn take_share(&mut self, key: &str, custodian: &str, attempt: u32) -> Result<Secret, CeremonyError> {
-        self.take_card(key, custodian, attempt, CardKind::Backup)
     }
 
     fn take_card(&mut self, key: &str, custodian: &str, attempt: u32, kind: CardKind) -> Result<Secret, CeremonyError> {
