@@ -27,7 +27,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use super::custody::{self, drill_cards, slug, Member, ShareSet};
+use super::custody::{self, drill_cards, hand_out_set, slug, HandOut};
 use super::engine::{display_name, Session};
 use super::operator::CardKind;
 use super::{CeremonyError, Operator};
@@ -189,42 +189,21 @@ fn activate(
     let cards = shares::split(&seed, spec.threshold, spec.shares, b"", 0, &s.store)
         .map_err(|e| step_error(step, e.to_string()))?;
 
-    let mut members = Vec::new();
-    for (share, custodian) in cards.iter().zip(&custodians) {
-        let card = activation_card(&s.plan.id, custodian, share, spec.shares, which.card());
-        let commitment = shares::commitment(&s.plan.id, share);
-        let number = share.member_index() + 1;
-        let handout = operator.hand_out_card(
-            &format!("{}.{}.{}", step.id, which.key(), number),
-            custodian,
-            number,
-            &card,
-            which.card(),
-        )?;
-        s.log.append(
-            s.event(step, "activation-card-handed-out")
-                .actor(custodian.as_str())
-                .detail("opens", which.purpose())
-                .detail("custodian", custodian.as_str())
-                .detail("number", u64::from(number))
-                .detail("of", u64::from(spec.shares))
-                .detail("threshold", u64::from(spec.threshold))
-                .detail("set_identifier", u64::from(share.identifier()))
-                .detail("commitment", commitment.as_str())
-                .detail("medium", handout.as_ref().map_or("shown on screen".to_string(), |p| p.display().to_string())),
-        )?;
-        if let Some(path) = handout {
-            s.activation.cards.push(path);
-        }
-        members.push(Member { custodian: custodian.clone(), number, commitment });
-    }
-    let set = ShareSet {
-        purpose: which.purpose().into(),
-        set_identifier: cards.first().map(Share::identifier).unwrap_or_default(),
-        threshold: spec.threshold,
-        count: spec.shares,
-        members,
-    };
+    let key_prefix = format!("{}.{}", step.id, which.key());
+    let set = hand_out_set(
+        step,
+        s,
+        operator,
+        HandOut {
+            cards: &cards,
+            custodians: &custodians,
+            kind: which.card(),
+            purpose: which.purpose(),
+            key_prefix: &key_prefix,
+            event: "activation-card-handed-out",
+        },
+        &|id: &str, custodian: &str, share: &Share| activation_card(id, custodian, share, spec.shares, which.card()),
+    )?;
     s.log.append(
         s.event(step, "shares-issued")
             .detail("set", serde_json::to_value(&set).unwrap_or_default())

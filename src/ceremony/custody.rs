@@ -373,36 +373,20 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
     }
     let shares = shares::split(&kek, spec.threshold, spec.shares, b"", 0, &s.store)
         .map_err(|e| step_error(step, e.to_string()))?;
-    let mut members = Vec::new();
-    for (share, custodian) in shares.iter().zip(&custodians) {
-        let card = shares::render_card(&s.plan.id, custodian, share, spec.shares);
-        let commitment = shares::commitment(&s.plan.id, share);
-        let number = share.member_index() + 1;
-        let handout =
-            operator.hand_out_card(&format!("{}.{}", step.id, number), custodian, number, &card, CardKind::Backup)?;
-        s.log.append(
-            s.event(step, "share-handed-out")
-                .actor(custodian.as_str())
-                .detail("custodian", custodian.as_str())
-                .detail("number", u64::from(number))
-                .detail("of", u64::from(spec.shares))
-                .detail("threshold", u64::from(spec.threshold))
-                .detail("set_identifier", u64::from(share.identifier()))
-                .detail("commitment", commitment.as_str())
-                .detail("medium", handout.as_ref().map_or("shown on screen".to_string(), |p| p.display().to_string())),
-        )?;
-        if let Some(path) = handout {
-            s.custody.cards.push(path);
-        }
-        members.push(Member { custodian: custodian.clone(), number, commitment });
-    }
-    let set = ShareSet {
-        purpose: BACKUP_PURPOSE.into(),
-        set_identifier: shares.first().map(Share::identifier).unwrap_or_default(),
-        threshold: spec.threshold,
-        count: spec.shares,
-        members,
-    };
+    let set = hand_out_set(
+        step,
+        s,
+        operator,
+        HandOut {
+            cards: &shares,
+            custodians: &custodians,
+            kind: CardKind::Backup,
+            purpose: BACKUP_PURPOSE,
+            key_prefix: &step.id,
+            event: "share-handed-out",
+        },
+        &|id: &str, custodian: &str, share: &Share| shares::render_card(id, custodian, share, spec.shares),
+    )?;
     s.log
         .append(s.event(step, "shares-issued").detail("set", serde_json::to_value(&set).unwrap_or_default()).detail(
         "format",
@@ -496,6 +480,63 @@ pub(super) fn drill_cards(
         }
     }
     Ok((entered, quorums.len()))
+}
+
+/// What [`hand_out_set`] hands out, and how it names it.
+pub(crate) struct HandOut<'a> {
+    pub cards: &'a [Share],
+    pub custodians: &'a [String],
+    pub kind: CardKind,
+    pub purpose: &'a str,
+    pub key_prefix: &'a str,
+    pub event: &'a str,
+}
+
+/// Hands each custodian their card of a freshly split set, alone, logging
+/// one commitment per card, and returns the set's public record. Card files
+/// written go to the kind's list in the session.
+pub(crate) fn hand_out_set(
+    step: &Step,
+    s: &mut Session<'_>,
+    operator: &mut dyn Operator,
+    h: HandOut<'_>,
+    render: &dyn Fn(&str, &str, &Share) -> Secret,
+) -> Result<ShareSet, CeremonyError> {
+    let count = u8::try_from(h.cards.len()).map_err(|_| step_error(step, "more than 255 cards"))?;
+    let mut members = Vec::new();
+    for (share, custodian) in h.cards.iter().zip(h.custodians) {
+        let card = render(&s.plan.id, custodian, share);
+        let commitment = shares::commitment(&s.plan.id, share);
+        let number = share.member_index() + 1;
+        let handout =
+            operator.hand_out_card(&format!("{}.{number}", h.key_prefix), custodian, number, &card, h.kind)?;
+        s.log.append(
+            s.event(step, h.event)
+                .actor(custodian.as_str())
+                .detail("opens", h.purpose)
+                .detail("custodian", custodian.as_str())
+                .detail("number", u64::from(number))
+                .detail("of", u64::from(count))
+                .detail("threshold", u64::from(share.member_threshold()))
+                .detail("set_identifier", u64::from(share.identifier()))
+                .detail("commitment", commitment.as_str())
+                .detail("medium", handout.as_ref().map_or("shown on screen".to_string(), |p| p.display().to_string())),
+        )?;
+        if let Some(path) = handout {
+            match h.kind {
+                CardKind::Backup => s.custody.cards.push(path),
+                _ => s.activation.cards.push(path),
+            }
+        }
+        members.push(Member { custodian: custodian.clone(), number, commitment });
+    }
+    Ok(ShareSet {
+        purpose: h.purpose.into(),
+        set_identifier: h.cards.first().map(Share::identifier).unwrap_or_default(),
+        threshold: h.cards.first().map(Share::member_threshold).unwrap_or_default(),
+        count,
+        members,
+    })
 }
 
 /// Asks `custodian` for their share until it parses, belongs to `set`,
