@@ -131,11 +131,15 @@ impl SignerHandle {
 
 fn issue_leaf(issuer_der: &[u8], profile: &Profile, signer: &dyn Signer, req: &LeafRequest) -> Result<Issued, CaError> {
     let serial = crate::hsm::soft::SystemRng.random_bytes(16).map_err(CaError::Rng)?;
-    // The start is backdated a minute for clients with slow clocks, but never
-    // before the intermediate's own start, as it would be just after the
-    // intermediate was installed.
+    // The default start is backdated a minute for clients with slow clocks,
+    // but never before the intermediate's own start (it would be, just after
+    // the intermediate was installed). Only that backdate is moved; a start
+    // the order asked for is never changed behind its back.
     let issuer_start = profile::certificate_summary(issuer_der).map(|s| s.not_before).ok();
-    let not_before = issuer_start.map_or(req.not_before, |start| req.not_before.max(start));
+    let not_before = match issuer_start {
+        Some(start) if req.not_before < start && start - req.not_before <= time::Duration::minutes(1) => start,
+        _ => req.not_before,
+    };
     let request = IssueRequest {
         profile,
         subject: None,
