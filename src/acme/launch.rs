@@ -64,6 +64,8 @@ pub struct LaunchOptions {
     pub max_identifiers: usize,
     /// Written (never overwritten) once the server listens.
     pub ready_file: Option<PathBuf>,
+    /// Refuse accounts without an External Account Binding.
+    pub require_eab: bool,
 }
 
 impl LaunchOptions {
@@ -85,6 +87,7 @@ impl LaunchOptions {
             lifetime: Duration::from_secs(24 * 3600),
             max_identifiers: 100,
             ready_file: None,
+            require_eab: false,
         }
     }
 }
@@ -337,6 +340,7 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
     let mut config = ServerConfig::new(options.listen, options.database.clone(), tls, leaf_profile, policy);
     config.external_url = options.external_url.clone();
     config.default_lifetime = options.lifetime;
+    config.require_eab = options.require_eab;
     config.max_lifetime = config.max_lifetime.max(options.lifetime);
     config.validation = ValidationConfig {
         resolver: options.dns,

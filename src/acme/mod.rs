@@ -11,6 +11,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod eab;
 pub mod identifier;
 pub mod jws;
 pub mod launch;
@@ -78,6 +79,10 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
+    /// Refuse new accounts without an External Account Binding (keys from
+    /// `keyrite acme eab create`). Bindings are verified, and their policy
+    /// applied, whether or not they are required.
+    pub require_eab: bool,
 }
 
 impl ServerConfig {
@@ -98,6 +103,7 @@ impl ServerConfig {
             nonce_lifetime: Duration::from_secs(3600),
             terms_of_service: None,
             website: None,
+            require_eab: false,
         }
     }
 }
@@ -208,6 +214,7 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         leaf_profile: config.leaf_profile,
         terms_of_service: config.terms_of_service,
         website: config.website,
+        require_eab: config.require_eab,
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ca::{check_csr, LeafRequest, SignerHandle};
+use super::eab::{Binding, EabError, EabKey, EabPolicy};
 use super::identifier::{check_syntax, Checked, Identifier, IdentifierError, Policy};
 use super::jws::{b64_decode, Jwk, Jws, JwsError};
 use super::model::*;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub leaf_profile: Profile,
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
+    pub require_eab: bool,
 }
 
 pub type Shared = Arc<AppState>;
@@ -122,7 +124,7 @@ pub async fn method_not_allowed() -> Problem {
 // ---------------------------------------------------------------- directory, nonce
 
 pub async fn directory(State(s): State<Shared>) -> Response {
-    let mut meta = json!({ "externalAccountRequired": false });
+    let mut meta = json!({ "externalAccountRequired": s.require_eab });
     if let Some(t) = &s.terms_of_service {
         meta["termsOfService"] = json!(t);
     }
@@ -367,6 +369,41 @@ struct NewAccountPayload {
     terms_of_service_agreed: bool,
     #[serde(default)]
     only_return_existing: bool,
+    external_account_binding: Option<Value>,
+}
+
+fn eab_problem(e: EabError) -> Problem {
+    match e {
+        EabError::Malformed(m) => Problem::malformed(m),
+        EabError::Unauthorized(m) => Problem::unauthorized(m),
+    }
+}
+
+/// RFC 8555 §7.3.4: checks the binding's structure, then its MAC with the
+/// named key, then that the key may still bind. Returns the key's id.
+async fn check_binding(s: &Shared, v: &Verified, binding: &Value) -> Result<String, Problem> {
+    let outer_url = v.jws.header.url.clone().unwrap_or_default();
+    let b = Binding::parse(binding, &outer_url, &v.key).map_err(eab_problem)?;
+    let kid = b.kid.clone();
+    let Some((key, secret)) = db(s, move |st| st.eab_key(&kid)).await? else {
+        return Err(Problem::unauthorized("unknown external account key"));
+    };
+    b.verify(&secret).map_err(eab_problem)?;
+    drop(secret);
+    if let Some(why) = key.binding_refusal(now()) {
+        return Err(Problem::unauthorized(why));
+    }
+    Ok(key.kid)
+}
+
+/// The EAB key an account is bound to, if any. A key revoked (or gone)
+/// since binding stops the account's issuance.
+async fn account_eab(s: &Shared, a: &Account) -> Result<Option<EabKey>, Problem> {
+    let Some(kid) = a.eab_kid.clone() else { return Ok(None) };
+    match db(s, move |st| st.eab_key(&kid)).await? {
+        Some((key, _secret)) if key.revoked_at.is_none() => Ok(Some(key)),
+        _ => Err(Problem::unauthorized("the external account key this account is bound to has been revoked")),
+    }
 }
 
 pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Response, Problem> {
@@ -392,6 +429,17 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
         ));
     }
     check_contacts(&p.contact)?;
+    let eab_kid = match &p.external_account_binding {
+        Some(b) => Some(check_binding(&s, &v, b).await?),
+        None if s.require_eab => {
+            return Err(Problem::new(
+                ProblemType::ExternalAccountRequired,
+                StatusCode::FORBIDDEN,
+                "this server requires an external account binding (externalAccountBinding)",
+            ))
+        }
+        None => None,
+    };
     let account = Account {
         id: random_id()?,
         jwk: v.key.to_value(),
@@ -400,17 +448,23 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
         contact: p.contact,
         created_at: now(),
         version: 0,
+        eab_kid,
     };
     let a = account.clone();
-    match db_raw(&s, move |st| st.insert_account(&a)).await? {
+    let inserted = match a.eab_kid.clone() {
+        Some(kid) => db_raw(&s, move |st| st.insert_account_bound(&a, &kid, now())).await?,
+        None => db_raw(&s, move |st| st.insert_account(&a)).await?,
+    };
+    match inserted {
         Ok(()) => {}
+        Err(StoreError::Refused(why)) => return Err(Problem::unauthorized(why)),
         // Lost a race with the same key: answer with the winner.
         Err(StoreError::Conflict(_)) => {
             return Err(Problem::malformed("an account for this key was just created; retry"))
         }
         Err(e) => return Err(Problem::internal("insert account", &e)),
     }
-    tracing::info!(account = %account.id, "account created");
+    tracing::info!(account = %account.id, eab = account.eab_kid.as_deref().unwrap_or("-"), "account created");
     let loc = s.url(&format!("/acme/acct/{}", account.id));
     Ok(json_response(StatusCode::CREATED, Some(&loc), &[], &account_json(&s, &account)))
 }
@@ -584,7 +638,8 @@ fn order_json(s: &AppState, o: &Order) -> Value {
     v
 }
 
-fn identifier_problems(s: &AppState, ids: &[Identifier]) -> Result<Vec<Checked>, Problem> {
+/// Syntax, the server's policy, then the account's EAB policy.
+fn identifier_problems(s: &AppState, ids: &[Identifier], eab: Option<&EabPolicy>) -> Result<Vec<Checked>, Problem> {
     if ids.is_empty() {
         return Err(Problem::malformed("an order needs at least one identifier"));
     }
@@ -598,7 +653,10 @@ fn identifier_problems(s: &AppState, ids: &[Identifier]) -> Result<Vec<Checked>,
     let mut checked: Vec<Checked> = Vec::new();
     let mut subs = Vec::new();
     for id in ids {
-        let result = check_syntax(id).and_then(|c| s.policy.check(&c).map(|()| c));
+        let result = check_syntax(id).and_then(|c| s.policy.check(&c).map(|()| c)).and_then(|c| match eab {
+            Some(p) => p.check(&c).map(|()| c).map_err(IdentifierError::Policy),
+            None => Ok(c),
+        });
         match result {
             Ok(c) => {
                 if !checked.contains(&c) {
@@ -632,7 +690,12 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
     let v = verify(&s, req, KeyMode::Kid).await?;
     let a = v.account()?.clone();
     let p: NewOrderPayload = v.payload()?;
-    let checked = identifier_problems(&s, &p.identifiers)?;
+    let eab = account_eab(&s, &a).await?;
+    let eab_policy = eab.as_ref().map(|k| &k.policy);
+    let checked = identifier_problems(&s, &p.identifiers, eab_policy)?;
+    let max_lifetime = eab_policy
+        .and_then(|p| p.max_lifetime_secs)
+        .map_or(s.max_lifetime.whole_seconds(), |m| m.min(s.max_lifetime.whole_seconds()));
     let t = now();
     let not_before = p.not_before.as_deref().map(|x| parse_time("notBefore", x)).transpose()?;
     let not_after = p.not_after.as_deref().map(|x| parse_time("notAfter", x)).transpose()?;
@@ -642,10 +705,9 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         return Err(Problem::malformed("notBefore must lie between 5 minutes ago and one day ahead"));
     }
     if let Some(na) = not_after {
-        if na <= start || na - start > s.max_lifetime.whole_seconds() {
+        if na <= start || na - start > max_lifetime {
             return Err(Problem::malformed(format!(
-                "notAfter must be after notBefore and at most {}s later",
-                s.max_lifetime.whole_seconds()
+                "notAfter must be after notBefore and at most {max_lifetime}s later"
             )));
         }
     }
@@ -745,6 +807,7 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
     let v = verify(&s, req, KeyMode::Kid).await?;
     let a = v.account()?.clone();
     let p: FinalizePayload = v.payload()?;
+    let eab = account_eab(&s, &a).await?;
     let mut order = load_order(&s, &a, id).await?;
     let loc = s.url(&format!("/acme/order/{}", order.id));
     if order.status != OrderStatus::Ready {
@@ -778,6 +841,12 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         .not_after
         .and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok())
         .unwrap_or(not_before + s.default_lifetime - time::Duration::seconds(1));
+    // The EAB key's ceiling also bounds the default lifetime (an explicit
+    // notAfter was already held to it at newOrder).
+    let not_after = match eab.as_ref().and_then(|k| k.policy.max_lifetime_secs) {
+        Some(max) => not_after.min(not_before + time::Duration::seconds(max) - time::Duration::seconds(1)),
+        None => not_after,
+    };
     let issued = s
         .signer
         .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after })
