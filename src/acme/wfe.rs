@@ -49,6 +49,8 @@ pub struct AppState {
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
     pub require_eab: bool,
+    pub profiles: Vec<(String, Profile)>,
+    pub default_profile: Option<String>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -57,6 +59,23 @@ impl AppState {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+}
+
+/// What `meta.profiles` says about a profile: generated from the template,
+/// so it cannot drift from what is issued.
+fn profile_description(p: &Profile) -> String {
+    let ekus: Vec<&str> = p.extended_key_usage().iter().map(|e| e.name()).collect();
+    let hours = |d: time::Duration| d.whole_hours();
+    format!(
+        "{} certificate, {} h by default, at most {} h",
+        ekus.join(" + "),
+        hours(p.validity()),
+        hours(p.max_validity())
+    )
 }
 
 fn random_id() -> Result<String, Problem> {
@@ -130,6 +149,11 @@ pub async fn directory(State(s): State<Shared>) -> Response {
     }
     if let Some(w) = &s.website {
         meta["website"] = json!(w);
+    }
+    if !s.profiles.is_empty() {
+        let m: serde_json::Map<String, Value> =
+            s.profiles.iter().map(|(n, p)| (n.clone(), json!(profile_description(p)))).collect();
+        meta["profiles"] = Value::Object(m);
     }
     let body = json!({
         "newNonce": s.url("/acme/new-nonce"),
@@ -607,6 +631,7 @@ struct NewOrderPayload {
     identifiers: Vec<Identifier>,
     not_before: Option<String>,
     not_after: Option<String>,
+    profile: Option<String>,
 }
 
 fn parse_time(field: &str, v: &str) -> Result<i64, Problem> {
@@ -634,6 +659,9 @@ fn order_json(s: &AppState, o: &Order) -> Value {
     }
     if let Some(c) = &o.certificate_id {
         v["certificate"] = json!(s.url(&format!("/acme/cert/{c}")));
+    }
+    if let Some(p) = &o.profile {
+        v["profile"] = json!(p);
     }
     v
 }
@@ -693,9 +721,38 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
     let eab = account_eab(&s, &a).await?;
     let eab_policy = eab.as_ref().map(|k| &k.policy);
     let checked = identifier_problems(&s, &p.identifiers, eab_policy)?;
-    let max_lifetime = eab_policy
-        .and_then(|p| p.max_lifetime_secs)
-        .map_or(s.max_lifetime.whole_seconds(), |m| m.min(s.max_lifetime.whole_seconds()));
+    let profile_name = match p.profile.clone() {
+        Some(name) if s.profile(&name).is_none() => {
+            return Err(Problem::new(
+                ProblemType::InvalidProfile,
+                StatusCode::BAD_REQUEST,
+                if s.profiles.is_empty() {
+                    "this server offers no profiles".to_string()
+                } else {
+                    format!("no profile {name:?}; see meta.profiles in the directory")
+                },
+            ))
+        }
+        Some(name) => Some(name),
+        None => s.default_profile.clone(),
+    };
+    if let Some(allowed) = eab_policy.map(|p| &p.profiles).filter(|l| !l.is_empty()) {
+        let name = profile_name.as_deref().unwrap_or("");
+        if !allowed.iter().any(|a| a == name) {
+            return Err(Problem::new(
+                ProblemType::InvalidProfile,
+                StatusCode::BAD_REQUEST,
+                format!("this account may order the profiles {} only", allowed.join(", ")),
+            ));
+        }
+    }
+    let profile_max = profile_name.as_deref().and_then(|n| s.profile(n)).map(|p| p.max_validity().whole_seconds());
+    let max_lifetime =
+        [Some(s.max_lifetime.whole_seconds()), eab_policy.and_then(|p| p.max_lifetime_secs), profile_max]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
     let t = now();
     let not_before = p.not_before.as_deref().map(|x| parse_time("notBefore", x)).transpose()?;
     let not_after = p.not_after.as_deref().map(|x| parse_time("notAfter", x)).transpose()?;
@@ -756,6 +813,7 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         certificate_id: None,
         created_at: t,
         version: 0,
+        profile: profile_name,
     };
     let (o, z) = (order.clone(), authzs);
     db(&s, move |st| st.insert_order(&o, &z)).await?;
@@ -819,7 +877,15 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         ));
     }
     let csr_der = b64_decode("csr", &p.csr).map_err(|_| Problem::bad_csr("csr is not unpadded base64url"))?;
-    let checked = check_csr(&csr_der, &order.identifiers, &v.key, &s.leaf_profile)?;
+    let profile = match order.profile.as_deref() {
+        Some(name) => Some(
+            s.profile(name)
+                .cloned()
+                .ok_or_else(|| Problem::internal("finalize", &format!("the order's profile {name:?} is gone")))?,
+        ),
+        None => None,
+    };
+    let checked = check_csr(&csr_der, &order.identifiers, &v.key, profile.as_ref().unwrap_or(&s.leaf_profile))?;
 
     // Claim the order (processing) so a second finalize cannot issue twice.
     order.status = OrderStatus::Processing;
@@ -837,10 +903,9 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         .not_before
         .and_then(|nb| time::OffsetDateTime::from_unix_timestamp(nb).ok())
         .unwrap_or(t - time::Duration::minutes(1));
-    let not_after = order
-        .not_after
-        .and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok())
-        .unwrap_or(not_before + s.default_lifetime - time::Duration::seconds(1));
+    let not_after = order.not_after.and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok()).unwrap_or(
+        not_before + profile.as_ref().map_or(s.default_lifetime, |p| p.validity()) - time::Duration::seconds(1),
+    );
     // The EAB key's ceiling also bounds the default lifetime (an explicit
     // notAfter was already held to it at newOrder).
     let not_after = match eab.as_ref().and_then(|k| k.policy.max_lifetime_secs) {
@@ -849,7 +914,7 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
     };
     let issued = s
         .signer
-        .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after })
+        .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after, profile })
         .await;
     let issued = match issued {
         Ok(i) => i,

@@ -196,6 +196,12 @@ struct AcmeServeArgs {
     /// Refuse new accounts without an External Account Binding (keys from `keyrite acme eab create`)
     #[arg(long)]
     require_eab: bool,
+    /// An ACME profile: NAME=TEMPLATE, e.g. mtls=templates/leaf-mtls.toml (repeatable)
+    #[arg(long = "profile", num_args = 1..)]
+    profiles: Vec<String>,
+    /// The profile of orders that name none (default: the --leaf-template)
+    #[arg(long)]
+    default_profile: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -684,6 +690,8 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     options.max_identifiers = args.max_identifiers;
     options.ready_file = args.ready_file;
     options.require_eab = args.require_eab;
+    options.profiles = args.profiles.iter().map(|p| launch::parse_profile_arg(p)).collect::<Result<Vec<_>, _>>()?;
+    options.default_profile = args.default_profile;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {
