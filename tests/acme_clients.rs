@@ -284,6 +284,8 @@ struct ServerOpts {
     http01: Option<u16>,
     /// Where a client answers tls-alpn-01 (a free port when `None`).
     tlsalpn01: Option<u16>,
+    /// Further acme-serve arguments.
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -314,6 +316,7 @@ impl Server {
             .args(["--allow-dns-suffix", "acme.test", "--allow-ip-range", "127.0.0.0/8"])
             .args(["--lifetime", "24h", "--max-identifiers", "10"])
             .args(["--ready-file", p(&ready)])
+            .args(&opts.extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -486,6 +489,119 @@ fn certbot_http01_issue_renew_revoke() {
             "--no-delete-after-revoke",
         ]),
     );
+    server.stop();
+}
+
+// ------------------------------------------------------------------ External Account Binding
+
+/// `keyrite acme eab create` on the server's database; returns (kid, hmac).
+fn eab_create(server: &Server, audit: &Path, extra: &[&str]) -> (String, String) {
+    let out = keyrite()
+        .args(["acme", "eab", "create", "--db", p(&server.dir.path().join("acme.sqlite"))])
+        .args(["--audit-log", p(audit), "--actor", "Alice"])
+        .args(extra)
+        .output()
+        .expect("keyrite acme eab create");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (field("kid "), field("hmac "))
+}
+
+#[test]
+fn lego_and_certbot_with_managed_eab() {
+    require_tool("lego", "lego");
+    require_tool("certbot", "certbot");
+    let ca = Ca::new();
+    let server = Server::start_with(&ca, ServerOpts { extra: vec!["--require-eab".into()], ..ServerOpts::default() });
+    let audit = server.dir.path().join("eab-audit.jsonl");
+    let http = format!("127.0.0.1:{}", server.http01);
+
+    // lego with a key limited to team-a.
+    let (kid, mac) = eab_create(&server, &audit, &["--dns-suffix", "*.team-a.acme.test", "--note", "team A"]);
+    let dir = server.client_dir("lego-eab");
+    let name = "www.team-a.acme.test";
+    run_client(
+        &server,
+        "lego run with EAB",
+        lego(&server, &dir, &[name]).args([
+            "--eab",
+            "--kid",
+            &kid,
+            "--hmac",
+            &mac,
+            "--http",
+            "--http.port",
+            &http,
+            "run",
+        ]),
+    );
+    check_leaf(&ca, &first_cert(&lego_cert(&dir, name), &dir.join("leaf.pem")), &[name]);
+    // The same account (lego reuses it) is refused team-b.
+    let out = lego(&server, &dir, &["www.team-b.acme.test"])
+        .args(["--eab", "--kid", &kid, "--hmac", &mac, "--http", "--http.port", &http, "run"])
+        .output()
+        .expect("lego");
+    assert!(!out.status.success());
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("rejectedIdentifier") && said.contains("team-b"), "{said}");
+
+    // certbot with its own key.
+    let (kid2, mac2) = eab_create(&server, &audit, &["--dns-suffix", "acme.test", "--max-lifetime", "24h"]);
+    let cdir = server.client_dir("certbot-eab");
+    let cname = "certbot-eab.acme.test";
+    run_client(
+        &server,
+        "certbot certonly with EAB",
+        certbot(&server, &cdir)
+            .args(["certonly", "--standalone", "--http-01-port", &server.http01.to_string()])
+            .args(["--http-01-address", "127.0.0.1", "--eab-kid", &kid2, "--eab-hmac-key", &mac2])
+            .args(["--agree-tos", "-m", "ops@acme.test", "-d", cname]),
+    );
+    check_leaf(&ca, &cdir.join("config/live").join(cname).join("cert.pem"), &[cname]);
+
+    // Without a binding, and with a revoked key: no account.
+    let out = lego(&server, &server.client_dir("lego-none"), &["none.acme.test"])
+        .args(["--http", "--http.port", &http, "run"])
+        .output()
+        .expect("lego");
+    assert!(!out.status.success());
+    // lego reads meta.externalAccountRequired and stops before asking.
+    let said = format!("{}{}", stdout(&out), stderr(&out)).to_lowercase();
+    assert!(said.contains("externalaccountrequired") || said.contains("external account"), "{said}");
+    let (kid3, mac3) = eab_create(&server, &audit, &[]);
+    let db = server.dir.path().join("acme.sqlite");
+    let rv = keyrite()
+        .args(["acme", "eab", "revoke", "--db", p(&db), "--audit-log", p(&audit), &kid3])
+        .output()
+        .expect("revoke");
+    assert!(rv.status.success(), "{}", stderr(&rv));
+    let out = lego(&server, &server.client_dir("lego-revoked"), &["revoked.acme.test"])
+        .args(["--eab", "--kid", &kid3, "--hmac", &mac3, "--http", "--http.port", &http, "run"])
+        .output()
+        .expect("lego");
+    assert!(!out.status.success());
+    assert!(format!("{}{}", stdout(&out), stderr(&out)).contains("revoked"), "{}", stderr(&out));
+
+    // list shows the three, none of their HMACs; the audit log verifies and
+    // holds the kids but no HMAC.
+    let list = keyrite().args(["acme", "eab", "list", "--db", p(&db)]).output().expect("list");
+    let listed = stdout(&list);
+    assert!(listed.contains(&kid) && listed.contains(&kid2) && listed.contains(&kid3), "{listed}");
+    assert!(listed.lines().any(|l| l.contains(&kid3) && l.contains("revoked")), "{listed}");
+    let log = std::fs::read_to_string(&audit).expect("audit log");
+    for m in [&mac, &mac2, &mac3] {
+        assert!(!listed.contains(m.as_str()) && !log.contains(m.as_str()), "an HMAC leaked");
+        assert!(!server.log().contains(m.as_str()), "an HMAC leaked into the server log");
+    }
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert!(log.contains("eab-key-created") && log.contains("eab-key-revoked") && log.contains(&kid));
+    let v = keyrite().args(["audit", "verify", "--allow-open", p(&audit)]).output().expect("verify");
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
     server.stop();
 }
 

@@ -58,6 +58,8 @@ pub struct LeafRequest {
     pub sans: Vec<San>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The order's profile's template; `None` is the server's leaf template.
+    pub profile: Option<Profile>,
 }
 
 struct Job {
@@ -91,7 +93,8 @@ impl SignerHandle {
                 let _ = ready_tx.send(Ok(()));
                 // Ends when every SignerHandle sender is dropped.
                 while let Ok(job) = rx.recv() {
-                    let result = issue_leaf(&issuer_der, &profile, signer.as_ref(), &job.req);
+                    let template = job.req.profile.as_ref().unwrap_or(&profile);
+                    let result = issue_leaf(&issuer_der, template, signer.as_ref(), &job.req);
                     let _ = job.reply.send(result);
                 }
             })

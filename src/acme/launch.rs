@@ -64,6 +64,12 @@ pub struct LaunchOptions {
     pub max_identifiers: usize,
     /// Written (never overwritten) once the server listens.
     pub ready_file: Option<PathBuf>,
+    /// Refuse accounts without an External Account Binding.
+    pub require_eab: bool,
+    /// ACME profiles: name and leaf template.
+    pub profiles: Vec<(String, PathBuf)>,
+    /// The profile of orders that name none (else the leaf template).
+    pub default_profile: Option<String>,
 }
 
 impl LaunchOptions {
@@ -85,6 +91,9 @@ impl LaunchOptions {
             lifetime: Duration::from_secs(24 * 3600),
             max_identifiers: 100,
             ready_file: None,
+            require_eab: false,
+            profiles: Vec::new(),
+            default_profile: None,
         }
     }
 }
@@ -337,6 +346,12 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
     let mut config = ServerConfig::new(options.listen, options.database.clone(), tls, leaf_profile, policy);
     config.external_url = options.external_url.clone();
     config.default_lifetime = options.lifetime;
+    config.require_eab = options.require_eab;
+    for (name, path) in &options.profiles {
+        let p = Profile::load(path).map_err(|e| LaunchError::File { path: path.clone(), problem: e.to_string() })?;
+        config.profiles.push((name.clone(), p));
+    }
+    config.default_profile = options.default_profile.clone();
     config.max_lifetime = config.max_lifetime.max(options.lifetime);
     config.validation = ValidationConfig {
         resolver: options.dns,
@@ -422,6 +437,14 @@ pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), LaunchError> {
         return Err(bad());
     }
     Ok((ip, len))
+}
+
+/// Parses `NAME=PATH` (`--profile`).
+pub fn parse_profile_arg(text: &str) -> Result<(String, PathBuf), LaunchError> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
+        _ => Err(option_err("--profile", format!("{text:?} is not NAME=TEMPLATE, e.g. mtls=templates/leaf-mtls.toml"))),
+    }
 }
 
 /// Parses `90s`, `30m`, `24h` or `7d`.

@@ -11,6 +11,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod eab;
 pub mod identifier;
 pub mod jws;
 pub mod launch;
@@ -78,6 +79,15 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
+    /// Refuse new accounts without an External Account Binding (keys from
+    /// `keyrite acme eab create`). Bindings are verified, and their policy
+    /// applied, whether or not they are required.
+    pub require_eab: bool,
+    /// ACME profiles (draft-aaron-acme-profiles), by name, advertised in
+    /// `meta.profiles`. Empty: no profiles, and an order naming one is refused.
+    pub profiles: Vec<(String, Profile)>,
+    /// The profile of orders that name none; `None` is `leaf_profile`.
+    pub default_profile: Option<String>,
 }
 
 impl ServerConfig {
@@ -98,6 +108,9 @@ impl ServerConfig {
             nonce_lifetime: Duration::from_secs(3600),
             terms_of_service: None,
             website: None,
+            require_eab: false,
+            profiles: Vec::new(),
+            default_profile: None,
         }
     }
 }
@@ -170,6 +183,19 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         Zeroizing::new(store.meta_get_or_init("nonce-hmac-key", fresh.as_ref())?)
     };
     let nonces = nonce::NonceService::new(&nonce_key, config.nonce_lifetime.as_secs())?;
+    if let Some(d) = &config.default_profile {
+        if !config.profiles.iter().any(|(n, _)| n == d) {
+            return Err(AcmeError::Config(format!("the default profile {d:?} is not one of the profiles")));
+        }
+    }
+    for (name, p) in &config.profiles {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return Err(AcmeError::Config(format!("profile name {name:?}: use letters, digits, - _ .")));
+        }
+        if p.kind() != crate::profile::CertKind::Leaf {
+            return Err(AcmeError::Config(format!("profile {name:?}: {} is not a leaf template", p.source())));
+        }
+    }
 
     let Issuer { certificate_der, chain_pem, signer } = issuer;
     let signer_handle = {
@@ -208,6 +234,9 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         leaf_profile: config.leaf_profile,
         terms_of_service: config.terms_of_service,
         website: config.website,
+        require_eab: config.require_eab,
+        profiles: config.profiles,
+        default_profile: config.default_profile,
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -330,6 +359,7 @@ async fn issue_server_cert(
             sans: names,
             not_before,
             not_after: profile.not_after_for(not_before),
+            profile: None,
         })
         .await?;
     let mut chain = vec![issued.der];

@@ -27,6 +27,10 @@ pub struct Account {
     pub contact: Vec<String>,
     pub created_at: i64,
     pub version: i64,
+    /// The External Account Binding key this account was created with; its
+    /// policy applies to every order (absent in accounts from before EAB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ pub struct Order {
     pub certificate_id: Option<String>,
     pub created_at: i64,
     pub version: i64,
+    /// The profile the order asked for (or the default profile's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::ca::{check_csr, LeafRequest, SignerHandle};
+use super::eab::{Binding, EabError, EabKey, EabPolicy};
 use super::identifier::{check_syntax, Checked, Identifier, IdentifierError, Policy};
 use super::jws::{b64_decode, Jwk, Jws, JwsError};
 use super::model::*;
@@ -47,6 +48,9 @@ pub struct AppState {
     pub leaf_profile: Profile,
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
+    pub require_eab: bool,
+    pub profiles: Vec<(String, Profile)>,
+    pub default_profile: Option<String>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -55,6 +59,23 @@ impl AppState {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+}
+
+/// What `meta.profiles` says about a profile: generated from the template,
+/// so it cannot drift from what is issued.
+fn profile_description(p: &Profile) -> String {
+    let ekus: Vec<&str> = p.extended_key_usage().iter().map(|e| e.name()).collect();
+    let hours = |d: time::Duration| d.whole_hours();
+    format!(
+        "{} certificate, {} h by default, at most {} h",
+        ekus.join(" + "),
+        hours(p.validity()),
+        hours(p.max_validity())
+    )
 }
 
 fn random_id() -> Result<String, Problem> {
@@ -122,12 +143,17 @@ pub async fn method_not_allowed() -> Problem {
 // ---------------------------------------------------------------- directory, nonce
 
 pub async fn directory(State(s): State<Shared>) -> Response {
-    let mut meta = json!({ "externalAccountRequired": false });
+    let mut meta = json!({ "externalAccountRequired": s.require_eab });
     if let Some(t) = &s.terms_of_service {
         meta["termsOfService"] = json!(t);
     }
     if let Some(w) = &s.website {
         meta["website"] = json!(w);
+    }
+    if !s.profiles.is_empty() {
+        let m: serde_json::Map<String, Value> =
+            s.profiles.iter().map(|(n, p)| (n.clone(), json!(profile_description(p)))).collect();
+        meta["profiles"] = Value::Object(m);
     }
     let body = json!({
         "newNonce": s.url("/acme/new-nonce"),
@@ -367,6 +393,41 @@ struct NewAccountPayload {
     terms_of_service_agreed: bool,
     #[serde(default)]
     only_return_existing: bool,
+    external_account_binding: Option<Value>,
+}
+
+fn eab_problem(e: EabError) -> Problem {
+    match e {
+        EabError::Malformed(m) => Problem::malformed(m),
+        EabError::Unauthorized(m) => Problem::unauthorized(m),
+    }
+}
+
+/// RFC 8555 §7.3.4: checks the binding's structure, then its MAC with the
+/// named key, then that the key may still bind. Returns the key's id.
+async fn check_binding(s: &Shared, v: &Verified, binding: &Value) -> Result<String, Problem> {
+    let outer_url = v.jws.header.url.clone().unwrap_or_default();
+    let b = Binding::parse(binding, &outer_url, &v.key).map_err(eab_problem)?;
+    let kid = b.kid.clone();
+    let Some((key, secret)) = db(s, move |st| st.eab_key(&kid)).await? else {
+        return Err(Problem::unauthorized("unknown external account key"));
+    };
+    b.verify(&secret).map_err(eab_problem)?;
+    drop(secret);
+    if let Some(why) = key.binding_refusal(now()) {
+        return Err(Problem::unauthorized(why));
+    }
+    Ok(key.kid)
+}
+
+/// The EAB key an account is bound to, if any. A key revoked (or gone)
+/// since binding stops the account's issuance.
+async fn account_eab(s: &Shared, a: &Account) -> Result<Option<EabKey>, Problem> {
+    let Some(kid) = a.eab_kid.clone() else { return Ok(None) };
+    match db(s, move |st| st.eab_key(&kid)).await? {
+        Some((key, _secret)) if key.revoked_at.is_none() => Ok(Some(key)),
+        _ => Err(Problem::unauthorized("the external account key this account is bound to has been revoked")),
+    }
 }
 
 pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Response, Problem> {
@@ -392,6 +453,17 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
         ));
     }
     check_contacts(&p.contact)?;
+    let eab_kid = match &p.external_account_binding {
+        Some(b) => Some(check_binding(&s, &v, b).await?),
+        None if s.require_eab => {
+            return Err(Problem::new(
+                ProblemType::ExternalAccountRequired,
+                StatusCode::FORBIDDEN,
+                "this server requires an external account binding (externalAccountBinding)",
+            ))
+        }
+        None => None,
+    };
     let account = Account {
         id: random_id()?,
         jwk: v.key.to_value(),
@@ -400,17 +472,23 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
         contact: p.contact,
         created_at: now(),
         version: 0,
+        eab_kid,
     };
     let a = account.clone();
-    match db_raw(&s, move |st| st.insert_account(&a)).await? {
+    let inserted = match a.eab_kid.clone() {
+        Some(kid) => db_raw(&s, move |st| st.insert_account_bound(&a, &kid, now())).await?,
+        None => db_raw(&s, move |st| st.insert_account(&a)).await?,
+    };
+    match inserted {
         Ok(()) => {}
+        Err(StoreError::Refused(why)) => return Err(Problem::unauthorized(why)),
         // Lost a race with the same key: answer with the winner.
         Err(StoreError::Conflict(_)) => {
             return Err(Problem::malformed("an account for this key was just created; retry"))
         }
         Err(e) => return Err(Problem::internal("insert account", &e)),
     }
-    tracing::info!(account = %account.id, "account created");
+    tracing::info!(account = %account.id, eab = account.eab_kid.as_deref().unwrap_or("-"), "account created");
     let loc = s.url(&format!("/acme/acct/{}", account.id));
     Ok(json_response(StatusCode::CREATED, Some(&loc), &[], &account_json(&s, &account)))
 }
@@ -553,6 +631,7 @@ struct NewOrderPayload {
     identifiers: Vec<Identifier>,
     not_before: Option<String>,
     not_after: Option<String>,
+    profile: Option<String>,
 }
 
 fn parse_time(field: &str, v: &str) -> Result<i64, Problem> {
@@ -581,10 +660,14 @@ fn order_json(s: &AppState, o: &Order) -> Value {
     if let Some(c) = &o.certificate_id {
         v["certificate"] = json!(s.url(&format!("/acme/cert/{c}")));
     }
+    if let Some(p) = &o.profile {
+        v["profile"] = json!(p);
+    }
     v
 }
 
-fn identifier_problems(s: &AppState, ids: &[Identifier]) -> Result<Vec<Checked>, Problem> {
+/// Syntax, the server's policy, then the account's EAB policy.
+fn identifier_problems(s: &AppState, ids: &[Identifier], eab: Option<&EabPolicy>) -> Result<Vec<Checked>, Problem> {
     if ids.is_empty() {
         return Err(Problem::malformed("an order needs at least one identifier"));
     }
@@ -598,7 +681,10 @@ fn identifier_problems(s: &AppState, ids: &[Identifier]) -> Result<Vec<Checked>,
     let mut checked: Vec<Checked> = Vec::new();
     let mut subs = Vec::new();
     for id in ids {
-        let result = check_syntax(id).and_then(|c| s.policy.check(&c).map(|()| c));
+        let result = check_syntax(id).and_then(|c| s.policy.check(&c).map(|()| c)).and_then(|c| match eab {
+            Some(p) => p.check(&c).map(|()| c).map_err(IdentifierError::Policy),
+            None => Ok(c),
+        });
         match result {
             Ok(c) => {
                 if !checked.contains(&c) {
@@ -632,7 +718,41 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
     let v = verify(&s, req, KeyMode::Kid).await?;
     let a = v.account()?.clone();
     let p: NewOrderPayload = v.payload()?;
-    let checked = identifier_problems(&s, &p.identifiers)?;
+    let eab = account_eab(&s, &a).await?;
+    let eab_policy = eab.as_ref().map(|k| &k.policy);
+    let checked = identifier_problems(&s, &p.identifiers, eab_policy)?;
+    let profile_name = match p.profile.clone() {
+        Some(name) if s.profile(&name).is_none() => {
+            return Err(Problem::new(
+                ProblemType::InvalidProfile,
+                StatusCode::BAD_REQUEST,
+                if s.profiles.is_empty() {
+                    "this server offers no profiles".to_string()
+                } else {
+                    format!("no profile {name:?}; see meta.profiles in the directory")
+                },
+            ))
+        }
+        Some(name) => Some(name),
+        None => s.default_profile.clone(),
+    };
+    if let Some(allowed) = eab_policy.map(|p| &p.profiles).filter(|l| !l.is_empty()) {
+        let name = profile_name.as_deref().unwrap_or("");
+        if !allowed.iter().any(|a| a == name) {
+            return Err(Problem::new(
+                ProblemType::InvalidProfile,
+                StatusCode::BAD_REQUEST,
+                format!("this account may order the profiles {} only", allowed.join(", ")),
+            ));
+        }
+    }
+    let profile_max = profile_name.as_deref().and_then(|n| s.profile(n)).map(|p| p.max_validity().whole_seconds());
+    let max_lifetime =
+        [Some(s.max_lifetime.whole_seconds()), eab_policy.and_then(|p| p.max_lifetime_secs), profile_max]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
     let t = now();
     let not_before = p.not_before.as_deref().map(|x| parse_time("notBefore", x)).transpose()?;
     let not_after = p.not_after.as_deref().map(|x| parse_time("notAfter", x)).transpose()?;
@@ -642,10 +762,9 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         return Err(Problem::malformed("notBefore must lie between 5 minutes ago and one day ahead"));
     }
     if let Some(na) = not_after {
-        if na <= start || na - start > s.max_lifetime.whole_seconds() {
+        if na <= start || na - start > max_lifetime {
             return Err(Problem::malformed(format!(
-                "notAfter must be after notBefore and at most {}s later",
-                s.max_lifetime.whole_seconds()
+                "notAfter must be after notBefore and at most {max_lifetime}s later"
             )));
         }
     }
@@ -694,6 +813,7 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         certificate_id: None,
         created_at: t,
         version: 0,
+        profile: profile_name,
     };
     let (o, z) = (order.clone(), authzs);
     db(&s, move |st| st.insert_order(&o, &z)).await?;
@@ -745,6 +865,7 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
     let v = verify(&s, req, KeyMode::Kid).await?;
     let a = v.account()?.clone();
     let p: FinalizePayload = v.payload()?;
+    let eab = account_eab(&s, &a).await?;
     let mut order = load_order(&s, &a, id).await?;
     let loc = s.url(&format!("/acme/order/{}", order.id));
     if order.status != OrderStatus::Ready {
@@ -756,7 +877,15 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         ));
     }
     let csr_der = b64_decode("csr", &p.csr).map_err(|_| Problem::bad_csr("csr is not unpadded base64url"))?;
-    let checked = check_csr(&csr_der, &order.identifiers, &v.key, &s.leaf_profile)?;
+    let profile = match order.profile.as_deref() {
+        Some(name) => Some(
+            s.profile(name)
+                .cloned()
+                .ok_or_else(|| Problem::internal("finalize", &format!("the order's profile {name:?} is gone")))?,
+        ),
+        None => None,
+    };
+    let checked = check_csr(&csr_der, &order.identifiers, &v.key, profile.as_ref().unwrap_or(&s.leaf_profile))?;
 
     // Claim the order (processing) so a second finalize cannot issue twice.
     order.status = OrderStatus::Processing;
@@ -774,13 +903,18 @@ pub async fn finalize(State(s): State<Shared>, Path(id): Path<String>, req: Requ
         .not_before
         .and_then(|nb| time::OffsetDateTime::from_unix_timestamp(nb).ok())
         .unwrap_or(t - time::Duration::minutes(1));
-    let not_after = order
-        .not_after
-        .and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok())
-        .unwrap_or(not_before + s.default_lifetime - time::Duration::seconds(1));
+    let not_after = order.not_after.and_then(|na| time::OffsetDateTime::from_unix_timestamp(na).ok()).unwrap_or(
+        not_before + profile.as_ref().map_or(s.default_lifetime, |p| p.validity()) - time::Duration::seconds(1),
+    );
+    // The EAB key's ceiling also bounds the default lifetime (an explicit
+    // notAfter was already held to it at newOrder).
+    let not_after = match eab.as_ref().and_then(|k| k.policy.max_lifetime_secs) {
+        Some(max) => not_after.min(not_before + time::Duration::seconds(max) - time::Duration::seconds(1)),
+        None => not_after,
+    };
     let issued = s
         .signer
-        .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after })
+        .issue(LeafRequest { spki_der: checked.spki_der.clone(), sans: checked.sans, not_before, not_after, profile })
         .await;
     let issued = match issued {
         Ok(i) => i,

@@ -69,6 +69,72 @@ enum Command {
     Ca(CaCommand),
     /// Run the RFC 8555 ACME server that issues short-lived TLS leaves from the intermediate
     AcmeServe(AcmeServeArgs),
+    /// Manage what acme-serve keeps: External Account Binding keys
+    #[command(subcommand)]
+    Acme(AcmeCommand),
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// External Account Binding keys (RFC 8555 §7.3.4), each with an issuance policy
+    #[command(subcommand)]
+    Eab(EabCommand),
+}
+
+#[derive(Subcommand)]
+enum EabCommand {
+    /// Mint a key; its HMAC is printed once (base64url) and never again
+    Create {
+        /// The acme-serve SQLite database (created if missing)
+        #[arg(long)]
+        db: PathBuf,
+        /// The audit log to record the event in (created if missing)
+        #[arg(long)]
+        audit_log: PathBuf,
+        /// Names allowed: `team-a.example` (it and below) or `*.team-a.example` (below only); repeatable
+        #[arg(long, num_args = 1..)]
+        dns_suffix: Vec<String>,
+        /// IP addresses allowed, e.g. 10.1.0.0/16; repeatable
+        #[arg(long, num_args = 1..)]
+        ip_range: Vec<String>,
+        /// Refuse wildcard names for accounts bound with this key
+        #[arg(long)]
+        no_wildcards: bool,
+        /// Profiles the accounts may order (default: all); repeatable
+        #[arg(long, num_args = 1..)]
+        profile: Vec<String>,
+        /// Longest certificate lifetime (e.g. 24h, 7d)
+        #[arg(long)]
+        max_lifetime: Option<String>,
+        /// The key binds no account after this long (e.g. 30d)
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Let the key bind several accounts (default: one)
+        #[arg(long)]
+        multi_use: bool,
+        /// A label for the operator (team, ticket)
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Who is doing this, for the audit log
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// List keys (never their HMACs)
+    List {
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Revoke a key: it binds no new account, and its accounts get no more certificates
+    Revoke {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        audit_log: PathBuf,
+        /// Who is doing this, for the audit log
+        #[arg(long)]
+        actor: Option<String>,
+        kid: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -127,6 +193,15 @@ struct AcmeServeArgs {
     /// Write {directory, tls_ca, listen} as JSON here once listening (must not exist)
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Refuse new accounts without an External Account Binding (keys from `keyrite acme eab create`)
+    #[arg(long)]
+    require_eab: bool,
+    /// An ACME profile: NAME=TEMPLATE, e.g. mtls=templates/leaf-mtls.toml (repeatable)
+    #[arg(long = "profile", num_args = 1..)]
+    profiles: Vec<String>,
+    /// The profile of orders that name none (default: the --leaf-template)
+    #[arg(long)]
+    default_profile: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -454,6 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: CA directory created for root SHA-256 {}", ca.dir().display(), ca.state().root_sha256);
         }
         Command::AcmeServe(args) => run_acme_serve(args)?,
+        Command::Acme(AcmeCommand::Eab(cmd)) => run_eab(cmd)?,
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
         Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
             let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;
@@ -618,6 +694,9 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     options.lifetime = launch::parse_lifetime(&args.lifetime)?;
     options.max_identifiers = args.max_identifiers;
     options.ready_file = args.ready_file;
+    options.require_eab = args.require_eab;
+    options.profiles = args.profiles.iter().map(|p| launch::parse_profile_arg(p)).collect::<Result<Vec<_>, _>>()?;
+    options.default_profile = args.default_profile;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {
@@ -627,5 +706,102 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     })
     .context("acme-serve stopped")?;
     println!("acme-serve stopped cleanly");
+    Ok(())
+}
+
+/// The audit log for EAB key management: appended to if it exists.
+fn eab_audit_log(path: &std::path::Path) -> Result<audit::AuditLog> {
+    const CEREMONY: &str = "acme-eab";
+    let log = if path.exists() {
+        audit::AuditLog::open_append(path, CEREMONY)
+    } else {
+        audit::AuditLog::create(path, CEREMONY)
+    };
+    log.with_context(|| format!("audit log {}", path.display()))
+}
+
+/// `keyrite acme eab …`: the same database file acme-serve uses.
+fn run_eab(cmd: EabCommand) -> Result<()> {
+    use crate::acme::eab::{self, EabPolicy};
+    use crate::acme::launch;
+    use crate::acme::store::{sqlite::SqliteStore, Store};
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match cmd {
+        EabCommand::Create {
+            db,
+            audit_log,
+            dns_suffix,
+            ip_range,
+            no_wildcards,
+            profile,
+            max_lifetime,
+            expires_in,
+            multi_use,
+            note,
+            actor,
+        } => {
+            let policy = EabPolicy {
+                dns_suffixes: dns_suffix.iter().map(|s| eab::normalize_suffix(s)).collect(),
+                ip_ranges: ip_range.iter().map(|r| launch::parse_cidr(r)).collect::<Result<Vec<_>, _>>()?,
+                wildcards: !no_wildcards,
+                profiles: profile,
+                max_lifetime_secs: max_lifetime.map(|l| launch::parse_lifetime(&l).map(secs)).transpose()?,
+            };
+            let expires_at =
+                expires_in.map(|e| launch::parse_lifetime(&e).map(|d| now.saturating_add(secs(d)))).transpose()?;
+            // The log first: a key that exists must have been recorded.
+            let mut log = eab_audit_log(&audit_log)?;
+            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
+            let (key, mac) = eab::create_key(&store, policy, expires_at, multi_use, note, now)?;
+            let mut event = audit::Event::new("eab", "eab-key-created")
+                .detail("kid", key.kid.clone())
+                .detail("policy", serde_json::to_value(&key.policy)?)
+                .detail("multi_use", key.multi_use)
+                .detail("note", key.note.clone());
+            if let Some(e) = key.expires_at {
+                event = event.detail("expires", crate::acme::model::rfc3339(e));
+            }
+            if let Some(a) = actor {
+                event = event.actor(a);
+            }
+            log.append(event)?;
+            println!("kid  {}", key.kid);
+            println!("hmac {}", crate::acme::jws::b64_encode(mac.expose()));
+            eprintln!("The HMAC is shown only now; hand it over on a channel you trust.");
+        }
+        EabCommand::List { db } => {
+            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
+            for k in store.eab_keys()? {
+                let state = match (k.revoked_at, k.expires_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(e)) if e <= now => "expired",
+                    _ => "active",
+                };
+                let expires = k.expires_at.map(crate::acme::model::rfc3339).unwrap_or_else(|| "never".into());
+                let uses = if k.multi_use { "multi-use" } else { "single-use" };
+                println!(
+                    "{}  {state}  {uses}  accounts={}  expires={expires}  {}  {}",
+                    k.kid,
+                    k.bound_accounts,
+                    k.policy.describe(),
+                    k.note
+                );
+            }
+        }
+        EabCommand::Revoke { db, audit_log, actor, kid } => {
+            let mut log = eab_audit_log(&audit_log)?;
+            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
+            if !store.revoke_eab_key(&kid, now)? {
+                bail!("no active EAB key {kid:?}");
+            }
+            let mut event = audit::Event::new("eab", "eab-key-revoked").detail("kid", kid.clone());
+            if let Some(a) = actor {
+                event = event.actor(a);
+            }
+            log.append(event)?;
+            println!("revoked {kid}");
+        }
+    }
     Ok(())
 }

@@ -162,6 +162,17 @@ pub async fn start_with(
     tls_alpn01_port: u16,
     external_url: Option<String>,
 ) -> Result<RunningServer, acme::AcmeError> {
+    start_configured(pki, dir, http01_port, tls_alpn01_port, |c| c.external_url = external_url).await
+}
+
+/// Like [`start_in`], with a last say over the configuration.
+pub async fn start_configured(
+    pki: &mut Pki,
+    dir: &Path,
+    http01_port: u16,
+    tls_alpn01_port: u16,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Result<RunningServer, acme::AcmeError> {
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.join("acme.sqlite"),
@@ -169,7 +180,6 @@ pub async fn start_with(
         template("tls-leaf.toml"),
         test_policy(),
     );
-    config.external_url = external_url;
     config.validation = ValidationConfig {
         static_hosts: static_hosts(),
         http01_port,
@@ -179,7 +189,17 @@ pub async fn start_with(
         backoff: Duration::from_millis(200),
         ..ValidationConfig::default()
     };
+    configure(&mut config);
     acme::start(config, pki.issuer()).await
+}
+
+/// [`start`] with a last say over the configuration.
+pub async fn start_harness(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
+    let mut pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_configured(&mut pki, dir.path(), 1, 1, configure).await.expect("server starts");
+    let client = Client::new(&pki.root.der, server.local_addr(), server.base_url().to_string());
+    Harness { pki, server, dir, client }
 }
 
 // ------------------------------------------------------------------ HTTPS client

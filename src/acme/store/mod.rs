@@ -7,7 +7,9 @@
 
 pub mod sqlite;
 
+use super::eab::EabKey;
 use super::model::{Account, Authorization, CertRecord, Order};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +23,10 @@ pub enum StoreError {
     /// A versioned update lost a race; the caller re-reads.
     #[error("the object changed concurrently")]
     Stale,
+    /// The store refused a state change (an EAB key that can no longer
+    /// bind); the text is safe to show a client.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What the ACME server keeps.
@@ -58,4 +64,18 @@ pub trait Store: Send + Sync {
     fn certificate_by_serial(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError>;
     /// Versionless: revocation is a one-way latch guarded by `revoked_at IS NULL`.
     fn revoke_certificate(&self, id: &str, reason: u8, at: i64) -> Result<bool, StoreError>;
+
+    /// Stores a new EAB key with its MAC secret.
+    fn insert_eab_key(&self, key: &EabKey, secret: &Secret) -> Result<(), StoreError>;
+    /// An EAB key and its MAC secret.
+    fn eab_key(&self, kid: &str) -> Result<Option<(EabKey, Secret)>, StoreError>;
+    /// Every EAB key (no secrets), oldest first.
+    fn eab_keys(&self) -> Result<Vec<EabKey>, StoreError>;
+    /// `false` if there is no such key or it already was revoked.
+    fn revoke_eab_key(&self, kid: &str, at: i64) -> Result<bool, StoreError>;
+    /// Inserts an account bound to EAB key `kid`, in one transaction with
+    /// the key's re-check (not revoked, not expired, not already bound if
+    /// single-use) and its use count: two racing accounts cannot both bind
+    /// a single-use key. A refused binding is [`StoreError::Refused`].
+    fn insert_account_bound(&self, account: &Account, kid: &str, now: i64) -> Result<(), StoreError>;
 }

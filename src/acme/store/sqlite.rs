@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Store, StoreError};
+use crate::acme::eab::EabKey;
 use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order};
+use crate::secret::Secret;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -47,14 +49,25 @@ CREATE TABLE IF NOT EXISTS certificates (
     id TEXT PRIMARY KEY, serial TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, doc TEXT NOT NULL);
 ";
 
+/// Schema changes after [`SCHEMA`], applied in order; `PRAGMA user_version`
+/// records how many ran, so an existing database is upgraded in place and a
+/// database from a newer keyrite is refused rather than misread.
+const MIGRATIONS: &[&str] = &[
+    // 1: managed External Account Binding keys. The MAC secret has its own
+    // column so that the JSON document can be logged or listed safely.
+    "CREATE TABLE IF NOT EXISTS eab_keys (
+        kid TEXT PRIMARY KEY, created_at INTEGER NOT NULL, hmac BLOB NOT NULL, doc TEXT NOT NULL);",
+];
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
+        let mut conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        migrate(&mut conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -67,6 +80,22 @@ impl SqliteStore {
         let doc: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional().map_err(db)?;
         doc.map(|d| from_json(&d)).transpose()
     }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if done > known {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {done}; this keyrite knows up to {known}"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(done).unwrap_or(0)) {
+        tx.execute_batch(sql).map_err(db)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX)).map_err(db)?;
+    }
+    tx.commit().map_err(db)
 }
 
 fn status_name(s: AuthzStatus) -> &'static str {
@@ -261,5 +290,71 @@ impl Store for SqliteStore {
         tx.execute("UPDATE certificates SET doc = ?1 WHERE id = ?2", params![to_json(&cert)?, id]).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(true)
+    }
+
+    fn insert_eab_key(&self, key: &EabKey, secret: &Secret) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO eab_keys (kid, created_at, hmac, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![key.kid, key.created_at, secret.expose(), to_json(key)?],
+        )
+        .map_err(unique_conflict)?;
+        Ok(())
+    }
+
+    fn eab_key(&self, kid: &str) -> Result<Option<(EabKey, Secret)>, StoreError> {
+        let conn = self.conn()?;
+        let row: Option<(String, Vec<u8>)> = conn
+            .query_row("SELECT doc, hmac FROM eab_keys WHERE kid = ?1", [kid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db)?;
+        match row {
+            None => Ok(None),
+            Some((doc, mac)) => Ok(Some((from_json(&doc)?, Secret::new(mac)))),
+        }
+    }
+
+    fn eab_keys(&self) -> Result<Vec<EabKey>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT doc FROM eab_keys ORDER BY created_at, kid").map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        let docs = rows.collect::<Result<Vec<_>, _>>().map_err(db)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    fn revoke_eab_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let doc: Option<String> =
+            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
+        let Some(doc) = doc else { return Ok(false) };
+        let mut key: EabKey = from_json(&doc)?;
+        if key.revoked_at.is_some() {
+            return Ok(false);
+        }
+        key.revoked_at = Some(at);
+        tx.execute("UPDATE eab_keys SET doc = ?1 WHERE kid = ?2", params![to_json(&key)?, kid]).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+
+    fn insert_account_bound(&self, a: &Account, kid: &str, now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let doc: Option<String> =
+            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
+        let Some(doc) = doc else { return Err(StoreError::Refused("no such external account key".into())) };
+        let mut key: EabKey = from_json(&doc)?;
+        if let Some(why) = key.binding_refusal(now) {
+            return Err(StoreError::Refused(why.into()));
+        }
+        key.bound_accounts = key.bound_accounts.saturating_add(1);
+        tx.execute("UPDATE eab_keys SET doc = ?1 WHERE kid = ?2", params![to_json(&key)?, kid]).map_err(db)?;
+        tx.execute(
+            "INSERT INTO accounts (id, thumbprint, version, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![a.id, a.thumbprint, a.version, to_json(a)?],
+        )
+        .map_err(unique_conflict)?;
+        tx.commit().map_err(db)
     }
 }
