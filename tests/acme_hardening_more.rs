@@ -473,7 +473,7 @@ async fn http01_redirect_and_body_limits() {
     }
     // 200 bytes that start with the key authorization: refused as a whole.
     let (c, _) = &results["long body"];
-    assert_challenge_problem(c, "unauthorized", "128 bytes");
+    assert_challenge_problem(c, "incorrectResponse", "128 bytes");
     // Trailing whitespace is trimmed (RFC 8555 §8.3).
     let (c, _) = &results["trailing whitespace"];
     assert_eq!(c["status"], "valid", "{c}");
@@ -617,4 +617,24 @@ async fn provided_tls_files_are_presented_exactly() {
     assert_eq!(r.status, 200);
     assert!(r.json()["newNonce"].is_string());
     server.shutdown().await;
+}
+
+/// An order may not ask for a certificate that outlives its issuer, even when
+/// the server's own ceiling would allow the span: refused at newOrder, not
+/// at finalize.
+#[tokio::test]
+async fn not_after_beyond_the_issuers_expiry_is_refused_at_new_order() {
+    let h = start_cfg(1, |c| c.max_lifetime = Duration::from_secs(4000 * 86_400)).await;
+    let acct = h.new_account(Key::es256()).await;
+    let p = json!({
+        "identifiers": [{"type": "dns", "value": "a.acme.test"}],
+        "notAfter": rfc3339(whole_seconds_from_now(3000 * 86_400)),
+    });
+    let r = h.post_as(&acct, "/acme/new-order", p.to_string().as_bytes()).await;
+    r.assert_problem("malformed", 400);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("issuing CA's own expiry"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }

@@ -198,6 +198,11 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
     }
 
     let Issuer { certificate_der, chain_pem, signer } = issuer;
+    // An order may not ask for a certificate that outlives its issuer.
+    let issuer_not_after = crate::profile::certificate_summary(&certificate_der)
+        .map_err(|e| AcmeError::Config(format!("the issuer certificate: {e}")))?
+        .not_after
+        .unix_timestamp();
     let signer_handle = {
         let profile = config.leaf_profile.clone();
         tokio::task::spawn_blocking(move || ca::SignerHandle::start(certificate_der, profile, signer))
@@ -235,6 +240,7 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         terms_of_service: config.terms_of_service,
         website: config.website,
         require_eab: config.require_eab,
+        issuer_not_after,
         profiles: config.profiles,
         default_profile: config.default_profile,
     });

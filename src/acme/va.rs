@@ -206,7 +206,10 @@ impl Validator {
                 return Err(prob(ProblemType::Unauthorized, format!("http-01 response status {status} from {addr}")));
             }
             if body.len() > MAX_BODY {
-                return Err(prob(ProblemType::Unauthorized, "http-01 response is longer than 128 bytes"));
+                return Err(prob(
+                    ProblemType::IncorrectResponse,
+                    "http-01 response is longer than 128 bytes, so it is not the key authorization",
+                ));
             }
             let text = String::from_utf8_lossy(&body);
             let got = text.trim_end();

@@ -49,6 +49,8 @@ pub struct AppState {
     pub terms_of_service: Option<String>,
     pub website: Option<String>,
     pub require_eab: bool,
+    /// The intermediate's notAfter (Unix seconds): no order may reach past it.
+    pub issuer_not_after: i64,
     pub profiles: Vec<(String, Profile)>,
     pub default_profile: Option<String>,
 }
@@ -766,6 +768,9 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
             return Err(Problem::malformed(format!(
                 "notAfter must be after notBefore and at most {max_lifetime}s later"
             )));
+        }
+        if na > s.issuer_not_after {
+            return Err(Problem::malformed("notAfter is later than the issuing CA's own expiry"));
         }
     }
     let expires = t + s.order_lifetime.whole_seconds();
