@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        owner_only(path)?;
         let mut conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
@@ -79,6 +80,30 @@ impl SqliteStore {
         let conn = self.conn()?;
         let doc: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional().map_err(db)?;
         doc.map(|d| from_json(&d)).transpose()
+    }
+}
+
+/// The database holds the nonce HMAC key and the EAB keys' HMACs: it is
+/// created readable by its owner only (SQLite gives its WAL and shared-memory
+/// files the same mode), and an existing one others can read is refused.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Database(format!(
+                    "{} holds key material and is readable by group or others; chmod 600 it",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Database(format!("{}: cannot create: {e}", path.display()))),
     }
 }
 
@@ -356,5 +381,26 @@ impl Store for SqliteStore {
         )
         .map_err(unique_conflict)?;
         tx.commit().map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_store_is_created_owner_only_and_a_readable_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = dir.path().join("acme.sqlite");
+        SqliteStore::open(&fresh).expect("open");
+        let mode = std::fs::metadata(&fresh).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let open_to_all = dir.path().join("shared.sqlite");
+        std::fs::write(&open_to_all, b"").expect("write");
+        std::fs::set_permissions(&open_to_all, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = SqliteStore::open(&open_to_all).err().expect("refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }
