@@ -137,6 +137,47 @@ async fn bench_library_and_cli_issue_everything() {
     }
     eprintln!("CLI bench --json (debug build): {stdout}");
 
+    // --seconds and the human table.
+    wait_port_free(http01_port).await;
+    let args: Vec<String> = [
+        "acme",
+        "bench",
+        "--directory",
+        &server.directory_url(),
+        "--ca-bundle",
+        ca_bundle.to_str().expect("utf-8"),
+        "--concurrency",
+        "2",
+        "--seconds",
+        "0.5",
+        "--domain-suffix",
+        ZONE,
+        "--http01-port",
+        &http01_port.to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyrite")).args(&args).output().expect("keyrite runs")
+    })
+    .await
+    .expect("joined");
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("issuances/s") && table.contains("challenges"), "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().eq(["errors", "0"])), "{table}");
+    eprintln!("CLI bench table (debug build):\n{table}");
+
+    // Failures are counted and grouped by the server's problem type: the
+    // policy allows acme.test only.
+    wait_port_free(http01_port).await;
+    let refused = BenchConfig { domain_suffix: "bench.example.org".into(), stop: StopAfter::Orders(3), ..config };
+    let report = bench::run(&refused, |_| {}).await.expect("bench runs");
+    assert_eq!((report.issued, report.errors), (0, 3), "{report:#?}");
+    assert_eq!(report.errors_by_type.get("rejectedIdentifier"), Some(&3), "{report:#?}");
+    assert!(report.p50_ms.is_none() && report.per_second == 0.0, "{report:#?}");
+
     server.shutdown().await;
     drop(dns);
 }
