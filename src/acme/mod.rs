@@ -9,6 +9,7 @@
 //! server's own TLS certificate if asked, and returns the bound address so
 //! tests can listen on port 0.
 
+pub mod bench;
 pub mod ca;
 pub mod client;
 pub mod eab;

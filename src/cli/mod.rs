@@ -2,6 +2,7 @@
 //! file), call into the library, print, and turn errors into exit codes.
 //! `anyhow` lives here and nowhere else.
 
+mod bench;
 mod terminal;
 
 use std::io::IsTerminal;
@@ -69,7 +70,7 @@ enum Command {
     Ca(CaCommand),
     /// Run the RFC 8555 ACME server that issues short-lived TLS leaves from the intermediate
     AcmeServe(AcmeServeArgs),
-    /// Manage what acme-serve keeps: External Account Binding keys
+    /// ACME tools: External Account Binding keys for acme-serve, and a load generator for any ACME server
     #[command(subcommand)]
     Acme(AcmeCommand),
 }
@@ -79,6 +80,8 @@ enum AcmeCommand {
     /// External Account Binding keys (RFC 8555 §7.3.4), each with an issuance policy
     #[command(subcommand)]
     Eab(EabCommand),
+    /// Load-test any RFC 8555 server: C concurrent clients through complete http-01 flows
+    Bench(bench::AcmeBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -530,6 +533,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::AcmeServe(args) => run_acme_serve(args)?,
         Command::Acme(AcmeCommand::Eab(cmd)) => run_eab(cmd)?,
+        Command::Acme(AcmeCommand::Bench(args)) => return bench::run_bench(args),
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
         Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
             let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;

@@ -499,3 +499,78 @@ fn rand_suffix() -> String {
 pub fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
+
+// ------------------------------------------------------------------ loopback DNS
+
+/// A DNS server on 127.0.0.1 (UDP) answering A 127.0.0.1 for `zone` and
+/// every name under it, NOERROR with no answer for other types there, and
+/// REFUSED elsewhere. `static_hosts` matches whole names only, so tests that
+/// order fresh random names (the load generator) point the server's
+/// `resolver` here instead. Stops on drop.
+pub struct LoopbackDns {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackDns {
+    pub fn start(zone: &str) -> LoopbackDns {
+        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::A;
+        use hickory_resolver::proto::rr::{RData, Record, RecordType};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind dns");
+        // Wakes the loop now and then so a drop is noticed.
+        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let addr = socket.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (zone, s) = (zone.trim_matches('.').to_ascii_lowercase(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut resp = query.clone();
+                resp.metadata.message_type = MessageType::Response;
+                resp.metadata.authoritative = true;
+                resp.metadata.recursion_available = false;
+                resp.answers.clear();
+                resp.authorities.clear();
+                resp.additionals.clear();
+                resp.metadata.response_code = ResponseCode::NoError;
+                for q in &query.queries {
+                    let name = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                    if name != zone && !name.ends_with(&format!(".{zone}")) {
+                        resp.metadata.response_code = ResponseCode::Refused;
+                        continue;
+                    }
+                    if q.query_type == RecordType::A {
+                        let a = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
+                        resp.answers.push(Record::from_rdata(q.name.clone(), 5, a));
+                    }
+                }
+                if let Ok(bytes) = resp.to_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+        });
+        LoopbackDns { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for LoopbackDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A loopback port free right now (bound, read, released): for a listener
+/// whose port must be known before it starts, like the bench's responder.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
