@@ -172,6 +172,18 @@ async fn replaces_once_only_own_certificates_and_survives_a_new_issuer() {
     let again = order_replacing(&h, &a, &["a.acme.test"], json!({"replaces": id})).await;
     again.assert_problem("alreadyReplaced", 409);
 
+    // A replacement order that fails (here: its authorization deactivated)
+    // no longer blocks: the renewal can be retried.
+    let failed = r.json();
+    let authz = h.path_of(failed["authorizations"][0].as_str().expect("authz"));
+    let d = h.post_as(&a, &authz, br#"{"status":"deactivated"}"#).await;
+    assert_eq!(d.status, 200, "{}", String::from_utf8_lossy(&d.body));
+    let failed_path = h.path_of(&r.header("location").expect("location"));
+    assert_eq!(h.post_as(&a, &failed_path, b"").await.json()["status"], "invalid");
+    let retry = order_replacing(&h, &a, &["a.acme.test"], json!({"replaces": id})).await;
+    assert_eq!(retry.status, 201, "{}", String::from_utf8_lossy(&retry.body));
+    order_replacing(&h, &a, &["a.acme.test"], json!({"replaces": id})).await.assert_problem("alreadyReplaced", 409);
+
     // A restart with another intermediate: the replacement is remembered,
     // and ARI tells the holder of the old-issuer certificate to renew now.
     // Same base URL (as behind a load balancer), so the account URLs hold.
@@ -210,9 +222,11 @@ async fn ari_aware_renewal_flow() {
 
     let new = issue(&h, &a, &tokens, &["a.acme.test"], json!({"replaces": cert_id(&old)})).await;
     assert_ne!(cert_id(&new), cert_id(&old));
-    // The new certificate has its own window; the old one cannot be replaced twice.
+    // The new certificate has its own window, in its future (its spread
+    // offset may put it before or after the old one's); the old one cannot
+    // be replaced twice.
     let (ns, ne, _) = renewal_info(&h, &new).await;
-    assert!(ns >= start && ne > ns);
+    assert!(ns > now && ne > ns);
     order_replacing(&h, &a, &["a.acme.test"], json!({"replaces": cert_id(&old)}))
         .await
         .assert_problem("alreadyReplaced", 409);

@@ -131,8 +131,9 @@ pub fn window(
     }
     let lifetime = (not_after - not_before).max(2);
     let end_fraction = start_fraction + (1.0 - start_fraction) / 2.0;
-    // f64 is exact for any lifetime below 2^53 s; the casts only truncate.
-    let nominal_start = not_before + (lifetime as f64 * start_fraction) as i64;
+    // Rounded up, so the window never opens before the fraction even when
+    // f64 lands a hair below an exact product (2/3 of 86400 s).
+    let nominal_start = not_before + (lifetime as f64 * start_fraction).ceil() as i64;
     let nominal_end = (not_before + (lifetime as f64 * end_fraction) as i64).max(nominal_start + 2);
     let half = ((nominal_end - nominal_start) / 2).max(1);
     let offset = spread(serial, half);

@@ -113,6 +113,27 @@ fn status_name(s: AuthzStatus) -> &'static str {
     }
 }
 
+/// An order and its authorizations, inside the caller's transaction.
+fn insert_order_rows(
+    tx: &rusqlite::Transaction<'_>,
+    order: &Order,
+    authzs: &[Authorization],
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
+    )
+    .map_err(db)?;
+    for a in authzs {
+        tx.execute(
+            "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 fn versioned(changed: usize) -> Result<(), StoreError> {
     if changed == 1 {
         Ok(())
@@ -184,18 +205,7 @@ impl Store for SqliteStore {
     fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
-        tx.execute(
-            "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
-        )
-        .map_err(db)?;
-        for a in authzs {
-            tx.execute(
-                "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
-            )
-            .map_err(db)?;
-        }
+        insert_order_rows(&tx, order, authzs)?;
         tx.commit().map_err(db)
     }
 
@@ -239,18 +249,7 @@ impl Store for SqliteStore {
             params![cert_id, order.id, order.account_id, now],
         )
         .map_err(db)?;
-        tx.execute(
-            "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
-        )
-        .map_err(db)?;
-        for a in authzs {
-            tx.execute(
-                "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
-            )
-            .map_err(db)?;
-        }
+        insert_order_rows(&tx, order, authzs)?;
         tx.commit().map_err(db)
     }
 
