@@ -4,10 +4,10 @@
 //! Split by job, like Pebble: [`wfe`] (HTTP handlers and request
 //! verification), [`jws`], [`nonce`], [`problem`], [`identifier`] (syntax and
 //! policy), [`model`] (state machines), [`store`] (the `Store` trait and its
-//! SQLite implementation), [`va`] (validation) and [`ca`] (CSR checks and the
-//! signer thread). [`start`] is the entry point: it binds, issues the
-//! server's own TLS certificate if asked, and returns the bound address so
-//! tests can listen on port 0.
+//! SQLite implementation), [`va`] (validation), [`ari`] (RFC 9773 renewal
+//! information) and [`ca`] (CSR checks and the signer thread). [`start`] is
+//! the entry point: it binds, issues the server's own TLS certificate if
+//! asked, and returns the bound address so tests can listen on port 0.
 
 pub mod ari;
 pub mod ca;
