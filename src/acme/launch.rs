@@ -70,6 +70,8 @@ pub struct LaunchOptions {
     pub profiles: Vec<(String, PathBuf)>,
     /// The profile of orders that name none (else the leaf template).
     pub default_profile: Option<String>,
+    /// Where the ARI window starts, as a fraction of the lifetime.
+    pub ari_window_start: f64,
 }
 
 impl LaunchOptions {
@@ -94,6 +96,7 @@ impl LaunchOptions {
             require_eab: false,
             profiles: Vec::new(),
             default_profile: None,
+            ari_window_start: crate::acme::ari::DEFAULT_WINDOW_START,
         }
     }
 }
@@ -352,6 +355,8 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
         config.profiles.push((name.clone(), p));
     }
     config.default_profile = options.default_profile.clone();
+    crate::acme::ari::check_fraction(options.ari_window_start).map_err(|e| option_err("--ari-window-start", e))?;
+    config.ari_window_start = options.ari_window_start;
     config.max_lifetime = config.max_lifetime.max(options.lifetime);
     config.validation = ValidationConfig {
         resolver: options.dns,

@@ -4,11 +4,12 @@
 //! Split by job, like Pebble: [`wfe`] (HTTP handlers and request
 //! verification), [`jws`], [`nonce`], [`problem`], [`identifier`] (syntax and
 //! policy), [`model`] (state machines), [`store`] (the `Store` trait and its
-//! SQLite implementation), [`va`] (validation) and [`ca`] (CSR checks and the
-//! signer thread). [`start`] is the entry point: it binds, issues the
-//! server's own TLS certificate if asked, and returns the bound address so
-//! tests can listen on port 0.
+//! SQLite implementation), [`va`] (validation), [`ari`] (RFC 9773 renewal
+//! information) and [`ca`] (CSR checks and the signer thread). [`start`] is
+//! the entry point: it binds, issues the server's own TLS certificate if
+//! asked, and returns the bound address so tests can listen on port 0.
 
+pub mod ari;
 pub mod bench;
 pub mod ca;
 pub mod client;
@@ -89,6 +90,9 @@ pub struct ServerConfig {
     pub profiles: Vec<(String, Profile)>,
     /// The profile of orders that name none; `None` is `leaf_profile`.
     pub default_profile: Option<String>,
+    /// Where the ARI suggested window starts, as a fraction of a
+    /// certificate's lifetime (RFC 9773; 2/3 by default).
+    pub ari_window_start: f64,
 }
 
 impl ServerConfig {
@@ -112,6 +116,7 @@ impl ServerConfig {
             require_eab: false,
             profiles: Vec::new(),
             default_profile: None,
+            ari_window_start: ari::DEFAULT_WINDOW_START,
         }
     }
 }
@@ -198,7 +203,13 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         }
     }
 
+    ari::check_fraction(config.ari_window_start).map_err(AcmeError::Config)?;
+
     let Issuer { certificate_der, chain_pem, signer } = issuer;
+    // A leaf whose AKI is not this key was issued by a previous
+    // intermediate: ARI tells its holder to renew now.
+    let issuer_key_id =
+        ari::subject_key_id(&certificate_der).map_err(|e| AcmeError::Config(format!("the issuer certificate: {e}")))?;
     // An order may not ask for a certificate that outlives its issuer.
     let issuer_not_after = crate::profile::certificate_summary(&certificate_der)
         .map_err(|e| AcmeError::Config(format!("the issuer certificate: {e}")))?
@@ -244,6 +255,8 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         issuer_not_after,
         profiles: config.profiles,
         default_profile: config.default_profile,
+        issuer_key_id,
+        ari_window_start: config.ari_window_start,
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -285,6 +298,7 @@ fn router(state: wfe::Shared) -> Router {
         .route("/acme/chall/{authz}/{chall}", p(post(wfe::challenge)))
         .route("/acme/cert/{id}", p(post(wfe::certificate)))
         .route("/acme/revoke-cert", p(post(wfe::revoke_cert)))
+        .route("/acme/renewal-info/{id}", p(get(wfe::renewal_info)))
         .fallback(wfe::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), wfe::response_headers))
         .with_state(state)

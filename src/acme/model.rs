@@ -60,6 +60,9 @@ pub struct Order {
     /// The profile the order asked for (or the default profile's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// RFC 9773 §5: the certID of the certificate this order replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

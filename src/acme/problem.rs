@@ -15,6 +15,7 @@ use super::identifier::Identifier;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
     AccountDoesNotExist,
+    AlreadyReplaced,
     AlreadyRevoked,
     BadCsr,
     BadNonce,
@@ -45,6 +46,7 @@ impl ProblemType {
     pub fn name(self) -> &'static str {
         match self {
             ProblemType::AccountDoesNotExist => "accountDoesNotExist",
+            ProblemType::AlreadyReplaced => "alreadyReplaced",
             ProblemType::AlreadyRevoked => "alreadyRevoked",
             ProblemType::BadCsr => "badCSR",
             ProblemType::BadNonce => "badNonce",

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::ari::{self, CertId, RenewNow};
 use super::ca::{check_csr, LeafRequest, SignerHandle};
 use super::eab::{Binding, EabError, EabKey, EabPolicy};
 use super::identifier::{check_syntax, Checked, Identifier, IdentifierError, Policy};
@@ -53,6 +54,10 @@ pub struct AppState {
     pub issuer_not_after: i64,
     pub profiles: Vec<(String, Profile)>,
     pub default_profile: Option<String>,
+    /// The current intermediate's subjectKeyIdentifier (see [`super::ari`]).
+    pub issuer_key_id: Vec<u8>,
+    /// Where the ARI window starts, as a fraction of the lifetime.
+    pub ari_window_start: f64,
 }
 
 pub type Shared = Arc<AppState>;
@@ -163,6 +168,7 @@ pub async fn directory(State(s): State<Shared>) -> Response {
         "newOrder": s.url("/acme/new-order"),
         "revokeCert": s.url("/acme/revoke-cert"),
         "keyChange": s.url("/acme/key-change"),
+        "renewalInfo": s.url("/acme/renewal-info"),
         "meta": meta,
     });
     axum::Json(body).into_response()
@@ -634,6 +640,7 @@ struct NewOrderPayload {
     not_before: Option<String>,
     not_after: Option<String>,
     profile: Option<String>,
+    replaces: Option<String>,
 }
 
 fn parse_time(field: &str, v: &str) -> Result<i64, Problem> {
@@ -664,6 +671,9 @@ fn order_json(s: &AppState, o: &Order) -> Value {
     }
     if let Some(p) = &o.profile {
         v["profile"] = json!(p);
+    }
+    if let Some(r) = &o.replaces {
+        v["replaces"] = json!(r);
     }
     v
 }
@@ -773,6 +783,10 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
             return Err(Problem::malformed("notAfter is later than the issuing CA's own expiry"));
         }
     }
+    let replaced = match p.replaces.as_deref() {
+        Some(cert_id) => Some(check_replaces(&s, &a, cert_id, &checked).await?),
+        None => None,
+    };
     let expires = t + s.order_lifetime.whole_seconds();
     let order_id = random_id()?;
     let mut authzs = Vec::new();
@@ -819,11 +833,55 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         created_at: t,
         version: 0,
         profile: profile_name,
+        replaces: p.replaces.clone(),
     };
     let (o, z) = (order.clone(), authzs);
-    db(&s, move |st| st.insert_order(&o, &z)).await?;
+    match replaced {
+        None => db(&s, move |st| st.insert_order(&o, &z)).await?,
+        Some(cert) => match db_raw(&s, move |st| st.insert_order_replacing(&o, &z, &cert.id, t)).await? {
+            Ok(()) => {}
+            Err(StoreError::AlreadyReplaced(_)) => return Err(already_replaced()),
+            Err(e) => return Err(Problem::internal("insert order", &e)),
+        },
+    }
     let loc = s.url(&format!("/acme/order/{}", order.id));
     Ok(json_response(StatusCode::CREATED, Some(&loc), &[], &order_json(&s, &order)))
+}
+
+fn already_replaced() -> Problem {
+    Problem::new(
+        ProblemType::AlreadyReplaced,
+        StatusCode::CONFLICT,
+        "the certificate named in `replaces` has already been replaced by another order",
+    )
+}
+
+/// Looks up the certificate a certID names: by serial, then the AKI must
+/// match too (a serial alone could be another issuer's). `None` if unknown.
+async fn cert_by_id(s: &Shared, id: &CertId) -> Result<Option<CertRecord>, Problem> {
+    let serial = id.serial_hex();
+    let Some(cert) = db(s, move |st| st.certificate_by_serial(&serial)).await? else { return Ok(None) };
+    let stored = CertId::of_certificate(&cert.der).map_err(|e| Problem::internal("stored certificate", &e))?;
+    Ok((stored == *id).then_some(cert))
+}
+
+/// RFC 9773 §5: the certificate must exist, belong to this account and
+/// share an identifier with the new order.
+async fn check_replaces(s: &Shared, a: &Account, cert_id: &str, checked: &[Checked]) -> Result<CertRecord, Problem> {
+    let id = CertId::parse(cert_id).map_err(|e| Problem::malformed(format!("replaces: {e}")))?;
+    let cert = cert_by_id(s, &id)
+        .await?
+        .ok_or_else(|| Problem::malformed("replaces: this server issued no certificate with that certID"))?;
+    if cert.account_id != a.id {
+        return Err(Problem::unauthorized("replaces: the certificate belongs to another account"));
+    }
+    let ordered: Vec<Identifier> = checked.iter().map(Checked::order_identifier).collect();
+    if !cert.identifiers.iter().any(|i| ordered.contains(i)) {
+        return Err(Problem::malformed("replaces: the order shares no identifier with the certificate it replaces"));
+    }
+    // Whether it is replaced already is decided by the store, atomically
+    // with inserting the order.
+    Ok(cert)
 }
 
 /// Loads an order the account owns and brings its status up to date.
@@ -1180,4 +1238,34 @@ pub async fn revoke_cert(State(s): State<Shared>, req: Request) -> Result<Respon
     }
     tracing::info!(serial = %cert.serial_hex, reason, "certificate revoked");
     Ok(StatusCode::OK.into_response())
+}
+
+// ---------------------------------------------------------------- renewal information
+
+/// RFC 9773 §4: an unauthenticated GET; the window is computed on each
+/// request (see [`super::ari`] for the spread).
+pub async fn renewal_info(State(s): State<Shared>, Path(cert_id): Path<String>) -> Result<Response, Problem> {
+    let id = CertId::parse(&cert_id).map_err(|e| Problem::malformed(e.to_string()))?;
+    let cert = cert_by_id(&s, &id).await?.ok_or_else(|| Problem::not_found("no certificate with this certID"))?;
+    let summary =
+        crate::profile::certificate_summary(&cert.der).map_err(|e| Problem::internal("stored certificate", &e))?;
+    let renew_now = if cert.revoked_at.is_some() {
+        Some(RenewNow::Revoked)
+    } else if id.key_id != s.issuer_key_id {
+        Some(RenewNow::IssuerChanged)
+    } else {
+        None
+    };
+    let w = ari::window(
+        summary.not_before.unix_timestamp(),
+        summary.not_after.unix_timestamp(),
+        &id.serial,
+        s.ari_window_start,
+        renew_now,
+        now(),
+    );
+    let body = json!({ "suggestedWindow": { "start": rfc3339(w.start), "end": rfc3339(w.end) } });
+    let mut resp = json_response(StatusCode::OK, None, &[], &body);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ari::RETRY_AFTER_SECS));
+    Ok(resp)
 }

@@ -69,7 +69,8 @@ enum Command {
     #[command(subcommand)]
     Ca(CaCommand),
     /// Run the RFC 8555 ACME server that issues short-lived TLS leaves from the intermediate
-    AcmeServe(AcmeServeArgs),
+    // Boxed: its many flags would make every `Command` as large.
+    AcmeServe(Box<AcmeServeArgs>),
     /// ACME tools: External Account Binding keys for acme-serve, and a load generator for any ACME server
     #[command(subcommand)]
     Acme(AcmeCommand),
@@ -205,6 +206,9 @@ struct AcmeServeArgs {
     /// The profile of orders that name none (default: the --leaf-template)
     #[arg(long)]
     default_profile: Option<String>,
+    /// Where the ARI renewal window starts, as a fraction of a certificate's lifetime (e.g. 2/3, 0.75)
+    #[arg(long, default_value = "2/3", value_parser = crate::acme::ari::parse_fraction)]
+    ari_window_start: f64,
 }
 
 #[derive(Subcommand)]
@@ -531,7 +535,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ca = crate::ceremony::ca::init_dir(&ca_dir, &root)?;
             println!("{}: CA directory created for root SHA-256 {}", ca.dir().display(), ca.state().root_sha256);
         }
-        Command::AcmeServe(args) => run_acme_serve(args)?,
+        Command::AcmeServe(args) => run_acme_serve(*args)?,
         Command::Acme(AcmeCommand::Eab(cmd)) => run_eab(cmd)?,
         Command::Acme(AcmeCommand::Bench(args)) => return bench::run_bench(args),
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
@@ -701,6 +705,7 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     options.require_eab = args.require_eab;
     options.profiles = args.profiles.iter().map(|p| launch::parse_profile_arg(p)).collect::<Result<Vec<_>, _>>()?;
     options.default_profile = args.default_profile;
+    options.ari_window_start = args.ari_window_start;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// bind); the text is safe to show a client.
     #[error("{0}")]
     Refused(String),
+    /// RFC 9773 §5: the certificate already has a live replacement order.
+    #[error("the certificate is already replaced by order {0}")]
+    AlreadyReplaced(String),
 }
 
 /// What the ACME server keeps.
@@ -48,6 +51,20 @@ pub trait Store: Send + Sync {
 
     /// Inserts an order with its authorizations, atomically.
     fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<(), StoreError>;
+    /// Inserts an order that replaces certificate `cert_id` (RFC 9773 §5),
+    /// in one transaction with the replacement record, so two racing
+    /// orders cannot both replace it. A previous replacement order that
+    /// ended invalid (or expired unfinished) no longer counts, so a failed
+    /// renewal does not lock the certificate out of `replaces`.
+    fn insert_order_replacing(
+        &self,
+        order: &Order,
+        authzs: &[Authorization],
+        cert_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The order recorded as replacing certificate `cert_id`, if any.
+    fn replacement_of(&self, cert_id: &str) -> Result<Option<String>, StoreError>;
     fn order(&self, id: &str) -> Result<Option<Order>, StoreError>;
     fn update_order(&self, order: &Order) -> Result<(), StoreError>;
     fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError>;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Store, StoreError};
 use crate::acme::eab::EabKey;
-use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order};
+use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order, OrderStatus};
 use crate::secret::Secret;
 
 pub struct SqliteStore {
@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
     // column so that the JSON document can be logged or listed safely.
     "CREATE TABLE IF NOT EXISTS eab_keys (
         kid TEXT PRIMARY KEY, created_at INTEGER NOT NULL, hmac BLOB NOT NULL, doc TEXT NOT NULL);",
+    // 2: ARI replacements (RFC 9773 §5): which order replaces which
+    // certificate (by its store id), so `alreadyReplaced` survives restarts.
+    "CREATE TABLE IF NOT EXISTS replacements (
+        cert_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, account_id TEXT NOT NULL, created_at INTEGER NOT NULL);",
 ];
 
 impl SqliteStore {
@@ -134,6 +138,27 @@ fn status_name(s: AuthzStatus) -> &'static str {
     }
 }
 
+/// An order and its authorizations, inside the caller's transaction.
+fn insert_order_rows(
+    tx: &rusqlite::Transaction<'_>,
+    order: &Order,
+    authzs: &[Authorization],
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
+    )
+    .map_err(db)?;
+    for a in authzs {
+        tx.execute(
+            "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 fn versioned(changed: usize) -> Result<(), StoreError> {
     if changed == 1 {
         Ok(())
@@ -205,19 +230,59 @@ impl Store for SqliteStore {
     fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
+        insert_order_rows(&tx, order, authzs)?;
+        tx.commit().map_err(db)
+    }
+
+    fn insert_order_replacing(
+        &self,
+        order: &Order,
+        authzs: &[Authorization],
+        cert_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        // Immediate: the check and the insert must not interleave with
+        // another instance's.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let previous: Option<String> = tx
+            .query_row("SELECT order_id FROM replacements WHERE cert_id = ?1", [cert_id], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        if let Some(prev_id) = previous {
+            let doc: Option<String> = tx
+                .query_row("SELECT doc FROM orders WHERE id = ?1", [&prev_id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            let live = match doc {
+                Some(d) => {
+                    let prev: Order = from_json(&d)?;
+                    match prev.status {
+                        OrderStatus::Valid | OrderStatus::Processing => true,
+                        OrderStatus::Pending | OrderStatus::Ready => prev.expires > now,
+                        OrderStatus::Invalid => false,
+                    }
+                }
+                None => false,
+            };
+            if live {
+                return Err(StoreError::AlreadyReplaced(prev_id));
+            }
+        }
         tx.execute(
-            "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
+            "INSERT OR REPLACE INTO replacements (cert_id, order_id, account_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![cert_id, order.id, order.account_id, now],
         )
         .map_err(db)?;
-        for a in authzs {
-            tx.execute(
-                "INSERT INTO authzs (id, account_id, status, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.id, a.account_id, status_name(a.status), a.expires, a.version, to_json(a)?],
-            )
-            .map_err(db)?;
-        }
+        insert_order_rows(&tx, order, authzs)?;
         tx.commit().map_err(db)
+    }
+
+    fn replacement_of(&self, cert_id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT order_id FROM replacements WHERE cert_id = ?1", [cert_id], |r| r.get(0))
+            .optional()
+            .map_err(db)
     }
 
     fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
