@@ -11,9 +11,9 @@
 
 use std::path::PathBuf;
 
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
-use super::engine::{display_name, rfc3339, witness_read_back, Session};
+use super::engine::{display_name, now_seconds, rfc3339, witness_read_back, Session};
 use super::{CeremonyError, Operator};
 use crate::audit::Artifact;
 use crate::ca::{self, CaDir};
@@ -175,9 +175,7 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
     let root_der = ca_dir(step, s)?.root_cert_der().to_vec();
     let not_before = match cert.not_before {
         Some(t) => t,
-        None => OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
+        None => now_seconds(step)?,
     };
     let not_after = cert.template.not_after_for(not_before);
     let issued = {
@@ -252,9 +250,7 @@ fn revoke(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resu
         .ok_or_else(|| CeremonyError::Step { step: step.number, message: "the plan names nothing to revoke".into() })?;
     let time = match spec.time {
         Some(t) => t,
-        None => OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
+        None => now_seconds(step)?,
     };
     let record = ca_dir(step, s)?.revoke(&spec.serial, spec.reason, time)?;
     faults::point("revoke:after-record");
@@ -279,9 +275,7 @@ fn sign_crl(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
         plan.key.as_ref().ok_or_else(|| CeremonyError::Step { step: step.number, message: "no root [key]".into() })?;
     let bundle_dir = s.output(&spec.bundle);
     files::ensure_absent(&bundle_dir)?;
-    let this_update = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?;
+    let this_update = now_seconds(step)?;
     let next_update = this_update + Duration::days(i64::from(spec.next_update_days));
     let crl = {
         let signer = s.store.find(&key.label, Some(key.signature))?;

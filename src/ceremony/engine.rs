@@ -656,6 +656,14 @@ pub fn key_event(
         .detail("public_key_words", fp.words.as_str())
 }
 
+/// The current time in whole seconds: certificates, CRLs and the log carry
+/// no fractions, so what is signed is what is recorded.
+pub fn now_seconds(step: &Step) -> Result<time::OffsetDateTime, CeremonyError> {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })
+}
+
 pub fn display_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }

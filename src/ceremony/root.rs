@@ -4,9 +4,7 @@
 
 use std::path::PathBuf;
 
-use time::OffsetDateTime;
-
-use super::engine::{display_name, key_event, rfc3339, witness_read_back, Session};
+use super::engine::{display_name, key_event, now_seconds, rfc3339, witness_read_back, Session};
 use super::{CeremonyError, Operator};
 use crate::audit::Artifact;
 use crate::config::{Step, StepKind};
@@ -90,9 +88,7 @@ fn sign_root(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> R
     let serial = s.store.random_bytes(20)?;
     let not_before = match cert.not_before {
         Some(t) => t,
-        None => OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .map_err(|e| CeremonyError::Step { step: step.number, message: e.to_string() })?,
+        None => now_seconds(step)?,
     };
     let not_after = cert.template.not_after_for(not_before);
     let (issued, uri, spki) = {
