@@ -10,15 +10,15 @@
 //! leaf must have Key Usage exactly "Digital Signature". A missing client
 //! fails the test with the package to install; nothing is skipped.
 
+mod acme_support;
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use acme_support::LoopbackDns;
 use common::{keyrite, openssl, require_tool, stderr, stdout, SoftHsm};
 use keyrite::hsm::soft::SoftKey;
 use keyrite::hsm::{KeyAlgorithm, Signer};
@@ -187,77 +187,22 @@ impl Ca {
 
 // ------------------------------------------------------------------ DNS
 
-/// An authoritative DNS server on 127.0.0.1 (UDP): A 127.0.0.1 for
-/// `acme.test` and every name under it, TXT from `txt` (for dns-01), an
-/// empty NOERROR for other types under `acme.test`, REFUSED elsewhere.
+/// The shared loopback DNS server (`acme_support::LoopbackDns`) for
+/// `acme.test`, with TXT answers for dns-01 from `txt_dir`.
 struct Dns {
     addr: SocketAddr,
+    // Declared first so the server stops before its TXT directory goes.
+    _server: LoopbackDns,
     /// TXT answers for dns-01: one file per owner name (no trailing dot),
     /// one value a line, written by a client's hook script.
     txt_dir: tempfile::TempDir,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Dns {
     fn start() -> Dns {
-        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-        use hickory_resolver::proto::rr::rdata::{A, TXT};
-        use hickory_resolver::proto::rr::{RData, Record, RecordType};
-
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
-        socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-        let addr = socket.local_addr().expect("addr");
         let txt_dir = tempfile::tempdir().expect("txt dir");
-        let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (txt_dir.path().to_path_buf(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
-                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
-                let mut resp = query.clone();
-                resp.metadata.message_type = MessageType::Response;
-                resp.metadata.authoritative = true;
-                resp.metadata.recursion_available = false;
-                resp.answers.clear();
-                resp.authorities.clear();
-                resp.additionals.clear();
-                resp.metadata.response_code = ResponseCode::NoError;
-                for q in &query.queries {
-                    let name = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-                    if name != "acme.test" && !name.ends_with(".acme.test") {
-                        resp.metadata.response_code = ResponseCode::Refused;
-                        continue;
-                    }
-                    match q.query_type {
-                        RecordType::A => {
-                            resp.answers.push(Record::from_rdata(q.name.clone(), 5, RData::A(A(Ipv4Addr::LOCALHOST))))
-                        }
-                        RecordType::TXT => {
-                            let values = std::fs::read_to_string(t.join(&name)).unwrap_or_default();
-                            for v in values.lines().map(str::to_string) {
-                                resp.answers.push(Record::from_rdata(q.name.clone(), 5, RData::TXT(TXT::new(vec![v]))));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if let Ok(bytes) = resp.to_vec() {
-                    let _ = socket.send_to(&bytes, peer);
-                }
-            }
-        });
-        Dns { addr, txt_dir, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let server = LoopbackDns::start_with_txt("acme.test", Some(txt_dir.path().to_path_buf()));
+        Dns { addr: server.addr, txt_dir, _server: server }
     }
 }
 

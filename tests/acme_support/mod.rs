@@ -503,8 +503,8 @@ pub fn b64(bytes: &[u8]) -> String {
 // ------------------------------------------------------------------ loopback DNS
 
 /// A DNS server on 127.0.0.1 (UDP) answering A 127.0.0.1 for `zone` and
-/// every name under it, NOERROR with no answer for other types there, and
-/// REFUSED elsewhere. `static_hosts` matches whole names only, so tests that
+/// every name under it, TXT from a directory when given one (for dns-01),
+/// NOERROR with no answer for other types there, and REFUSED elsewhere. `static_hosts` matches whole names only, so tests that
 /// order fresh random names (the load generator) point the server's
 /// `resolver` here instead. Stops on drop.
 pub struct LoopbackDns {
@@ -515,8 +515,15 @@ pub struct LoopbackDns {
 
 impl LoopbackDns {
     pub fn start(zone: &str) -> LoopbackDns {
+        LoopbackDns::start_with_txt(zone, None)
+    }
+
+    /// Like `start`, and TXT answers read from `txt_dir`: one file per owner
+    /// name (lowercase, no trailing dot), one value a line, written by a
+    /// client's dns-01 hook.
+    pub fn start_with_txt(zone: &str, txt_dir: Option<std::path::PathBuf>) -> LoopbackDns {
         use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-        use hickory_resolver::proto::rr::rdata::A;
+        use hickory_resolver::proto::rr::rdata::{A, TXT};
         use hickory_resolver::proto::rr::{RData, Record, RecordType};
         use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -545,9 +552,19 @@ impl LoopbackDns {
                         resp.metadata.response_code = ResponseCode::Refused;
                         continue;
                     }
-                    if q.query_type == RecordType::A {
-                        let a = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
-                        resp.answers.push(Record::from_rdata(q.name.clone(), 5, a));
+                    match (q.query_type, &txt_dir) {
+                        (RecordType::A, _) => {
+                            let a = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
+                            resp.answers.push(Record::from_rdata(q.name.clone(), 5, a));
+                        }
+                        (RecordType::TXT, Some(dir)) => {
+                            let values = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+                            for v in values.lines().map(str::to_string) {
+                                let txt = RData::TXT(TXT::new(vec![v]));
+                                resp.answers.push(Record::from_rdata(q.name.clone(), 5, txt));
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 if let Ok(bytes) = resp.to_vec() {
