@@ -305,18 +305,7 @@ impl Server {
 
     /// Stops the server with SIGTERM and expects a clean exit.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let k = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        assert!(k.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "acme-serve exit {status}:\n{}", self.log());
-                break;
-            }
-            assert!(Instant::now() < deadline, "acme-serve did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "acme-serve", &self.log);
         let log = self.log();
         assert!(!log.contains(PIN), "the PIN leaked into the log");
     }
@@ -324,10 +313,32 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        kill_if_running(&mut self.child);
+    }
+}
+
+/// Sends SIGTERM to `child` and expects a clean exit within 20 s; `log` is
+/// shown when it does not.
+fn terminate(child: &mut Child, what: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let k = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(k.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "{what} exit {status}:\n{}", log());
+            break;
         }
+        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// For `Drop`: a child a failed test left running is killed and reaped.
+fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -829,27 +840,14 @@ impl Knot {
 
     /// Stops knotd with SIGTERM and expects a clean exit.
     fn stop(mut self) {
-        let k = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
-        assert!(k.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "knotd exit {status}:\n{}", self.log());
-                break;
-            }
-            assert!(Instant::now() < deadline, "knotd did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "knotd", &self.log);
         assert!(!self.log().contains(&self.secret), "the TSIG secret leaked into knotd's log");
     }
 }
 
 impl Drop for Knot {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -933,26 +931,13 @@ impl Caddy {
 
     /// Stops Caddy with SIGTERM (a graceful shutdown) within a bound.
     fn stop(mut self) {
-        let k = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
-        assert!(k.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "caddy exit {status}:\n{}", self.log());
-                break;
-            }
-            assert!(Instant::now() < deadline, "caddy did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "caddy", &self.log);
     }
 }
 
 impl Drop for Caddy {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
