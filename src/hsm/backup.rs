@@ -570,24 +570,8 @@ fn private_key_template(
     extractability: Extractability,
 ) -> Vec<Attribute> {
     let key_type = if algorithm.is_rsa() { KeyType::RSA } else { KeyType::EC };
-    let extractable = extractability == Extractability::WrapWithTrustedOnly;
-    let mut template = vec![
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::KeyType(key_type),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(extractable),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-    ];
-    if extractable {
-        template.push(Attribute::WrapWithTrusted(true));
-    }
+    let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::KeyType(key_type)];
+    template.extend(super::pkcs11::private_key_policy(label, id, extractability));
     template
 }
 

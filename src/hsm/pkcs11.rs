@@ -321,32 +321,16 @@ impl Token {
             );
         }
 
-        let label_attr = Attribute::Label(label.as_bytes().to_vec());
-        let extractable = extractability == Extractability::WrapWithTrustedOnly;
         let mut public = vec![
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
             Attribute::Encrypt(false),
             Attribute::Wrap(false),
-            label_attr.clone(),
+            Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
         ];
-        let mut private = vec![
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(extractable),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-            label_attr,
-            Attribute::Id(id.clone()),
-        ];
-        if extractable {
-            private.push(Attribute::WrapWithTrusted(true));
-        }
+        let private = private_key_policy(label, &id, extractability);
         let mechanism = match algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
                 public.push(Attribute::EcParams(curve_oid_der(algorithm)));
@@ -608,6 +592,30 @@ impl TokenKey<'_> {
         super::uri::Pkcs11Uri::for_key(&self.token.facts.label, &self.token.facts.serial, &self.label, &self.id)
             .to_string()
     }
+}
+
+/// What every private key keyrite puts on a token may do, whether generated
+/// there or unwrapped from a backup: sign, stay on the token, never leave it
+/// in the clear, never decrypt, unwrap or derive; leave it wrapped only under
+/// a trusted key, and only when the ceremony asked for a backup.
+pub(super) fn private_key_policy(label: &str, id: &[u8], extractability: Extractability) -> Vec<Attribute> {
+    let extractable = extractability == Extractability::WrapWithTrustedOnly;
+    let mut policy = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(extractable),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    if extractable {
+        policy.push(Attribute::WrapWithTrusted(true));
+    }
+    policy
 }
 
 impl Signer for TokenKey<'_> {
