@@ -351,6 +351,58 @@ pub struct Role {
     pub min: usize,
 }
 
+/// An n-of-m split of a secret among custodians (the key backup's shares,
+/// the token's activation cards), checked alike: two custodians at least to
+/// reach the secret, at most 16 shares (SLIP-0039's limit), and a custodian
+/// role with exactly one custodian a share.
+struct Split {
+    /// The ceremony file's table, for error messages.
+    table: &'static str,
+    /// What the shares are called to the operators.
+    cards: &'static str,
+    /// What one custodian alone must never be able to do.
+    never: &'static str,
+}
+
+impl Split {
+    fn check(
+        &self,
+        threshold: u8,
+        shares: u8,
+        custodian_role: &str,
+        roles: &[Role],
+        path: &Path,
+    ) -> Result<(), ConfigError> {
+        let table = self.table;
+        if threshold < 2 || threshold > shares || shares > 16 {
+            return Err(ConfigError::invalid(
+                path,
+                table,
+                format!(
+                    "threshold {threshold} of {shares} shares: use 2 <= threshold <= shares <= 16 (one custodian alone must never {})",
+                    self.never
+                ),
+            ));
+        }
+        match roles.iter().find(|r| r.id == custodian_role) {
+            Some(r) if r.min == usize::from(shares) => Ok(()),
+            Some(r) => Err(ConfigError::invalid(
+                path,
+                format!("{table}.shares"),
+                format!(
+                    "{shares} {} need exactly {shares} custodians: set min = {shares} on role {:?}",
+                    self.cards, r.id
+                ),
+            )),
+            None => Err(ConfigError::invalid(
+                path,
+                format!("{table}.custodian_role"),
+                format!("role {custodian_role:?} is not declared in [[roles]]"),
+            )),
+        }
+    }
+}
+
 /// One step of the script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -643,30 +695,8 @@ impl Plan {
         }
         let backup = match raw_backup {
             Some(b) => {
-                if b.threshold < 2 || b.threshold > b.shares || b.shares > 16 {
-                    return Err(invalid(
-                        "backup",
-                        format!("threshold {} of {} shares: use 2 <= threshold <= shares <= 16 (one custodian alone must never hold the key)", b.threshold, b.shares),
-                    ));
-                }
-                match roles.iter().find(|r| r.id == b.custodian_role) {
-                    Some(r) if r.min == usize::from(b.shares) => {}
-                    Some(r) => {
-                        return Err(invalid(
-                            "backup.shares",
-                            format!(
-                                "{} shares need exactly {} custodians: set min = {} on role {:?}",
-                                b.shares, b.shares, b.shares, r.id
-                            ),
-                        ))
-                    }
-                    None => {
-                        return Err(invalid(
-                            "backup.custodian_role",
-                            format!("role {:?} is not declared in [[roles]]", b.custodian_role),
-                        ))
-                    }
-                }
+                let split = Split { table: "backup", cards: "shares", never: "hold the key" };
+                split.check(b.threshold, b.shares, &b.custodian_role, &roles, path)?;
                 Some(BackupSpec { threshold: b.threshold, shares: b.shares, custodian_role: b.custodian_role })
             }
             None => None,
@@ -679,30 +709,8 @@ impl Plan {
                         format!("belongs in a root-init ceremony, not a {} ceremony: the token's PINs are split when the token is made", kind.name()),
                     ));
                 }
-                if a.threshold < 2 || a.threshold > a.shares || a.shares > 16 {
-                    return Err(invalid(
-                        "activation",
-                        format!("threshold {} of {} shares: use 2 <= threshold <= shares <= 16 (one custodian alone must never log in)", a.threshold, a.shares),
-                    ));
-                }
-                match roles.iter().find(|r| r.id == a.custodian_role) {
-                    Some(r) if r.min == usize::from(a.shares) => {}
-                    Some(r) => {
-                        return Err(invalid(
-                            "activation.shares",
-                            format!(
-                                "{} activation cards need exactly {} custodians: set min = {} on role {:?}",
-                                a.shares, a.shares, a.shares, r.id
-                            ),
-                        ))
-                    }
-                    None => {
-                        return Err(invalid(
-                            "activation.custodian_role",
-                            format!("role {:?} is not declared in [[roles]]", a.custodian_role),
-                        ))
-                    }
-                }
+                let split = Split { table: "activation", cards: "activation cards", never: "log in" };
+                split.check(a.threshold, a.shares, &a.custodian_role, &roles, path)?;
                 Some(ActivationSpec {
                     threshold: a.threshold,
                     shares: a.shares,
