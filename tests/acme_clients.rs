@@ -626,6 +626,86 @@ fn lego_tlsalpn01_issue_renew_revoke() {
     lego_round_trip("tls-alpn-01", "lego-alpn.acme.test");
 }
 
+/// The leaves' CRL: lego issues, the CRL fetched with curl from the URL in
+/// the leaf's cRLDistributionPoints lets `openssl verify -crl_check` pass;
+/// lego revokes, and the CRL fetched again makes it fail as revoked.
+#[test]
+fn lego_revocation_reaches_the_served_crl() {
+    require_tool("lego", "lego");
+    require_tool("curl", "curl");
+    let ca = Ca::new();
+    let crl_port = free_port();
+    let crl_url = format!("http://127.0.0.1:{crl_port}/issuing-e1.crl");
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/tls-leaf.toml"))
+        .expect("leaf template");
+    let leaf_template = ca.work.path().join("leaf-crl.toml");
+    std::fs::write(&leaf_template, shipped.replace("http://crl.example.com/issuing-e1.crl", &crl_url))
+        .expect("template");
+    let server = Server::start_with(
+        &ca,
+        ServerOpts {
+            extra: vec![
+                "--leaf-template".into(),
+                p(&leaf_template).into(),
+                "--crl-listen".into(),
+                format!("127.0.0.1:{crl_port}"),
+            ],
+            ..ServerOpts::default()
+        },
+    );
+    let dir = server.client_dir("lego-crl");
+    let name = "crl.acme.test";
+    let http = ["--http".to_string(), "--http.port".into(), format!("127.0.0.1:{}", server.http01)];
+    run_client(&server, "lego run (for the CRL)", lego(&server, &dir, &[name]).args(http).arg("run"));
+    let leaf = first_cert(&lego_cert(&dir, name), &dir.join("leaf.pem"));
+    let cdp = stdout(&openssl(&["x509", "-in", p(&leaf), "-noout", "-ext", "crlDistributionPoints"]));
+    assert!(cdp.contains(&crl_url), "the leaf names the served CRL:\n{cdp}");
+
+    let fetch = |out: &Path| {
+        let c = Command::new("curl").args(["-sS", "--fail", "-o", p(out), &crl_url]).output().expect("curl");
+        assert!(c.status.success(), "curl {crl_url}: {}\n{}", stderr(&c), server.log());
+    };
+    let verify = |crl: &Path| {
+        openssl(&[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            p(&ca.root_pem()),
+            "-untrusted",
+            p(&ca.intermediate_pem()),
+            "-CRLfile",
+            p(crl),
+            p(&leaf),
+        ])
+    };
+    let before = dir.join("before.crl");
+    fetch(&before);
+    let ok = verify(&before);
+    assert!(ok.status.success(), "not yet revoked: {}{}", stdout(&ok), stderr(&ok));
+
+    run_client(&server, "lego revoke (for the CRL)", lego(&server, &dir, &[name]).arg("revoke"));
+    let after = dir.join("after.crl");
+    fetch(&after);
+    let refused = verify(&after);
+    assert!(!refused.status.success(), "a revoked leaf must fail: {}", stdout(&refused));
+    let why = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert!(why.contains("certificate revoked"), "{why}");
+    // The CRL is the intermediate's, numbered upwards, scoped to the URL.
+    let text = stdout(&openssl(&["crl", "-inform", "DER", "-in", p(&after), "-noout", "-text"]));
+    assert!(text.contains(&crl_url), "issuingDistributionPoint names the URL:\n{text}");
+    assert!(text.contains(&serial_of(&leaf).trim_start_matches("serial=").to_string()), "{text}");
+    let number = |t: &str| {
+        let i = t.find("X509v3 CRL Number:").expect("CRL number");
+        t[i..].lines().nth(1).expect("value").trim().to_string()
+    };
+    let before_text = stdout(&openssl(&["crl", "-inform", "DER", "-in", p(&before), "-noout", "-text"]));
+    assert!(
+        number(&text).parse::<u64>().expect("number") > number(&before_text).parse::<u64>().expect("number"),
+        "CRL numbers grow"
+    );
+    server.stop();
+}
+
 /// RFC 8738: an IP address is ordered as an "ip" identifier. lego 4.9.1
 /// (Debian bookworm) orders it as a "dns" identifier, which the server must
 /// refuse with a problem that says what to do; a lego that orders "ip"

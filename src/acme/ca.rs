@@ -50,6 +50,8 @@ pub enum CaError {
     Rng(#[source] HsmError),
     #[error("cannot start the signer thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("CRL: {0}")]
+    Crl(String),
 }
 
 /// One leaf to issue.
@@ -62,9 +64,20 @@ pub struct LeafRequest {
     pub profile: Option<Profile>,
 }
 
-struct Job {
-    req: LeafRequest,
-    reply: oneshot::Sender<Result<Issued, CaError>>,
+/// One CRL to sign for the leaves of this issuer.
+pub struct CrlRequest {
+    pub crl_number: u64,
+    pub this_update: OffsetDateTime,
+    pub next_update: OffsetDateTime,
+    /// Serial (unsigned big-endian bytes), revocation time, reason.
+    pub entries: Vec<(Vec<u8>, OffsetDateTime, crate::ca::RevocationReason)>,
+    /// The cRLDistributionPoints URI of the leaves this CRL covers.
+    pub distribution_point: String,
+}
+
+enum Job {
+    Leaf { req: Box<LeafRequest>, reply: oneshot::Sender<Result<Issued, CaError>> },
+    Crl { req: CrlRequest, reply: oneshot::Sender<Result<crate::ca::SignedCrl, CaError>> },
 }
 
 /// The async side of the signer thread.
@@ -93,9 +106,15 @@ impl SignerHandle {
                 let _ = ready_tx.send(Ok(()));
                 // Ends when every SignerHandle sender is dropped.
                 while let Ok(job) = rx.recv() {
-                    let template = job.req.profile.as_ref().unwrap_or(&profile);
-                    let result = issue_leaf(&issuer_der, template, signer.as_ref(), &job.req);
-                    let _ = job.reply.send(result);
+                    match job {
+                        Job::Leaf { req, reply } => {
+                            let template = req.profile.as_ref().unwrap_or(&profile);
+                            let _ = reply.send(issue_leaf(&issuer_der, template, signer.as_ref(), &req));
+                        }
+                        Job::Crl { req, reply } => {
+                            let _ = reply.send(sign_crl(&issuer_der, signer.as_ref(), &req));
+                        }
+                    }
                 }
             })
             .map_err(CaError::Thread)?;
@@ -111,12 +130,22 @@ impl SignerHandle {
 
     pub async fn issue(&self, req: LeafRequest) -> Result<Issued, CaError> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.tx.lock().map_err(|_| CaError::SignerGone)?;
-            let tx = guard.as_ref().ok_or(CaError::SignerGone)?;
-            tx.send(Job { req, reply }).map_err(|_| CaError::SignerGone)?;
-        }
+        self.send(Job::Leaf { req: Box::new(req), reply })?;
         rx.await.map_err(|_| CaError::SignerGone)?
+    }
+
+    /// Signs a CRL with the issuing key (the same thread, so the same
+    /// PKCS#11 session, as every leaf).
+    pub async fn sign_crl(&self, req: CrlRequest) -> Result<crate::ca::SignedCrl, CaError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Crl { req, reply })?;
+        rx.await.map_err(|_| CaError::SignerGone)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), CaError> {
+        let guard = self.tx.lock().map_err(|_| CaError::SignerGone)?;
+        let tx = guard.as_ref().ok_or(CaError::SignerGone)?;
+        tx.send(job).map_err(|_| CaError::SignerGone)
     }
 
     /// Stops the thread after the jobs already queued.
@@ -154,6 +183,20 @@ fn issue_leaf(issuer_der: &[u8], profile: &Profile, signer: &dyn Signer, req: &L
         issuer: IssuerRef::Certificate { der: issuer_der },
     };
     Ok(profile::issue(&request, signer)?)
+}
+
+/// Build, lint, sign and verify with the offline side's CRL encoder.
+fn sign_crl(issuer_der: &[u8], signer: &dyn Signer, req: &CrlRequest) -> Result<crate::ca::SignedCrl, CaError> {
+    let params = crate::ca::CrlParams {
+        issuer_cert_der: issuer_der,
+        crl_number: req.crl_number,
+        previous_crl_number: None,
+        this_update: req.this_update,
+        next_update: req.next_update,
+        revoked: req.entries.iter().map(|(serial, at, reason)| (serial.as_slice(), *at, *reason)),
+        issuing_distribution_point: Some(req.distribution_point.clone()),
+    };
+    crate::ca::build_crl(params, signer).map_err(|e| CaError::Crl(e.to_string()))
 }
 
 /// What a CSR that passed every check asks for.

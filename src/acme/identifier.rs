@@ -199,6 +199,19 @@ impl Policy {
     }
 }
 
+/// Parses `10.0.0.0/8`, or a single address (a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let bad = || format!("{text:?} is not an address range like 10.0.0.0/8");
+    let (addr, len) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
+    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.map_or(Ok(max), |l| l.parse::<u8>().map_err(|_| bad()))?;
+    if len > max {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
 /// Whether `ip` lies in `net`/`len` (same family only).
 pub fn ip_in(ip: &IpAddr, net: &IpAddr, len: u8) -> bool {
     fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {

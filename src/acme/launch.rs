@@ -72,6 +72,12 @@ pub struct LaunchOptions {
     pub default_profile: Option<String>,
     /// Where the ARI window starts, as a fraction of the lifetime.
     pub ari_window_start: f64,
+    /// A rate limits file; `None` keeps the defaults.
+    pub rate_limits: Option<PathBuf>,
+    /// Serve the leaves' CRL over plain HTTP.
+    pub crl: Option<super::crl::CrlConfig>,
+    /// How often expired nonces, orders and authorizations are purged.
+    pub purge_interval: Duration,
 }
 
 impl LaunchOptions {
@@ -97,6 +103,9 @@ impl LaunchOptions {
             profiles: Vec::new(),
             default_profile: None,
             ari_window_start: crate::acme::ari::DEFAULT_WINDOW_START,
+            rate_limits: None,
+            crl: None,
+            purge_interval: Duration::from_secs(300),
         }
     }
 }
@@ -357,6 +366,12 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
     config.default_profile = options.default_profile.clone();
     crate::acme::ari::check_fraction(options.ari_window_start).map_err(|e| option_err("--ari-window-start", e))?;
     config.ari_window_start = options.ari_window_start;
+    if let Some(path) = &options.rate_limits {
+        config.rate_limits = super::ratelimit::Limits::load(path)
+            .map_err(|e| LaunchError::File { path: path.clone(), problem: e.to_string() })?;
+    }
+    config.crl = options.crl.clone();
+    config.purge_interval = options.purge_interval;
     config.max_lifetime = config.max_lifetime.max(options.lifetime);
     config.validation = ValidationConfig {
         resolver: options.dns,
@@ -427,21 +442,7 @@ fn read_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, LaunchError> {
 
 /// Parses `10.0.0.0/8` or a single address (a /32 or /128).
 pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), LaunchError> {
-    let bad = || option_err("--allow-ip-range", format!("{text:?} is not an address range like 10.0.0.0/8"));
-    let (addr, len) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (text, None),
-    };
-    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l.parse::<u8>().map_err(|_| bad())?,
-        None => max,
-    };
-    if len > max {
-        return Err(bad());
-    }
-    Ok((ip, len))
+    super::identifier::parse_cidr(text).map_err(|p| option_err("--allow-ip-range", p))
 }
 
 /// Parses `NAME=PATH` (`--profile`).
@@ -452,9 +453,14 @@ pub fn parse_profile_arg(text: &str) -> Result<(String, PathBuf), LaunchError> {
     }
 }
 
-/// Parses `90s`, `30m`, `24h` or `7d`.
+/// Parses `90s`, `30m`, `24h` or `7d` (`--lifetime`).
 pub fn parse_lifetime(text: &str) -> Result<Duration, LaunchError> {
-    let bad = || option_err("--lifetime", format!("{text:?} is not a duration like 24h, 90m or 7d"));
+    parse_duration("--lifetime", text)
+}
+
+/// Parses `90s`, `30m`, `24h` or `7d`, at least a minute, for option `what`.
+pub fn parse_duration(what: &str, text: &str) -> Result<Duration, LaunchError> {
+    let bad = || option_err(what, format!("{text:?} is not a duration like 24h, 90m or 7d"));
     let (num, unit) = text.split_at(text.len().saturating_sub(1));
     let n: u64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -465,7 +471,7 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, LaunchError> {
         _ => return Err(bad()),
     };
     if secs < 60 {
-        return Err(option_err("--lifetime", "must be at least a minute"));
+        return Err(option_err(what, "must be at least a minute"));
     }
     Ok(Duration::from_secs(secs))
 }

@@ -13,6 +13,7 @@ pub mod ari;
 pub mod bench;
 pub mod ca;
 pub mod client;
+pub mod crl;
 pub mod eab;
 pub mod identifier;
 pub mod jws;
@@ -20,6 +21,7 @@ pub mod launch;
 pub mod model;
 pub mod nonce;
 pub mod problem;
+pub mod ratelimit;
 pub mod store;
 pub mod va;
 pub mod wfe;
@@ -93,6 +95,12 @@ pub struct ServerConfig {
     /// Where the ARI suggested window starts, as a fraction of a
     /// certificate's lifetime (RFC 9773; 2/3 by default).
     pub ari_window_start: f64,
+    /// Rate limits (see [`ratelimit`]).
+    pub rate_limits: ratelimit::Limits,
+    /// The leaves' CRL over plain HTTP; `None` serves none.
+    pub crl: Option<crl::CrlConfig>,
+    /// How often expired nonces, orders and authorizations are purged.
+    pub purge_interval: Duration,
 }
 
 impl ServerConfig {
@@ -117,6 +125,9 @@ impl ServerConfig {
             profiles: Vec::new(),
             default_profile: None,
             ari_window_start: ari::DEFAULT_WINDOW_START,
+            rate_limits: ratelimit::Limits::default(),
+            crl: None,
+            purge_interval: Duration::from_secs(300),
         }
     }
 }
@@ -148,6 +159,8 @@ pub struct RunningServer {
     base_url: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    crl_task: Option<JoinHandle<()>>,
+    crl_addr: Option<SocketAddr>,
     state: wfe::Shared,
 }
 
@@ -164,17 +177,30 @@ impl RunningServer {
         format!("{}/acme/directory", self.base_url)
     }
 
+    /// Where the plain-HTTP CRL listener is bound, if there is one.
+    pub fn crl_addr(&self) -> Option<SocketAddr> {
+        self.crl_addr
+    }
+
+    /// Runs one housekeeping pass now (it also runs on its schedule).
+    pub async fn purge_now(&self) -> Result<store::Purged, AcmeError> {
+        housekeeping(&self.state).await
+    }
+
     /// Stops accepting, closes open connections, and stops the signer
     /// thread after the jobs it already has.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(t) = self.crl_task {
+            let _ = t.await;
+        }
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.signer.stop()).await;
     }
 }
 
-fn to_time(d: Duration) -> time::Duration {
+pub(crate) fn to_time(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
@@ -230,6 +256,26 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
     };
     let tls_config = server_tls_config(chain, key)?;
 
+    let templates = || std::iter::once(&config.leaf_profile).chain(config.profiles.iter().map(|(_, p)| p));
+    let points = crl::distribution_points(templates())?;
+    let crl = match &config.crl {
+        Some(cc) => {
+            let publisher = Arc::new(crl::CrlPublisher::new(cc.clone(), points)?);
+            // The first CRL exists before any client can ask for it.
+            publisher.regenerate(&store, &signer_handle).await?;
+            Some((publisher, crl::bind(cc).await?))
+        }
+        None => {
+            if let Some(url) = points.values().next() {
+                tracing::warn!(%url, "the leaf templates name a CRL URL but --crl-listen is not set; publish it elsewhere");
+            }
+            None
+        }
+    };
+    if config.purge_interval.is_zero() {
+        return Err(AcmeError::Config("the purge interval must be positive".into()));
+    }
+
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
@@ -257,13 +303,27 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         default_profile: config.default_profile,
         issuer_key_id,
         ari_window_start: config.ari_window_start,
+        limiter: ratelimit::Limiter::new(config.rate_limits),
+        crl: crl.as_ref().map(|(p, _)| p.clone()),
+        // At least an order's lifetime: an authorization reused by a live
+        // order then outlives it (see Store::purge_expired).
+        purge_grace_secs: config.order_lifetime.as_secs().try_into().unwrap_or(i64::MAX),
     });
     let app = router(state.clone());
     let (stop, stop_rx) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
-    let task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx, state.clone()));
+    let (crl_task, crl_addr) = match crl {
+        Some((publisher, listener)) => {
+            let addr = listener.local_addr().map_err(|source| AcmeError::Bind { addr: local_addr, source })?;
+            let task = tokio::spawn(crl::run(publisher, listener, state.store.clone(), state.clone(), stop_rx.clone()));
+            tracing::info!(%addr, "leaf CRL served over plain HTTP");
+            (Some(task), Some(addr))
+        }
+        None => (None, None),
+    };
+    let task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx, state.clone(), config.purge_interval));
     tracing::info!(%local_addr, base = %base_url, "ACME server listening");
-    Ok(RunningServer { local_addr, base_url, stop, task, state })
+    Ok(RunningServer { local_addr, base_url, stop, task, crl_task, crl_addr, state })
 }
 
 /// Runs until `shutdown` completes.
@@ -300,6 +360,7 @@ fn router(state: wfe::Shared) -> Router {
         .route("/acme/revoke-cert", p(post(wfe::revoke_cert)))
         .route("/acme/renewal-info/{id}", p(get(wfe::renewal_info)))
         .fallback(wfe::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wfe::limit_requests))
         .layer(axum::middleware::from_fn_with_state(state.clone(), wfe::response_headers))
         .with_state(state)
 }
@@ -310,25 +371,36 @@ async fn accept_loop(
     app: Router,
     mut stop: watch::Receiver<bool>,
     state: wfe::Shared,
+    purge_interval: Duration,
 ) {
     let mut conns = tokio::task::JoinSet::new();
-    let mut purge = tokio::time::interval(Duration::from_secs(300));
+    let mut purge = tokio::time::interval(purge_interval);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = purge.tick() => {
-                let st = state.store.clone();
-                let _ = tokio::task::spawn_blocking(move || st.purge_expired(model::now())).await;
+                if let Err(e) = housekeeping(&state).await {
+                    tracing::error!(error = %e, "housekeeping failed; it runs again on schedule");
+                }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
+                let Ok((tcp, peer)) = accepted else { continue };
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 conns.spawn(async move {
                     let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
                         return;
                     };
+                    // The peer's address rides along for the per-IP limits.
+                    let client = wfe::ClientIp(peer.ip());
+                    let app = tower::ServiceBuilder::new()
+                        .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(client);
+                            req
+                        })
+                        .service(app);
                     let svc = hyper_util::service::TowerToHyperService::new(app);
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -340,6 +412,27 @@ async fn accept_loop(
         }
     }
     conns.shutdown().await;
+}
+
+/// One housekeeping pass: the store's expired rows, then the rate-limit
+/// keys whose allowance is full again.
+async fn housekeeping(state: &wfe::Shared) -> Result<store::Purged, AcmeError> {
+    let st = state.store.clone();
+    let grace = state.purge_grace_secs;
+    let purged = tokio::task::spawn_blocking(move || st.purge_expired(model::now(), grace))
+        .await
+        .map_err(|e| AcmeError::Config(format!("housekeeping task: {e}")))??;
+    let keys = state.limiter.prune(ratelimit::now_ms());
+    if purged != store::Purged::default() || keys > 0 {
+        tracing::info!(
+            nonces = purged.nonces,
+            orders = purged.orders,
+            authzs = purged.authzs,
+            rate_limit_keys = keys,
+            "housekeeping"
+        );
+    }
+    Ok(purged)
 }
 
 fn server_tls_config(chain: Vec<Vec<u8>>, key: Zeroizing<Vec<u8>>) -> Result<rustls::ServerConfig, AcmeError> {

@@ -98,6 +98,9 @@ pub struct Problem {
     pub subproblems: Vec<Subproblem>,
     /// For `badSignatureAlgorithm`: the algorithms the server accepts.
     pub algorithms: Option<Vec<&'static str>>,
+    /// For `rateLimited`: seconds until the request would be allowed, sent
+    /// as `Retry-After` (RFC 8555 §6.6).
+    pub retry_after: Option<u64>,
 }
 
 /// The document as serialized, also stored inside challenges and orders.
@@ -115,7 +118,7 @@ pub struct ProblemDocument {
 
 impl Problem {
     pub fn new(kind: ProblemType, status: StatusCode, detail: impl Into<String>) -> Self {
-        Problem { kind, status, detail: detail.into(), subproblems: Vec::new(), algorithms: None }
+        Problem { kind, status, detail: detail.into(), subproblems: Vec::new(), algorithms: None, retry_after: None }
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
@@ -145,6 +148,13 @@ impl Problem {
     pub fn bad_signature_algorithm(detail: impl Into<String>) -> Self {
         let mut p = Self::new(ProblemType::BadSignatureAlgorithm, StatusCode::BAD_REQUEST, detail);
         p.algorithms = Some(super::jws::ALLOWED_ALGORITHMS.to_vec());
+        p
+    }
+
+    /// `rateLimited` (429) with the wait, rounded up to whole seconds.
+    pub fn rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut p = Self::new(ProblemType::RateLimited, StatusCode::TOO_MANY_REQUESTS, detail);
+        p.retry_after = Some(retry_after_secs.max(1));
         p
     }
 
@@ -180,6 +190,10 @@ impl std::fmt::Display for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.document()).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+        let mut resp = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        resp
     }
 }

@@ -19,12 +19,14 @@ use serde_json::{json, Value};
 
 use super::ari::{self, CertId, RenewNow};
 use super::ca::{check_csr, LeafRequest, SignerHandle};
+use super::crl::CrlPublisher;
 use super::eab::{Binding, EabError, EabKey, EabPolicy};
 use super::identifier::{check_syntax, Checked, Identifier, IdentifierError, Policy};
 use super::jws::{b64_decode, Jwk, Jws, JwsError};
 use super::model::*;
 use super::nonce::{NonceError, NonceService};
 use super::problem::{Problem, ProblemType, Subproblem};
+use super::ratelimit::{self, Denied, LimitName, Limiter, Subject};
 use super::store::{Store, StoreError};
 use super::va::Validator;
 use crate::profile::Profile;
@@ -58,7 +60,16 @@ pub struct AppState {
     pub issuer_key_id: Vec<u8>,
     /// Where the ARI window starts, as a fraction of the lifetime.
     pub ari_window_start: f64,
+    pub limiter: Limiter,
+    /// The leaves' CRL, when this instance publishes it.
+    pub crl: Option<Arc<CrlPublisher>>,
+    /// How long past their expiry orders and authorizations are kept.
+    pub purge_grace_secs: i64,
 }
+
+/// The TCP peer's address, attached to each request by the accept loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
 
 pub type Shared = Arc<AppState>;
 
@@ -133,6 +144,22 @@ pub async fn response_headers(State(s): State<Shared>, req: Request, next: Next)
         }
     }
     resp
+}
+
+fn rate_limited(d: Denied) -> Problem {
+    tracing::info!(limit = d.limit.name(), subject = ?d.subject, wait_ms = d.retry_after_ms, "rate limited");
+    Problem::rate_limited(d.detail(), d.retry_after_secs())
+}
+
+/// `requests_per_ip`, for every request (inside the response layer, so a
+/// refusal still carries a fresh nonce).
+pub async fn limit_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>().copied() {
+        if let Err(d) = s.limiter.spend(ratelimit::now_ms(), &[(LimitName::RequestsPerIp, Subject::Ip(ip))]) {
+            return rate_limited(d).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 fn now_u64() -> u64 {
@@ -439,6 +466,7 @@ async fn account_eab(s: &Shared, a: &Account) -> Result<Option<EabKey>, Problem>
 }
 
 pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Response, Problem> {
+    let client = req.extensions().get::<ClientIp>().copied();
     let v = verify(&s, req, KeyMode::Jwk).await?;
     let p: NewAccountPayload = v.payload()?;
     let thumbprint = v.key.thumbprint();
@@ -461,6 +489,11 @@ pub async fn new_account(State(s): State<Shared>, req: Request) -> Result<Respon
         ));
     }
     check_contacts(&p.contact)?;
+    if let Some(ClientIp(ip)) = client {
+        s.limiter
+            .spend(ratelimit::now_ms(), &[(LimitName::NewAccountsPerIp, Subject::Ip(ip))])
+            .map_err(rate_limited)?;
+    }
     let eab_kid = match &p.external_account_binding {
         Some(b) => Some(check_binding(&s, &v, b).await?),
         None if s.require_eab => {
@@ -787,6 +820,16 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
         Some(cert_id) => Some(check_replaces(&s, &a, cert_id, &checked).await?),
         None => None,
     };
+    // RFC 9773: a renewal inside its window is what the server asked for;
+    // limiting it would punish the clients that behave best.
+    let renewal_in_window = match &replaced {
+        Some((cert, id)) => suggested_window(&s, cert, id)?.start <= t,
+        None => false,
+    };
+    if !renewal_in_window {
+        check_order_limits(&s, &a, &checked, t).await?;
+    }
+    let replaced = replaced.map(|(cert, _)| cert);
     let expires = t + s.order_lifetime.whole_seconds();
     let order_id = random_id()?;
     let mut authzs = Vec::new();
@@ -848,6 +891,52 @@ pub async fn new_order(State(s): State<Shared>, req: Request) -> Result<Response
     Ok(json_response(StatusCode::CREATED, Some(&loc), &[], &order_json(&s, &order)))
 }
 
+/// The pending-authorization cap, then the order rates for the account and
+/// each identifier, spent together or not at all.
+async fn check_order_limits(s: &Shared, a: &Account, checked: &[Checked], t: i64) -> Result<(), Problem> {
+    if let Some(max) = s.limiter.limits().max_pending_authorizations {
+        let aid = a.id.clone();
+        let pending = db(s, move |st| st.pending_authzs(&aid, t)).await?;
+        let adding = u64::try_from(checked.len()).unwrap_or(u64::MAX);
+        if pending.saturating_add(adding) > max {
+            return Err(Problem::rate_limited(
+                format!(
+                    "this account holds {pending} pending authorizations and may hold at most {max}; \
+                     complete or deactivate some before ordering more"
+                ),
+                60,
+            ));
+        }
+    }
+    let mut spend = vec![(LimitName::NewOrdersPerAccount, Subject::Account(a.id.clone()))];
+    for c in checked {
+        let id = c.authz_identifier();
+        spend.push((LimitName::NewOrdersPerIdentifier, Subject::Identifier(id.value.to_ascii_lowercase())));
+    }
+    s.limiter.spend(ratelimit::now_ms(), &spend).map_err(rate_limited)
+}
+
+/// RFC 9773 §4.2: the window a certificate's holder is told to renew in.
+fn suggested_window(s: &AppState, cert: &CertRecord, id: &CertId) -> Result<ari::Window, Problem> {
+    let summary =
+        crate::profile::certificate_summary(&cert.der).map_err(|e| Problem::internal("stored certificate", &e))?;
+    let renew_now = if cert.revoked_at.is_some() {
+        Some(RenewNow::Revoked)
+    } else if id.key_id != s.issuer_key_id {
+        Some(RenewNow::IssuerChanged)
+    } else {
+        None
+    };
+    Ok(ari::window(
+        summary.not_before.unix_timestamp(),
+        summary.not_after.unix_timestamp(),
+        &id.serial,
+        s.ari_window_start,
+        renew_now,
+        now(),
+    ))
+}
+
 fn already_replaced() -> Problem {
     Problem::new(
         ProblemType::AlreadyReplaced,
@@ -867,7 +956,12 @@ async fn cert_by_id(s: &Shared, id: &CertId) -> Result<Option<CertRecord>, Probl
 
 /// RFC 9773 §5: the certificate must exist, belong to this account and
 /// share an identifier with the new order.
-async fn check_replaces(s: &Shared, a: &Account, cert_id: &str, checked: &[Checked]) -> Result<CertRecord, Problem> {
+async fn check_replaces(
+    s: &Shared,
+    a: &Account,
+    cert_id: &str,
+    checked: &[Checked],
+) -> Result<(CertRecord, CertId), Problem> {
     let id = CertId::parse(cert_id).map_err(|e| Problem::malformed(format!("replaces: {e}")))?;
     let cert = cert_by_id(s, &id)
         .await?
@@ -881,7 +975,7 @@ async fn check_replaces(s: &Shared, a: &Account, cert_id: &str, checked: &[Check
     }
     // Whether it is replaced already is decided by the store, atomically
     // with inserting the order.
-    Ok(cert)
+    Ok((cert, id))
 }
 
 /// Loads an order the account owns and brings its status up to date.
@@ -1237,6 +1331,14 @@ pub async fn revoke_cert(State(s): State<Shared>, req: Request) -> Result<Respon
         ));
     }
     tracing::info!(serial = %cert.serial_hex, reason, "certificate revoked");
+    // The answer waits for the new CRL, so a client that revokes and then
+    // fetches the CRL finds the certificate on it. The revocation itself is
+    // committed either way; a failed CRL is retried on the next check.
+    if let Some(crl) = &s.crl {
+        if let Err(e) = crl.regenerate(&s.store, &s.signer).await {
+            tracing::error!(error = %e, "leaf CRL not regenerated after a revocation; retrying on schedule");
+        }
+    }
     Ok(StatusCode::OK.into_response())
 }
 
@@ -1247,23 +1349,7 @@ pub async fn revoke_cert(State(s): State<Shared>, req: Request) -> Result<Respon
 pub async fn renewal_info(State(s): State<Shared>, Path(cert_id): Path<String>) -> Result<Response, Problem> {
     let id = CertId::parse(&cert_id).map_err(|e| Problem::malformed(e.to_string()))?;
     let cert = cert_by_id(&s, &id).await?.ok_or_else(|| Problem::not_found("no certificate with this certID"))?;
-    let summary =
-        crate::profile::certificate_summary(&cert.der).map_err(|e| Problem::internal("stored certificate", &e))?;
-    let renew_now = if cert.revoked_at.is_some() {
-        Some(RenewNow::Revoked)
-    } else if id.key_id != s.issuer_key_id {
-        Some(RenewNow::IssuerChanged)
-    } else {
-        None
-    };
-    let w = ari::window(
-        summary.not_before.unix_timestamp(),
-        summary.not_after.unix_timestamp(),
-        &id.serial,
-        s.ari_window_start,
-        renew_now,
-        now(),
-    );
+    let w = suggested_window(&s, &cert, &id)?;
     let body = json!({ "suggestedWindow": { "start": rfc3339(w.start), "end": rfc3339(w.end) } });
     let mut resp = json_response(StatusCode::OK, None, &[], &body);
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ari::RETRY_AFTER_SECS));

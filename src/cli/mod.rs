@@ -209,6 +209,21 @@ struct AcmeServeArgs {
     /// Where the ARI renewal window starts, as a fraction of a certificate's lifetime (e.g. 2/3, 0.75)
     #[arg(long, default_value = "2/3", value_parser = crate::acme::ari::parse_fraction)]
     ari_window_start: f64,
+    /// Rate limits and their overrides (TOML; see docs/rate-limits.md); default limits without it
+    #[arg(long)]
+    rate_limits: Option<PathBuf>,
+    /// Serve the leaves' CRL over plain HTTP here (ADDR:PORT), at the path of the templates' CRL URL
+    #[arg(long)]
+    crl_listen: Option<std::net::SocketAddr>,
+    /// Sign a new CRL at least this often (revocations publish one at once)
+    #[arg(long, default_value = "1h", requires = "crl_listen")]
+    crl_refresh: String,
+    /// How long each CRL is valid (nextUpdate - thisUpdate); longer than --crl-refresh
+    #[arg(long, default_value = "24h", requires = "crl_listen")]
+    crl_validity: String,
+    /// How often expired nonces, orders and authorizations are purged
+    #[arg(long, default_value = "5m")]
+    purge_interval: String,
 }
 
 #[derive(Subcommand)]
@@ -706,6 +721,14 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
     options.profiles = args.profiles.iter().map(|p| launch::parse_profile_arg(p)).collect::<Result<Vec<_>, _>>()?;
     options.default_profile = args.default_profile;
     options.ari_window_start = args.ari_window_start;
+    options.rate_limits = args.rate_limits;
+    if let Some(listen) = args.crl_listen {
+        let mut crl = crate::acme::crl::CrlConfig::new(listen);
+        crl.refresh = launch::parse_duration("--crl-refresh", &args.crl_refresh)?;
+        crl.validity = launch::parse_duration("--crl-validity", &args.crl_validity)?;
+        options.crl = Some(crl);
+    }
+    options.purge_interval = launch::parse_duration("--purge-interval", &args.purge_interval)?;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {

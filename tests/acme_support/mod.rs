@@ -591,3 +591,78 @@ pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+// ------------------------------------------------------------------ whole issuances
+
+/// Orders `names`, answers http-01, finalizes; returns the leaf's DER.
+pub async fn issue(h: &Harness, a: &Account, tokens: &Tokens, names: &[&str], extra: serde_json::Value) -> Vec<u8> {
+    let (order_url, order) = if extra.is_null() {
+        h.ready_order(a, tokens, names).await
+    } else {
+        ready_order_with(h, a, tokens, names, extra).await
+    };
+    let (_, pem) = p256_with_pem();
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let csr = openssl_csr(h.dir.path(), &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
+    let fin = h.path_of(order["finalize"].as_str().expect("finalize"));
+    let r = h.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let done = h.post_as(a, &h.path_of(&order_url), b"").await.json();
+    let cert_url = done["certificate"].as_str().expect("certificate").to_string();
+    let chain = h.post_as(a, &h.path_of(&cert_url), b"").await.body;
+    let (_, der) = pem_rfc7468::decode_vec(&chain[..leaf_end(&chain)]).expect("leaf pem");
+    der
+}
+
+pub fn leaf_end(chain: &[u8]) -> usize {
+    let end = b"-----END CERTIFICATE-----";
+    chain.windows(end.len()).position(|w| w == end).expect("a certificate") + end.len()
+}
+
+/// `ready_order` with extra newOrder fields (`replaces`).
+pub async fn ready_order_with(
+    h: &Harness,
+    a: &Account,
+    tokens: &Tokens,
+    names: &[&str],
+    extra: serde_json::Value,
+) -> (String, serde_json::Value) {
+    let r = order_replacing(h, a, names, extra).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let order_url = r.header("location").expect("location");
+    let order = r.json();
+    for authz_url in order["authorizations"].as_array().expect("authzs") {
+        let authz = h.post_as(a, &h.path_of(authz_url.as_str().expect("url")), b"").await.json();
+        if authz["status"] == "valid" {
+            continue;
+        }
+        let ch = authz["challenges"].as_array().expect("challenges").iter().find(|c| c["type"] == "http-01").cloned();
+        let ch = ch.expect("http-01");
+        let token = ch["token"].as_str().expect("token").to_string();
+        tokens.lock().expect("lock").insert(token.clone(), format!("{token}.{}", a.key.thumbprint()));
+        h.post_as(a, &h.path_of(ch["url"].as_str().expect("url")), b"{}").await;
+    }
+    let path = h.path_of(&order_url);
+    for _ in 0..100 {
+        let o = h.post_as(a, &path, b"").await.json();
+        if o["status"] == "ready" {
+            return (order_url, o);
+        }
+        assert_ne!(o["status"], "invalid", "{o}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("order never became ready");
+}
+
+pub async fn order_replacing(h: &Harness, a: &Account, names: &[&str], extra: serde_json::Value) -> Response {
+    let ids: Vec<_> = names.iter().map(|n| json!({"type": "dns", "value": n})).collect();
+    let mut payload = json!({ "identifiers": ids });
+    for (k, v) in extra.as_object().expect("object") {
+        payload[k] = v.clone();
+    }
+    h.post_as(a, "/acme/new-order", payload.to_string().as_bytes()).await
+}
+
+pub fn cert_id(der: &[u8]) -> String {
+    keyrite::acme::ari::CertId::of_certificate(der).expect("leaf has an AKI").encode()
+}

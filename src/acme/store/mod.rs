@@ -32,6 +32,22 @@ pub enum StoreError {
     AlreadyReplaced(String),
 }
 
+/// What one housekeeping pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub nonces: usize,
+    pub orders: usize,
+    pub authzs: usize,
+}
+
+/// One CRL entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub serial_hex: String,
+    pub revoked_at: i64,
+    pub reason: u8,
+}
+
 /// What the ACME server keeps.
 pub trait Store: Send + Sync {
     /// Returns the value stored under `key`, storing `init` first if there
@@ -39,8 +55,22 @@ pub trait Store: Send + Sync {
     fn meta_get_or_init(&self, key: &str, init: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Records a nonce as used; `false` if it already was.
     fn redeem_nonce(&self, id: &str, expires_at: i64) -> Result<bool, StoreError>;
-    /// Drops used-nonce rows and other garbage past their expiry.
-    fn purge_expired(&self, now: i64) -> Result<usize, StoreError>;
+    /// Housekeeping: drops used nonces past their expiry, and orders and
+    /// authorizations (with their challenges) that expired more than
+    /// `grace_secs` ago. Certificates are kept. The grace is at least an
+    /// order's lifetime, so an authorization reused by a live order is
+    /// never dropped under it.
+    fn purge_expired(&self, now: i64, grace_secs: i64) -> Result<Purged, StoreError>;
+    /// How many pending, unexpired authorizations an account holds.
+    fn pending_authzs(&self, account_id: &str, now: i64) -> Result<u64, StoreError>;
+    /// Revoked certificates not yet expired at `now`: what the CRL lists.
+    fn revoked_unexpired(&self, now: i64) -> Result<Vec<Revoked>, StoreError>;
+    /// A cheap summary (count, latest time) of revocations, so an instance
+    /// notices another's revocation without reading every entry.
+    fn revocation_mark(&self) -> Result<(i64, i64), StoreError>;
+    /// The next value of a named counter (1, 2, …), shared by every
+    /// instance on this store (CRL numbers).
+    fn next_sequence(&self, name: &str) -> Result<u64, StoreError>;
 
     fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
     fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{Purged, Revoked, Store, StoreError};
 use crate::acme::eab::EabKey;
 use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order, OrderStatus};
 use crate::secret::Secret;
@@ -61,6 +61,21 @@ const MIGRATIONS: &[&str] = &[
     // certificate (by its store id), so `alreadyReplaced` survives restarts.
     "CREATE TABLE IF NOT EXISTS replacements (
         cert_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, account_id TEXT NOT NULL, created_at INTEGER NOT NULL);",
+    // 3: housekeeping and the leaf CRL. Orders get their expiry as a column
+    // so expired ones can be purged by index; certificates get expiry and
+    // revocation columns so the CRL is one indexed scan, not a walk over
+    // every document. Existing rows are filled from their documents.
+    "ALTER TABLE orders ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;
+     UPDATE orders SET expires = COALESCE(json_extract(doc, '$.expires'), 0);
+     CREATE INDEX IF NOT EXISTS orders_expires ON orders (expires);
+     CREATE INDEX IF NOT EXISTS authzs_expires ON authzs (expires);
+     ALTER TABLE certificates ADD COLUMN not_after INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
+     ALTER TABLE certificates ADD COLUMN revoked_reason INTEGER;
+     UPDATE certificates SET not_after = COALESCE(json_extract(doc, '$.not_after'), 0),
+         revoked_at = json_extract(doc, '$.revoked_at'), revoked_reason = json_extract(doc, '$.revoked_reason');
+     CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
 ];
 
 impl SqliteStore {
@@ -145,8 +160,8 @@ fn insert_order_rows(
     authzs: &[Authorization],
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![order.id, order.account_id, order.created_at, order.version, to_json(order)?],
+        "INSERT INTO orders (id, account_id, created_at, expires, version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![order.id, order.account_id, order.created_at, order.expires, order.version, to_json(order)?],
     )
     .map_err(db)?;
     for a in authzs {
@@ -191,9 +206,71 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
+    fn purge_expired(&self, now: i64, grace_secs: i64) -> Result<Purged, StoreError> {
+        let cutoff = now.saturating_sub(grace_secs);
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        let nonces = tx.execute("DELETE FROM used_nonces WHERE expires_at < ?1", [now]).map_err(db)?;
+        let orders = tx.execute("DELETE FROM orders WHERE expires < ?1", [cutoff]).map_err(db)?;
+        // Challenges live inside their authorization's document.
+        let authzs = tx.execute("DELETE FROM authzs WHERE expires < ?1", [cutoff]).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Purged { nonces, orders, authzs })
+    }
+
+    fn pending_authzs(&self, account_id: &str, now: i64) -> Result<u64, StoreError> {
         let conn = self.conn()?;
-        conn.execute("DELETE FROM used_nonces WHERE expires_at < ?1", [now]).map_err(db)
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM authzs WHERE account_id = ?1 AND status = 'pending' AND expires > ?2",
+                params![account_id, now],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn revoked_unexpired(&self, now: i64) -> Result<Vec<Revoked>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT serial, revoked_at, revoked_reason FROM certificates
+                 WHERE revoked_at IS NOT NULL AND not_after >= ?1 ORDER BY revoked_at, serial",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([now], |r| {
+                Ok(Revoked {
+                    serial_hex: r.get(0)?,
+                    revoked_at: r.get(1)?,
+                    reason: r.get::<_, Option<u8>>(2)?.unwrap_or(0),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    fn revocation_mark(&self) -> Result<(i64, i64), StoreError> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT count(*), COALESCE(max(revoked_at), 0) FROM certificates WHERE revoked_at IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db)
+    }
+
+    fn next_sequence(&self, name: &str) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let v: i64 = conn
+            .query_row(
+                "INSERT INTO sequences (name, value) VALUES (?1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("sequence {name} is negative")))
     }
 
     fn insert_account(&self, a: &Account) -> Result<(), StoreError> {
@@ -343,8 +420,17 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
         tx.execute(
-            "INSERT INTO certificates (id, serial, account_id, doc) VALUES (?1, ?2, ?3, ?4)",
-            params![cert.id, cert.serial_hex, cert.account_id, to_json(cert)?],
+            "INSERT INTO certificates (id, serial, account_id, not_after, revoked_at, revoked_reason, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                cert.id,
+                cert.serial_hex,
+                cert.account_id,
+                cert.not_after,
+                cert.revoked_at,
+                cert.revoked_reason,
+                to_json(cert)?
+            ],
         )
         .map_err(db)?;
         let n = tx
@@ -377,7 +463,11 @@ impl Store for SqliteStore {
         }
         cert.revoked_reason = Some(reason);
         cert.revoked_at = Some(at);
-        tx.execute("UPDATE certificates SET doc = ?1 WHERE id = ?2", params![to_json(&cert)?, id]).map_err(db)?;
+        tx.execute(
+            "UPDATE certificates SET doc = ?1, revoked_at = ?2, revoked_reason = ?3 WHERE id = ?4",
+            params![to_json(&cert)?, at, reason, id],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(true)
     }
