@@ -199,7 +199,7 @@ impl Limits {
         }
     }
 
-    /// Reads a limits file (see `docs/rate-limits.md`); what it leaves out
+    /// Reads a limits file (see `docs/acme-operations.md`); what it leaves out
     /// keeps its default.
     pub fn load(path: &Path) -> Result<Limits, RateLimitError> {
         let file = |problem: String| RateLimitError::File { path: path.display().to_string(), problem };
@@ -544,6 +544,19 @@ mod tests {
         let id = |s: &str| Subject::Identifier(s.into());
         assert_eq!(l.rate_for(LimitName::NewOrdersPerIdentifier, &id("a.ci.corp.example")).map(|r| r.count), Some(500));
         assert_eq!(l.rate_for(LimitName::NewOrdersPerIdentifier, &id("xci.corp.example")).map(|r| r.count), Some(50));
+    }
+
+    /// The example in the operators' guide is a file that loads.
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../docs/acme-operations.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let len = doc[start..].find("```").expect("block end");
+        let l = Limits::from_toml_str(&doc[start..start + len]).expect("the documented example parses");
+        assert_eq!(l.overrides.len(), 3);
+        assert_eq!(l.requests_per_ip, Some(Rate { count: 50, period_secs: 1 }));
+        let big = Subject::Account("2Qm1xS0sHkTc3b9Vd1fXwg".into());
+        assert_eq!(l.rate_for(LimitName::NewOrdersPerAccount, &big).map(|r| r.count), Some(5000));
     }
 
     #[test]

@@ -209,7 +209,7 @@ struct AcmeServeArgs {
     /// Where the ARI renewal window starts, as a fraction of a certificate's lifetime (e.g. 2/3, 0.75)
     #[arg(long, default_value = "2/3", value_parser = crate::acme::ari::parse_fraction)]
     ari_window_start: f64,
-    /// Rate limits and their overrides (TOML; see docs/rate-limits.md); default limits without it
+    /// Rate limits and their overrides (TOML; see docs/acme-operations.md); default limits without it
     #[arg(long)]
     rate_limits: Option<PathBuf>,
     /// Serve the leaves' CRL over plain HTTP here (ADDR:PORT), at the path of the templates' CRL URL

@@ -558,4 +558,41 @@ mod permission_tests {
         let err = SqliteStore::open(&open_to_all).err().expect("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
+
+    /// A database made by a keyrite that knew migrations 1–2 is upgraded in
+    /// place: its orders can be purged and its revocations reach the CRL.
+    #[test]
+    fn migration_3_fills_the_new_columns_from_existing_documents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA).expect("schema");
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.pragma_update(None, "user_version", 2).expect("version");
+            let order = r#"{"id":"o1","account_id":"a1","status":"pending","expires":1000,"identifiers":[],
+                "not_before":null,"not_after":null,"authz_ids":[],"error":null,"certificate_id":null,
+                "created_at":900,"version":0}"#;
+            conn.execute(
+                "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES ('o1','a1',900,0,?1)",
+                [order],
+            )
+            .expect("order");
+            let cert = r#"{"id":"c1","account_id":"a1","order_id":"o1","serial_hex":"0abc","der":[],"chain_pem":"",
+                "identifiers":[],"key_thumbprint":"t","not_after":5000,"revoked_reason":4,"revoked_at":1500}"#;
+            conn.execute("INSERT INTO certificates (id, serial, account_id, doc) VALUES ('c1','0abc','a1',?1)", [cert])
+                .expect("certificate");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let store = SqliteStore::open(&path).expect("upgraded");
+        let revoked = store.revoked_unexpired(4000).expect("revoked");
+        assert_eq!(revoked, vec![Revoked { serial_hex: "0abc".into(), revoked_at: 1500, reason: 4 }]);
+        assert!(store.revoked_unexpired(5001).expect("revoked").is_empty(), "expired leaves leave the CRL");
+        assert_eq!(store.revocation_mark().expect("mark"), (1, 1500));
+        assert_eq!(store.purge_expired(1500, 100).expect("purge").orders, 1);
+        assert_eq!(store.next_sequence("n").expect("seq"), 1);
+        assert_eq!(store.next_sequence("n").expect("seq"), 2);
+    }
 }
