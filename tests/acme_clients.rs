@@ -394,7 +394,11 @@ fn serial_of(cert: &Path) -> String {
 // ------------------------------------------------------------------ certbot
 
 fn certbot(server: &Server, dir: &Path) -> Command {
-    let mut c = Command::new("certbot");
+    certbot_from(Path::new("certbot"), server, dir)
+}
+
+fn certbot_from(program: &Path, server: &Server, dir: &Path) -> Command {
+    let mut c = Command::new(program);
     c.env("REQUESTS_CA_BUNDLE", &server.tls_ca)
         .args(["--config-dir", p(&dir.join("config"))])
         .args(["--work-dir", p(&dir.join("work"))])
@@ -445,6 +449,88 @@ fn certbot_http01_issue_renew_revoke() {
             "--no-delete-after-revoke",
         ]),
     );
+    server.stop();
+}
+
+/// certbot from PyPI (4.1 and later read ARI), in the virtualenv `.ci/run`
+/// makes; `KEYRITE_CERTBOT_ARI` names another certbot binary.
+fn certbot_ari() -> PathBuf {
+    let path = std::env::var_os("KEYRITE_CERTBOT_ARI").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/keyrite/certbot-ari/bin/certbot")
+    });
+    assert!(
+        path.is_file(),
+        "{} is missing: python3 -m venv ~/.cache/keyrite/certbot-ari && \
+         ~/.cache/keyrite/certbot-ari/bin/pip install certbot==5.1.0 (.ci/run does this)",
+        path.display()
+    );
+    path
+}
+
+/// certbot reads the renewal window (RFC 9773): a fresh certificate is not
+/// due although it expires within certbot's own margin, and once it is
+/// revoked the window says "now" and `certbot renew` replaces it.
+#[test]
+fn certbot_from_pypi_renews_when_ari_says_so() {
+    let bin = certbot_ari();
+    let ca = Ca::new();
+    let server = Server::start(&ca);
+    let dir = server.client_dir("certbot-ari");
+    let name = "ari.acme.test";
+    let http =
+        ["--http-01-port".to_string(), server.http01.to_string(), "--http-01-address".into(), "127.0.0.1".into()];
+    run_client(
+        &server,
+        "certbot (PyPI) certonly",
+        certbot_from(&bin, &server, &dir).args(["certonly", "--standalone"]).args(&http).args([
+            "--agree-tos",
+            "-m",
+            "ops@acme.test",
+            "-d",
+            name,
+        ]),
+    );
+    let live = dir.join("config/live").join(name);
+    check_leaf(&ca, &live.join("cert.pem"), &[name]);
+    let first = serial_of(&live.join("cert.pem"));
+
+    // certbot's own rule would renew a 24 h certificate at once (30 days
+    // before expiry); an hour leaves the decision to ARI.
+    let conf = dir.join("config/renewal").join(format!("{name}.conf"));
+    let text = std::fs::read_to_string(&conf).expect("renewal conf");
+    let without_margin: String =
+        text.lines().filter(|l| !l.trim_start().starts_with("renew_before_expiry")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&conf, format!("renew_before_expiry = 1 hour\n{without_margin}")).expect("conf");
+
+    let out = run_client(
+        &server,
+        "certbot (PyPI) renew, not due",
+        certbot_from(&bin, &server, &dir).arg("renew").args(&http),
+    );
+    assert_eq!(serial_of(&live.join("cert.pem")), first, "renewed before its window:\n{}", stdout(&out));
+    let after = std::fs::read_to_string(&conf).expect("conf");
+    assert!(after.contains("[acme_renewal_info]"), "certbot did not ask renewalInfo:\n{after}");
+
+    run_client(
+        &server,
+        "certbot (PyPI) revoke",
+        certbot_from(&bin, &server, &dir).args(["revoke", "--cert-path", p(&live.join("cert.pem"))]).args([
+            "--reason",
+            "keycompromise",
+            "--no-delete-after-revoke",
+        ]),
+    );
+    // certbot waits out the Retry-After (6 h) it stored before asking
+    // again; the test skips ahead by forgetting it.
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    let cut = text.find("[acme_renewal_info]").expect("section");
+    let rest = &text[cut + "[acme_renewal_info]".len()..];
+    let next_section = rest.find("\n[").map_or(text.len(), |i| cut + "[acme_renewal_info]".len() + i + 1);
+    std::fs::write(&conf, format!("{}{}", &text[..cut], &text[next_section..])).expect("conf");
+
+    run_client(&server, "certbot (PyPI) renew, window now", certbot_from(&bin, &server, &dir).arg("renew").args(&http));
+    check_leaf(&ca, &live.join("cert.pem"), &[name]);
+    assert_ne!(serial_of(&live.join("cert.pem")), first, "ARI said renew now; certbot did not");
     server.stop();
 }
 
