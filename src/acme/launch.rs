@@ -460,16 +460,7 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, LaunchError> {
 
 /// Parses `90s`, `30m`, `24h` or `7d`, at least a minute, for option `what`.
 pub fn parse_duration(what: &str, text: &str) -> Result<Duration, LaunchError> {
-    let bad = || option_err(what, format!("{text:?} is not a duration like 24h, 90m or 7d"));
-    let (num, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        "d" => n.checked_mul(86400).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
+    let secs = super::parse_secs(text).map_err(|p| option_err(what, p))?;
     if secs < 60 {
         return Err(option_err(what, "must be at least a minute"));
     }

@@ -200,6 +200,22 @@ impl RunningServer {
     }
 }
 
+/// Seconds in `30s`, `15m`, `3h` or `7d` (the durations of acme-serve's
+/// options and of the rate limits file).
+pub fn parse_secs(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration like 30s, 15m, 3h or 7d");
+    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)
+}
+
 pub(crate) fn to_time(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }

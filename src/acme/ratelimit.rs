@@ -323,17 +323,7 @@ struct RawLimits {
 
 /// `30s`, `15m`, `3h`, `7d`.
 fn parse_period(text: &str) -> Result<u64, String> {
-    let bad = || format!("period {text:?} is not a duration like 30s, 15m, 3h or 7d");
-    let (num, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        _ => None,
-    }
-    .ok_or_else(bad)?;
+    let secs = super::parse_secs(text).map_err(|p| format!("period {p}"))?;
     if secs == 0 || secs > 366 * 86_400 {
         return Err(format!("period {text:?} must be between 1s and 366d"));
     }
