@@ -2,7 +2,8 @@
 //! and Retry-After while another account goes on; renewals inside their ARI
 //! window pass), the leaves' CRL over plain HTTP (checked with `openssl
 //! verify -crl_check`), and housekeeping (expired orders, authorizations
-//! and nonces go, certificates stay).
+//! and nonces go, certificates stay), and the renewal of the server's own
+//! HTTPS certificate.
 
 mod acme_support;
 mod common;
@@ -279,4 +280,43 @@ async fn housekeeping_purges_expired_orders_authorizations_and_nonces_but_keeps_
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
+}
+
+/// The serial of the certificate a fresh TLS connection to `addr` is given.
+fn served_serial(addr: std::net::SocketAddr) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"))
+        .output()
+        .expect("openssl s_client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_servers_own_certificate_is_renewed_before_it_expires() {
+    common::require_tool("openssl", "openssl");
+    let h = start_harness(|c| c.server_cert_lifetime = Some(Duration::from_secs(93))).await;
+    let addr = h.server.local_addr();
+    let first = tokio::task::spawn_blocking(move || served_serial(addr)).await.expect("join");
+    let first_der = h.server.tls_leaf_der().expect("a leaf");
+    let summary = keyrite::profile::certificate_summary(&first_der).expect("summary");
+    assert_eq!(first, format!("serial={}", summary.serial_hex.to_uppercase()));
+    // Backdated a minute and 93 s long: two thirds are gone 2 s from now.
+    let mut renewed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if h.server.tls_leaf_der().as_ref() != Some(&first_der) {
+            renewed = h.server.tls_leaf_der();
+            break;
+        }
+    }
+    let renewed = renewed.expect("renewed within 5 s");
+    let next = tokio::task::spawn_blocking(move || served_serial(addr)).await.expect("join");
+    let s = keyrite::profile::certificate_summary(&renewed).expect("summary");
+    assert_eq!(next, format!("serial={}", s.serial_hex.to_uppercase()), "new connections get the new certificate");
+    assert_ne!(next, first);
+    // ACME still works over the new certificate.
+    assert_eq!(h.client.request("GET", "/acme/directory", &[], vec![]).await.status, 200);
+    h.shutdown().await;
 }

@@ -23,6 +23,7 @@ pub mod nonce;
 pub mod problem;
 pub mod ratelimit;
 pub mod store;
+pub mod tls;
 pub mod va;
 pub mod wfe;
 
@@ -51,8 +52,8 @@ pub enum TlsSource {
     /// A certificate chain (leaf first, DER) and its PKCS#8 private key.
     Provided { chain_der: Vec<Vec<u8>>, key_pkcs8_der: Zeroizing<Vec<u8>> },
     /// Issue one at start from the intermediate, with a fresh P-256 key
-    /// that never leaves memory, for these names. It lives for the leaf
-    /// template's default validity; restart before then (no renewal yet).
+    /// that never leaves memory, for these names, and renew it (new key)
+    /// at two thirds of its lifetime (see [`tls`]).
     IssueAtStart { names: Vec<San> },
 }
 
@@ -101,6 +102,9 @@ pub struct ServerConfig {
     pub crl: Option<crl::CrlConfig>,
     /// How often expired nonces, orders and authorizations are purged.
     pub purge_interval: Duration,
+    /// Lifetime of the server's own certificate under
+    /// [`TlsSource::IssueAtStart`]; `None` is the leaf template's default.
+    pub server_cert_lifetime: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -128,6 +132,7 @@ impl ServerConfig {
             rate_limits: ratelimit::Limits::default(),
             crl: None,
             purge_interval: Duration::from_secs(300),
+            server_cert_lifetime: None,
         }
     }
 }
@@ -161,6 +166,8 @@ pub struct RunningServer {
     task: JoinHandle<()>,
     crl_task: Option<JoinHandle<()>>,
     crl_addr: Option<SocketAddr>,
+    tls_task: Option<JoinHandle<()>>,
+    tls_cert: Arc<tls::CurrentCert>,
     state: wfe::Shared,
 }
 
@@ -175,6 +182,11 @@ impl RunningServer {
 
     pub fn directory_url(&self) -> String {
         format!("{}/acme/directory", self.base_url)
+    }
+
+    /// The server's own TLS leaf being served now (DER).
+    pub fn tls_leaf_der(&self) -> Option<Vec<u8>> {
+        self.tls_cert.leaf_der()
     }
 
     /// Where the plain-HTTP CRL listener is bound, if there is one.
@@ -192,7 +204,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        if let Some(t) = self.crl_task {
+        for t in [self.crl_task, self.tls_task].into_iter().flatten() {
             let _ = t.await;
         }
         let state = self.state.clone();
@@ -264,13 +276,21 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
             .map_err(|e| AcmeError::Config(format!("signer start task: {e}")))??
     };
 
-    let (chain, key) = match config.tls {
-        TlsSource::Provided { chain_der, key_pkcs8_der } => (chain_der, key_pkcs8_der),
+    let (tls_cert, reissue) = match config.tls {
+        TlsSource::Provided { chain_der, key_pkcs8_der } => (tls::from_files(chain_der, key_pkcs8_der)?, None),
         TlsSource::IssueAtStart { names } => {
-            issue_server_cert(&signer_handle, &config.leaf_profile, names, &chain_pem).await?
+            let (current, reissue) = tls::issue_at_start(
+                &signer_handle,
+                &config.leaf_profile,
+                names,
+                &chain_pem,
+                config.server_cert_lifetime,
+            )
+            .await?;
+            (current, Some(reissue))
         }
     };
-    let tls_config = server_tls_config(chain, key)?;
+    let tls_config = tls::server_config(tls_cert.clone())?;
 
     let templates = || std::iter::once(&config.leaf_profile).chain(config.profiles.iter().map(|(_, p)| p));
     let points = crl::distribution_points(templates())?;
@@ -337,9 +357,11 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
         }
         None => (None, None),
     };
+    let tls_task =
+        reissue.map(|r| tokio::spawn(tls::keep_renewed(tls_cert.clone(), r, state.clone(), stop_rx.clone())));
     let task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx, state.clone(), config.purge_interval));
     tracing::info!(%local_addr, base = %base_url, "ACME server listening");
-    Ok(RunningServer { local_addr, base_url, stop, task, crl_task, crl_addr, state })
+    Ok(RunningServer { local_addr, base_url, stop, task, crl_task, crl_addr, tls_task, tls_cert, state })
 }
 
 /// Runs until `shutdown` completes.
@@ -449,54 +471,6 @@ async fn housekeeping(state: &wfe::Shared) -> Result<store::Purged, AcmeError> {
         );
     }
     Ok(purged)
-}
-
-fn server_tls_config(chain: Vec<Vec<u8>>, key: Zeroizing<Vec<u8>>) -> Result<rustls::ServerConfig, AcmeError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AcmeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| AcmeError::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
-async fn issue_server_cert(
-    signer: &ca::SignerHandle,
-    profile: &Profile,
-    names: Vec<San>,
-    chain_pem: &str,
-) -> Result<(Vec<Vec<u8>>, Zeroizing<Vec<u8>>), AcmeError> {
-    use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-    if names.is_empty() {
-        return Err(AcmeError::Config("the server certificate needs at least one name".into()));
-    }
-    let tls_err = |m: &str| AcmeError::Tls(m.to_string());
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| tls_err("key generation"))?;
-    let pkcs8 = Zeroizing::new(pair.to_pkcs8v1().map_err(|_| tls_err("PKCS#8"))?.as_ref().to_vec());
-    let spki = pair.public_key().as_der().map_err(|_| tls_err("SPKI"))?.as_ref().to_vec();
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    let not_before = now - time::Duration::minutes(1);
-    let issued = signer
-        .issue(ca::LeafRequest {
-            spki_der: spki,
-            sans: names,
-            not_before,
-            not_after: profile.not_after_for(not_before),
-            profile: None,
-        })
-        .await?;
-    let mut chain = vec![issued.der];
-    for block in pem_blocks(chain_pem) {
-        chain.push(block);
-    }
-    Ok((chain, pkcs8))
 }
 
 /// The DER of each CERTIFICATE block in a PEM bundle.
