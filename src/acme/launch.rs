@@ -78,6 +78,8 @@ pub struct LaunchOptions {
     pub crl: Option<super::crl::CrlConfig>,
     /// How often expired nonces, orders and authorizations are purged.
     pub purge_interval: Duration,
+    /// Issuer domain names this CA answers to in CAA records; empty: no CAA check.
+    pub caa_identities: Vec<String>,
 }
 
 impl LaunchOptions {
@@ -106,6 +108,7 @@ impl LaunchOptions {
             rate_limits: None,
             crl: None,
             purge_interval: Duration::from_secs(300),
+            caa_identities: Vec::new(),
         }
     }
 }
@@ -377,6 +380,7 @@ fn prepare(options: &LaunchOptions) -> Result<Prepared, LaunchError> {
         resolver: options.dns,
         http01_port: options.http01_port,
         tls_alpn01_port: options.tls_alpn01_port,
+        caa_identities: options.caa_identities.iter().map(|i| i.trim_end_matches('.').to_ascii_lowercase()).collect(),
         ..ValidationConfig::default()
     };
 

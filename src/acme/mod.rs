@@ -12,6 +12,7 @@
 pub mod ari;
 pub mod bench;
 pub mod ca;
+pub mod caa;
 pub mod client;
 pub mod crl;
 pub mod eab;
@@ -258,6 +259,9 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
     }
 
     ari::check_fraction(config.ari_window_start).map_err(AcmeError::Config)?;
+    if !config.validation.caa_identities.is_empty() && config.validation.resolver.is_none() {
+        return Err(AcmeError::Config("CAA checking (--caa-identity) needs a DNS resolver (--dns)".into()));
+    }
 
     let Issuer { certificate_der, chain_pem, signer } = issuer;
     // A leaf whose AKI is not this key was issued by a previous

@@ -59,6 +59,9 @@ pub struct ValidationConfig {
     pub backoff: Duration,
     /// Validations in flight at once.
     pub max_concurrent: usize,
+    /// The issuer domain names this CA answers to in CAA records (RFC
+    /// 8659); empty: CAA is not checked (see [`super::caa`]).
+    pub caa_identities: Vec<String>,
 }
 
 impl Default for ValidationConfig {
@@ -72,6 +75,7 @@ impl Default for ValidationConfig {
             attempts: 3,
             backoff: Duration::from_secs(2),
             max_concurrent: 16,
+            caa_identities: Vec::new(),
         }
     }
 }
@@ -149,6 +153,30 @@ impl Validator {
             }
         }
         Err(last)
+    }
+
+    /// CAA for a DNS identifier whose challenge passed (a no-op unless CAA
+    /// identities are configured; IP addresses have no CAA).
+    pub async fn check_caa(
+        &self,
+        id: &Identifier,
+        wildcard: bool,
+        account_uri: &str,
+        method: ChallengeType,
+    ) -> Result<(), Problem> {
+        if self.cfg.caa_identities.is_empty() || id.kind != "dns" {
+            return Ok(());
+        }
+        let Some(resolver) = &self.resolver else {
+            return Err(prob(ProblemType::Caa, "CAA checking needs a configured resolver"));
+        };
+        let name = id.value.trim_start_matches("*.");
+        let (owner, records) =
+            super::caa::relevant_set(resolver, name, self.cfg.timeout).await.map_err(|e| prob(ProblemType::Dns, e))?;
+        let request =
+            super::caa::Request { identities: &self.cfg.caa_identities, wildcard, account_uri, method: method.name() };
+        super::caa::decide(&owner, &records, &request)
+            .map_err(|e| Problem::new(ProblemType::Caa, StatusCode::FORBIDDEN, e))
     }
 
     /// Resolves a host name (or takes an IP literal as is).

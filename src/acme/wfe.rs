@@ -1231,7 +1231,11 @@ async fn run_validation(s: Shared, authz_id: String, chall_id: String, key_autho
         return;
     };
     let Some(c) = z.challenges.iter().find(|c| c.id == chall_id).cloned() else { return };
-    let result = s.validator.validate(c.kind, &z.identifier, &c.token, &key_authorization).await;
+    let mut result = s.validator.validate(c.kind, &z.identifier, &c.token, &key_authorization).await;
+    if result.is_ok() {
+        let account_uri = s.url(&format!("/acme/acct/{}", z.account_id));
+        result = s.validator.check_caa(&z.identifier, z.wildcard, &account_uri, c.kind).await;
+    }
     for _ in 0..10 {
         let id = authz_id.clone();
         let Ok(Ok(Some(mut z))) = db_raw(&s, move |st| st.authz(&id)).await else { return };

@@ -224,6 +224,9 @@ struct AcmeServeArgs {
     /// How often expired nonces, orders and authorizations are purged
     #[arg(long, default_value = "5m")]
     purge_interval: String,
+    /// Check CAA (RFC 8659, with RFC 8657 accounturi/validationmethods): this CA's issuer domain name in CAA records (repeatable; needs --dns)
+    #[arg(long, num_args = 1..)]
+    caa_identity: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -729,6 +732,7 @@ fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
         options.crl = Some(crl);
     }
     options.purge_interval = launch::parse_duration("--purge-interval", &args.purge_interval)?;
+    options.caa_identities = args.caa_identity;
     launch::serve_blocking(options, |ready| {
         println!("ACME directory   {}", ready.directory);
         if let Some(ca) = &ready.tls_ca {

@@ -507,8 +507,13 @@ pub fn b64(bytes: &[u8]) -> String {
 /// NOERROR with no answer for other types there, and REFUSED elsewhere. `static_hosts` matches whole names only, so tests that
 /// order fresh random names (the load generator) point the server's
 /// `resolver` here instead. Stops on drop.
+/// CAA answers by owner name (lowercase, no trailing dot).
+pub type CaaZone = Arc<std::sync::Mutex<HashMap<String, Vec<hickory_resolver::proto::rr::rdata::CAA>>>>;
+
 pub struct LoopbackDns {
     pub addr: SocketAddr,
+    /// CAA records served (none unless a test adds some).
+    pub caa: CaaZone,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -532,6 +537,8 @@ impl LoopbackDns {
         socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
         let addr = socket.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
+        let caa: CaaZone = Arc::default();
+        let caa_served = caa.clone();
         let (zone, s) = (zone.trim_matches('.').to_ascii_lowercase(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -557,6 +564,12 @@ impl LoopbackDns {
                             let a = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
                             resp.answers.push(Record::from_rdata(q.name.clone(), 5, a));
                         }
+                        (RecordType::CAA, _) => {
+                            let records = caa_served.lock().expect("caa").get(&name).cloned().unwrap_or_default();
+                            for r in records {
+                                resp.answers.push(Record::from_rdata(q.name.clone(), 5, RData::CAA(r)));
+                            }
+                        }
                         (RecordType::TXT, Some(dir)) => {
                             let values = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
                             for v in values.lines().map(str::to_string) {
@@ -572,7 +585,7 @@ impl LoopbackDns {
                 }
             }
         });
-        LoopbackDns { addr, stop, thread: Some(thread) }
+        LoopbackDns { addr, caa, stop, thread: Some(thread) }
     }
 }
 
