@@ -12,6 +12,7 @@
 
 mod build;
 pub mod lint;
+mod roca;
 mod template;
 mod verify;
 

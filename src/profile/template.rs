@@ -228,6 +228,11 @@ impl SubjectKeyPolicy {
             if n.last().is_some_and(|b| b % 2 == 0) {
                 return Err("RSA modulus is even".into());
             }
+            if super::roca::has_fingerprint(&n) {
+                return Err("the RSA key has the ROCA fingerprint (CVE-2017-15361): it was made by a flawed \
+                            Infineon library and can be factored; generate a new key with other software"
+                    .into());
+            }
             sig::ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, bits)
                 .map_err(|_| "aws-lc rejects the RSA public key".to_string())?;
             return Ok(KeyFamily::Rsa { bits: bits_len });
