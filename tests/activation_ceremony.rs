@@ -239,7 +239,7 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
 
     // One card alone does not open the token.
     let o = c.crl("crl-alone", &[CUSTODIANS[1]]);
-    assert_fails_with(&o, "1 valid activation card(s), and the token's user PIN needs 2 of the 3");
+    assert_fails_with(&o, "1 valid card(s), and the token's user PIN needs 2 of the 3");
 
     // A wrong card among three is named and skipped; two good ones open.
     std::fs::write(&alice, swap_word(&original, 3)).expect("write");

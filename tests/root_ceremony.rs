@@ -384,9 +384,48 @@ fn rehearse_runs_the_bundled_ceremony_on_softhsm() {
 #[test]
 fn rehearse_runs_on_the_software_key_store_without_an_hsm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = rehearse(&dir.path().join("r"), &["--backend", "soft"]);
+    let r = dir.path().join("r");
+    let json = rehearse(&r, &["--backend", "soft"]);
     assert_eq!(json["backend"], "soft");
     assert!(json["module"].is_null());
+
+    // The software root was opened by two custodians' backup cards in the
+    // CA ceremonies' preflight, and the CA log says who.
+    let ca_log = std::fs::read_to_string(r.join("ca/audit.jsonl")).expect("CA log");
+    let unlocked: Vec<&str> = ca_log.lines().filter(|l| l.contains("\"event\":\"store-unlocked\"")).collect();
+    assert_eq!(unlocked.len(), 2, "sign-intermediate and crl each opened the store:\n{ca_log}");
+    assert!(unlocked[0].contains("Rehearsal Custodian A, Rehearsal Custodian C"), "{}", unlocked[0]);
+
+    // One card does not open it, and nothing is written.
+    std::fs::create_dir(r.join("out2")).expect("out2");
+    std::fs::write(
+        r.join("env2.toml"),
+        "output_dir = \"out2\"\nca_dir = \"ca\"\ncustodian_media = \"custodians\"\n[soft]\ndir = \"keystore\"\nsealing_key = { shares = \"root/root-r1-audit.jsonl\" }\n",
+    )
+    .expect("env");
+    let answers = std::fs::read_to_string(r.join("ceremonies/answers/crl.rehearsal.toml")).expect("answers");
+    let one = answers.replace("\"Rehearsal Custodian A\", \"Rehearsal Custodian C\"", "\"Rehearsal Custodian B\"");
+    assert_ne!(one, answers);
+    std::fs::write(r.join("one.toml"), one).expect("answers");
+    let o = keyrite()
+        .current_dir(&r)
+        .args([
+            "ceremony",
+            "run",
+            "ceremonies/crl.toml",
+            "--env",
+            "env2.toml",
+            "--answers",
+            "one.toml",
+            "--allow-network",
+        ])
+        .output()
+        .expect("keyrite");
+    assert_fails_with(
+        &o,
+        "1 valid card(s), and the software key store's sealing key (the backup KEK) needs 2 of the 3",
+    );
+    assert!(list(&r.join("out2")).is_empty(), "nothing written");
 }
 
 #[test]

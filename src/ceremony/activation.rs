@@ -47,11 +47,13 @@ pub const USER_PURPOSE: &str = "token user PIN";
 /// The purpose of the security officer PIN's set.
 pub const SO_PURPOSE: &str = "token security officer PIN";
 
-/// Which of the token's two PINs a set opens.
+/// What a set of cards opens: one of the token's two PINs, or a software
+/// key store sealed under the backup KEK (a software root under custody).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     User,
     So,
+    StoreSealingKey,
 }
 
 impl Which {
@@ -59,6 +61,7 @@ impl Which {
         match self {
             Which::User => USER_PURPOSE,
             Which::So => SO_PURPOSE,
+            Which::StoreSealingKey => custody::BACKUP_PURPOSE,
         }
     }
 
@@ -66,6 +69,7 @@ impl Which {
         match self {
             Which::User => CardKind::UserActivation,
             Which::So => CardKind::SoActivation,
+            Which::StoreSealingKey => CardKind::Backup,
         }
     }
 
@@ -74,6 +78,7 @@ impl Which {
         match self {
             Which::User => "user",
             Which::So => "so",
+            Which::StoreSealingKey => "store",
         }
     }
 
@@ -81,6 +86,25 @@ impl Which {
         match self {
             Which::User => "user PIN",
             Which::So => "security officer PIN",
+            Which::StoreSealingKey => "software key store",
+        }
+    }
+
+    /// What the cards open, in a sentence.
+    fn opens(self) -> &'static str {
+        match self {
+            Which::User => "the token's user PIN",
+            Which::So => "the token's security officer PIN",
+            Which::StoreSealingKey => "the software key store's sealing key (the backup KEK)",
+        }
+    }
+
+    /// Where a log with this set comes from, for the error that finds none.
+    fn made_by(self) -> &'static str {
+        match self {
+            Which::User => "the root ceremony that had [activation]",
+            Which::So => "the root ceremony that had [activation] with so_pin = true",
+            Which::StoreSealingKey => "the root ceremony that made the software store's backup ([backup])",
         }
     }
 }
@@ -110,7 +134,8 @@ pub struct Activated {
 impl Activated {
     /// The audit entry, appended right after `ceremony-started`.
     pub fn event(&self) -> Event {
-        Event::new("preflight", "token-activated")
+        let name = if self.which == Which::StoreSealingKey { "store-unlocked" } else { "token-activated" };
+        Event::new("preflight", name)
             .input(self.log.clone())
             .actor(self.cards.iter().map(|(c, _, _)| c.as_str()).collect::<Vec<_>>().join(", "))
             .detail("opens", self.which.purpose())
@@ -235,6 +260,10 @@ fn activate(
     match which {
         Which::User => change_user_pin(step, s, &pin, &rebuilt_pin)?,
         Which::So => change_so_pin(step, s, &pin, &rebuilt_pin)?,
+        // Never asked for: [activation] only splits a token's PINs.
+        Which::StoreSealingKey => {
+            return Err(step_error(step, "a software key store has no PIN to put under activation cards"))
+        }
     }
     s.log.append(
         s.event(step, "token-pin-changed")
@@ -351,7 +380,21 @@ pub fn pin_from_cards(
     which: Which,
     operator: &mut dyn Operator,
 ) -> Result<(Secret, Activated), CeremonyError> {
-    let what = || format!("the {} from activation cards (log {})", which.what(), log.display());
+    let (seed, activated) = secret_from_cards(log, which, operator)?;
+    let pin = backup::pin_from_seed(&seed).map_err(HsmError::from)?;
+    Ok((pin, activated))
+}
+
+/// Rebuilds the secret a set of cards holds (a PIN's seed, or the backup
+/// KEK that seals a software root): verifies the root ceremony's `log`,
+/// finds the set by purpose, and takes cards until T are valid, each checked
+/// alone against its commitment and a wrong one named.
+pub fn secret_from_cards(
+    log: &Path,
+    which: Which,
+    operator: &mut dyn Operator,
+) -> Result<(Secret, Activated), CeremonyError> {
+    let what = || format!("{} from custodians' cards (log {})", which.opens(), log.display());
     audit::verify(
         log,
         &VerifyOptions { pinned_audit_keys: Vec::new(), expect_closed: true, expected_checkpoint: None },
@@ -361,18 +404,18 @@ pub fn pin_from_cards(
         CeremonyError::Input {
             what: what(),
             detail: format!(
-                "this log records no activation set for the token's {} (no shares-issued entry with purpose {:?}); name the log of the root ceremony that had [activation]{}",
-                which.what(),
+                "this log records no set of cards for {} (no shares-issued entry with purpose {:?}); name the log of {}",
+                which.opens(),
                 which.purpose(),
-                if which == Which::So { " with so_pin = true" } else { "" }
+                which.made_by()
             ),
         }
     })?;
     let role = details["custodian_role"].as_str().unwrap_or("custodian").to_string();
     let threshold = usize::from(set.threshold);
     operator.say(&format!(
-        "Activation of the token's {}: {} of the {} custodians of role {role:?} enter their {} cards (set {:05}, ceremony {source_ceremony:?}).",
-        which.what(),
+        "Opening {}: {} of the {} custodians of role {role:?} enter their {} cards (set {:05}, ceremony {source_ceremony:?}).",
+        which.opens(),
         set.threshold,
         set.count,
         which.card().title(),
@@ -456,9 +499,9 @@ pub fn pin_from_cards(
         return Err(CeremonyError::Input {
             what: what(),
             detail: format!(
-                "{} valid activation card(s), and the token's {} needs {} of the {} (set {:05}).{why} Bring {} custodians of role {role:?} with their {} cards",
+                "{} valid card(s), and {} needs {} of the {} (set {:05}).{why} Bring {} custodians of role {role:?} with their {} cards",
                 entered.len(),
-                which.what(),
+                which.opens(),
                 set.threshold,
                 set.count,
                 set.set_identifier,
@@ -469,7 +512,6 @@ pub fn pin_from_cards(
     }
     let seed = shares::combine(&entered, b"")
         .map_err(|e| CeremonyError::Input { what: what(), detail: format!("the checked cards do not combine: {e}") })?;
-    let pin = backup::pin_from_seed(&seed).map_err(HsmError::from)?;
     let activated = Activated {
         which,
         log: Artifact::of(display_name(log), &bytes),
@@ -479,7 +521,7 @@ pub fn pin_from_cards(
         cards,
         rejected,
     };
-    Ok((pin, activated))
+    Ok((seed, activated))
 }
 
 #[cfg(test)]

@@ -287,7 +287,13 @@ fn preflight(
             });
         }
         Backend::Soft { dir, passphrase, sealing_key } => {
-            let sealing = if let Some(source) = sealing_key {
+            let sealing = if let Some(SecretSource::Shares(log)) = sealing_key {
+                // A software root under custody: two or more custodians'
+                // backup cards rebuild the KEK that seals the store.
+                let (kek, who) = activation::secret_from_cards(log, activation::Which::StoreSealingKey, operator)?;
+                activated.push(who);
+                SealingKey::Raw(kek)
+            } else if let Some(source) = sealing_key {
                 SealingKey::Raw(raw_sealing_key(&resolve_secret(
                     source,
                     operator,
@@ -392,10 +398,10 @@ pub fn resolve_secret(
     match (unattended, source) {
         (Some(secret), _) => Ok(secret),
         (None, SecretSource::Shares(log)) => Err(CeremonyError::Input {
-            // Only a token's PIN is split among custodians; the preflight
-            // rebuilds it before anything else asks.
-            what: format!("{key} from activation cards ({})", log.display()),
-            detail: "only a PKCS#11 token's pin or so_pin can come from activation cards".into(),
+            // Cards are read in the preflight, before anything else asks.
+            what: format!("{key} from custodians' cards ({})", log.display()),
+            detail: "only a PKCS#11 token's pin or so_pin, or a software store's sealing_key, can come from cards"
+                .into(),
         }),
         (None, _) => operator.secret(key, question),
     }

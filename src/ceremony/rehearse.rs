@@ -214,7 +214,8 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         source: None,
     };
     let answers = Answers::from_toml_str(RESTORE_ANSWERS, &restore_answers_path)?;
-    let mut operator = ScriptedOperator::new(answers, transcript).with_custodian_media(media).echoing_read_backs();
+    let mut operator =
+        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
     let restored = engine::run(&restore_plan, &env, &mut operator, &RunOptions { allow_network: true })?;
     let report = verify_log(&restored.audit_log, &restored.final_checkpoint.note_text)?;
     let mut transcript = operator.into_output();
@@ -295,26 +296,28 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     );
 
     // The root signs on its own token (or, without an HSM, its software
-    // store, unlocked with the key two custodians' cards rebuild).
+    // store, unlocked in each ceremony's preflight by two custodians' backup
+    // cards, as `sealing_key = { shares = "<root log>" }` does).
     let root_backend = match root_backend {
         Some(b) => b,
         None => Backend::Soft {
             dir: dir.join("keystore"),
             passphrase: None,
-            sealing_key: Some(SecretSource::Memory(kek_from_cards(&root.share_cards)?)),
+            sealing_key: Some(SecretSource::Shares(root.audit_log.clone())),
         },
     };
     let ca_env = |out: &Path| Environment {
         backend: root_backend.clone(),
         output_dir: out.to_path_buf(),
         input_dir: usb.clone(),
-        custodian_media: None,
+        custodian_media: Some(media.clone()),
         ca_dir: Some(ca_dir.clone()),
         source: None,
     };
     let sign_plan = Plan::load(&sign_path)?;
     let answers = Answers::from_toml_str(SIGN_ANSWERS, &sign_answers_path)?;
-    let mut operator = ScriptedOperator::new(answers, transcript).echoing_read_backs();
+    let mut operator =
+        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
     engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
 
@@ -329,7 +332,8 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     files::create_dir(&crl_out, Mode::Public)?;
     let crl_plan = Plan::load(&crl_path)?;
     let answers = Answers::from_toml_str(CRL_ANSWERS, &crl_answers_path)?;
-    let mut operator = ScriptedOperator::new(answers, transcript).echoing_read_backs();
+    let mut operator =
+        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
     let crl = engine::run(&crl_plan, &ca_env(&crl_out), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
     verify_log(&ca_dir.join("audit.jsonl"), &crl.final_checkpoint.note_text)?;
@@ -487,21 +491,6 @@ fn check_leaf(chain_pem: &str, intermediate_der: &[u8], root_pem: &Path) -> Resu
 
 /// The software root's sealing key, rebuilt from the first two custodians'
 /// cards (as two custodians would at a real ceremony), in hex.
-fn kek_from_cards(cards: &[PathBuf]) -> Result<Secret, CeremonyError> {
-    let mut shares = Vec::new();
-    for card in cards.iter().take(2) {
-        let bytes = std::fs::read(card).map_err(|e| files::FileError::io(card, "reading share card", e))?;
-        let words = crate::shares::words_from_card(&Secret::new(bytes));
-        shares.push(
-            crate::shares::Share::parse(words.expose_str().unwrap_or_default())
-                .map_err(|e| CeremonyError::Input { what: card.display().to_string(), detail: e.to_string() })?,
-        );
-    }
-    let kek = crate::shares::combine(&shares, b"")
-        .map_err(|e| CeremonyError::Step { step: 0, message: format!("the rehearsal's cards do not combine: {e}") })?;
-    Ok(Secret::new(hex::encode(kek.expose()).into_bytes()))
-}
-
 fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, CeremonyError> {
     Ok(audit::verify(
         path,

@@ -17,6 +17,8 @@
 //! [soft]
 //! dir = "keystore"
 //! passphrase = { file = "/run/keyrite/passphrase" }
+//! # or, for a software root under custody (sealed under its backup KEK):
+//! # sealing_key = { shares = "root-r1-audit.jsonl" }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -280,13 +282,16 @@ fn secret_source(raw: RawSecretSource, path: &Path, field: &str) -> Result<Secre
             let base = path.parent().unwrap_or(Path::new("."));
             Ok(SecretSource::File(if file.is_absolute() { file } else { base.join(file) }))
         }
-        // Activation cards open a token's login, nothing else: a software
-        // store's passphrase or sealing key is never split this way.
-        RawSecretSource::Shares { .. } if !field.starts_with("pkcs11.") => Err(ConfigError::invalid(
-            path,
-            field,
-            "{ shares = ... } stands for a token PIN split among custodians ([activation] in a root ceremony); a software store uses a passphrase or sealing key source",
-        )),
+        // Cards open a token's login (activation cards) or a software root
+        // sealed under the backup KEK (backup cards); a passphrase is never
+        // split this way.
+        RawSecretSource::Shares { .. } if !field.starts_with("pkcs11.") && field != "soft.sealing_key" => {
+            Err(ConfigError::invalid(
+                path,
+                field,
+                "{ shares = ... } stands for a token PIN split among custodians ([activation] in a root ceremony) or, as soft.sealing_key, a software root sealed under its backup KEK; a passphrase is never split",
+            ))
+        }
         RawSecretSource::Shares { shares } => {
             let base = path.parent().unwrap_or(Path::new("."));
             Ok(SecretSource::Shares(if shares.is_absolute() { shares } else { base.join(shares) }))
@@ -345,6 +350,8 @@ mod tests {
         }
         let soft = load("[soft]\ndir = \"k\"\npassphrase = { shares = \"root.jsonl\" }\n");
         assert!(soft.expect_err("soft").to_string().contains("soft.passphrase"));
+        let sealed = load("[soft]\ndir = \"k\"\nsealing_key = { shares = \"root.jsonl\" }\n").expect("sealing key");
+        assert!(matches!(sealed.backend, Backend::Soft { sealing_key: Some(SecretSource::Shares(_)), .. }));
     }
 
     #[test]
