@@ -255,6 +255,7 @@ async fn housekeeping_purges_expired_orders_authorizations_and_nonces_but_keeps_
     let h = start_harness(|c| c.validation.http01_port = port).await;
     let a = h.new_account(Key::es256()).await;
     let der = issue(&h, &a, &tokens, &["a.acme.test"], serde_json::Value::Null).await;
+    let serial = keyrite::profile::certificate_summary(&der).expect("summary").serial_hex;
     let (pending_url, _) = h.new_order(&a, &["b.acme.test"]).await;
 
     // On schedule now, nothing is old enough: every order still answers.
@@ -263,16 +264,19 @@ async fn housekeeping_purges_expired_orders_authorizations_and_nonces_but_keeps_
     assert_eq!(h.post_as(&a, &h.path_of(&pending_url), b"").await.status, 200);
 
     // The same pass a month from now (the store is shared, as between
-    // instances): both orders and their authorizations expired long ago,
-    // every nonce too; the certificate stays.
+    // instances): the unfinished order and both authorizations expired long
+    // ago, every nonce too; the certificate and its valid order stay.
     let st = SqliteStore::open(&h.dir.path().join("acme.sqlite")).expect("store");
     let month = keyrite::acme::model::now() + 30 * 86_400;
     let purged = st.purge_expired(month, 86_400).expect("purge");
-    assert_eq!((purged.orders, purged.authzs), (2, 2), "{purged:?}");
+    assert_eq!((purged.orders, purged.authzs), (1, 2), "{purged:?}");
     assert!(purged.nonces >= 8, "every request's nonce: {purged:?}");
     h.post_as(&a, &h.path_of(&pending_url), b"").await.assert_problem("malformed", 404);
-    let serial = keyrite::profile::certificate_summary(&der).expect("summary").serial_hex;
-    assert_eq!(st.certificate_by_serial(&serial).expect("query").expect("kept").der, der);
+    let kept = st.certificate_by_serial(&serial).expect("query").expect("kept");
+    assert_eq!(kept.der, der);
+    let valid_order = h.post_as(&a, &format!("/acme/order/{}", kept.order_id), b"").await;
+    assert_eq!(valid_order.status, 200, "{}", String::from_utf8_lossy(&valid_order.body));
+    assert_eq!(valid_order.json()["status"], "valid");
     assert_eq!(st.purge_expired(month, 86_400).expect("again").orders, 0);
     responder_task.abort();
     h.shutdown().await;

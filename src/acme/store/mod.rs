@@ -55,11 +55,10 @@ pub trait Store: Send + Sync {
     fn meta_get_or_init(&self, key: &str, init: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Records a nonce as used; `false` if it already was.
     fn redeem_nonce(&self, id: &str, expires_at: i64) -> Result<bool, StoreError>;
-    /// Housekeeping: drops used nonces past their expiry, and orders and
-    /// authorizations (with their challenges) that expired more than
-    /// `grace_secs` ago. Certificates are kept. The grace is at least an
-    /// order's lifetime, so an authorization reused by a live order is
-    /// never dropped under it.
+    /// Housekeeping: drops used nonces past their expiry, orders that
+    /// expired more than `grace_secs` ago without a certificate, and
+    /// authorizations (with their challenges) that expired as long ago.
+    /// Certificates, and the valid orders that produced them, are kept.
     fn purge_expired(&self, now: i64, grace_secs: i64) -> Result<Purged, StoreError>;
     /// How many pending, unexpired authorizations an account holds.
     fn pending_authzs(&self, account_id: &str, now: i64) -> Result<u64, StoreError>;

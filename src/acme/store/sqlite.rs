@@ -211,7 +211,12 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
         let nonces = tx.execute("DELETE FROM used_nonces WHERE expires_at < ?1", [now]).map_err(db)?;
-        let orders = tx.execute("DELETE FROM orders WHERE expires < ?1", [cutoff]).map_err(db)?;
+        // A valid order stays with its certificate: it is what an ARI
+        // replacement points at, so `alreadyReplaced` holds for as long as
+        // the certificate is kept.
+        let orders = tx
+            .execute("DELETE FROM orders WHERE expires < ?1 AND json_extract(doc, '$.status') != 'valid'", [cutoff])
+            .map_err(db)?;
         // Challenges live inside their authorization's document.
         let authzs = tx.execute("DELETE FROM authzs WHERE expires < ?1", [cutoff]).map_err(db)?;
         tx.commit().map_err(db)?;
