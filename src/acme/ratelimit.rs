@@ -549,6 +549,13 @@ mod tests {
         assert_eq!(l.rate_for(LimitName::NewOrdersPerAccount, &big).map(|r| r.count), Some(5000));
     }
 
+    /// The benchmarks' file turns every limit off.
+    #[test]
+    fn the_benchmark_file_is_unlimited() {
+        let l = Limits::from_toml_str(include_str!("../../benches/no-limits.toml")).expect("parses");
+        assert_eq!(l, Limits::unlimited());
+    }
+
     #[test]
     fn bad_files_name_the_field() {
         let cases = [

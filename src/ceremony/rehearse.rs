@@ -53,11 +53,21 @@ pub struct RehearseOptions {
     pub tlsalpn01_port: Option<u16>,
     /// The resolver for dns-01 and for resolving names to validate.
     pub dns: Option<std::net::SocketAddr>,
+    /// acme-serve's rate limits file (`None`: the defaults, as in production).
+    pub rate_limits: Option<PathBuf>,
 }
 
 impl RehearseOptions {
     pub fn new(backend: BackendChoice) -> Self {
-        RehearseOptions { backend, serve: false, listen: None, http01_port: None, tlsalpn01_port: None, dns: None }
+        RehearseOptions {
+            backend,
+            serve: false,
+            listen: None,
+            http01_port: None,
+            tlsalpn01_port: None,
+            dns: None,
+            rate_limits: None,
+        }
     }
 }
 
@@ -377,6 +387,7 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     launch.tls = crate::acme::launch::TlsOption::Issue { names: vec!["127.0.0.1".into()] };
     launch.tls_alpn01_port = options.tlsalpn01_port.unwrap_or(443);
     launch.dns = options.dns;
+    launch.rate_limits = options.rate_limits.clone();
     // The sandbox issues for any name its resolver answers, and for the
     // loopback addresses: policy does not stand in the way of a rehearsal.
     launch.allow_dns_suffixes = vec![".".into()];

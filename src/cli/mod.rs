@@ -49,6 +49,9 @@ enum Command {
         /// The DNS server (ADDR:PORT) for dns-01 and for resolving names to validate
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
+        /// acme-serve's rate limits file (see docs/acme-operations.md); benchmarks pass benches/no-limits.toml
+        #[arg(long)]
+        rate_limits: Option<PathBuf>,
     },
     /// Ceremony scripts: check, print, run
     #[command(subcommand)]
@@ -416,7 +419,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Rehearse { dir, backend, serve, listen, http01_port, tlsalpn01_port, dns } => {
+        Command::Rehearse { dir, backend, serve, listen, http01_port, tlsalpn01_port, dns, rate_limits } => {
             let choice = match backend {
                 BackendArg::Auto => rehearse::BackendChoice::Auto,
                 BackendArg::Softhsm => rehearse::BackendChoice::SoftHsm,
@@ -428,6 +431,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http01_port,
                 tlsalpn01_port,
                 dns,
+                rate_limits,
                 ..rehearse::RehearseOptions::new(choice)
             };
             if serve {
