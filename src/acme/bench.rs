@@ -122,7 +122,9 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
     let responder = Arc::new(Http01Responder::start(config.http01_bind).await?);
     let semaphore = Arc::new(Semaphore::new(config.concurrency));
     let directory: Arc<str> = Arc::from(config.directory.as_str());
-    let ca_bundle = Arc::new(config.ca_bundle.clone());
+    // One pool of kept-alive connections for all flows: a bench of many
+    // short flows would otherwise measure TLS handshakes on both sides.
+    let http = client::HttpsPool::new(&config.ca_bundle)?;
     let suffix: Arc<str> = Arc::from(config.domain_suffix.trim_matches('.'));
 
     let mut rec = Recorder::default();
@@ -173,11 +175,11 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
                 // were; stop starting rather than panic.
                 let Ok(permit) = permit else { break };
                 rec.started += 1;
-                let (d, ca, s, r) = (directory.clone(), ca_bundle.clone(), suffix.clone(), responder.clone());
+                let (d, h, s, r) = (directory.clone(), http.clone(), suffix.clone(), responder.clone());
                 tasks.spawn(async move {
                     let _permit = permit;
                     let name = format!("{}.{s}", random_label()?);
-                    client::issue_one(&d, &ca, &[name], &r).await.map(|issued| issued.timings)
+                    client::issue_with(&h, &d, &[name], &r).await.map(|issued| issued.timings)
                 });
             }
             _ = tick.tick() => on_progress(&progress(&rec, tasks.len())),
