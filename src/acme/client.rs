@@ -156,12 +156,14 @@ pub async fn issue_with(
         tokens.push(challenge.token.clone());
         challenge.set_ready().await.map_err(|e| ClientError::Protocol(format!("challenge: {e}")))?;
     }
-    // Validation on loopback takes a few milliseconds: a first look after
-    // 5 ms, then 1.5× longer waits, keeps a fixed sleep from dominating the
-    // flow (a 50 ms first wait capped 32 clients at 640 flows/s before the
-    // server did any work). A server's Retry-After still wins.
+    // A first look after 20 ms, then 1.5× longer waits: validation on
+    // loopback under load takes tens of milliseconds, and every early poll
+    // is a signed request the server must verify (5 ms cost a loaded
+    // acme-serve a fifth more CPU per flow), while the former 50 ms plus a
+    // second fixed 50 ms before the download made the generator's own
+    // sleeps most of a flow. A server's Retry-After still wins.
     let retry =
-        RetryPolicy::new().initial_delay(Duration::from_millis(5)).backoff(1.5).timeout(Duration::from_secs(60));
+        RetryPolicy::new().initial_delay(Duration::from_millis(20)).backoff(1.5).timeout(Duration::from_secs(60));
     let status = order.poll_ready(&retry).await.map_err(|e| ClientError::Protocol(format!("order: {e}")))?;
     for t in &tokens {
         responder.tokens.remove(t);
