@@ -179,7 +179,13 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
                 tasks.spawn(async move {
                     let _permit = permit;
                     let name = format!("{}.{s}", random_label()?);
-                    client::issue_with(&h, &d, &[name], &r).await.map(|issued| issued.timings)
+                    match tokio::time::timeout(FLOW_TIMEOUT, client::issue_with(&h, &d, &[name], &r)).await {
+                        Ok(flow) => flow.map(|issued| issued.timings),
+                        Err(_) => Err(ClientError::Protocol(format!(
+                            "the flow timed out after {} s (is the server stuck?)",
+                            FLOW_TIMEOUT.as_secs()
+                        ))),
+                    }
                 });
             }
             _ = tick.tick() => on_progress(&progress(&rec, tasks.len())),
@@ -204,6 +210,11 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
     }
     Ok(rec.report(config.concurrency, elapsed))
 }
+
+/// A flow still unfinished after this counts as a `timeout` error, so a
+/// server that stops answering (Pebble 2.4 can deadlock under load) ends
+/// the run instead of hanging it.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn check(config: &BenchConfig) -> Result<(), BenchError> {
     if config.concurrency == 0 {
