@@ -122,7 +122,9 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
     let responder = Arc::new(Http01Responder::start(config.http01_bind).await?);
     let semaphore = Arc::new(Semaphore::new(config.concurrency));
     let directory: Arc<str> = Arc::from(config.directory.as_str());
-    let ca_bundle = Arc::new(config.ca_bundle.clone());
+    // One pool of kept-alive connections for all flows: a bench of many
+    // short flows would otherwise measure TLS handshakes on both sides.
+    let http = client::HttpsPool::new(&config.ca_bundle)?;
     let suffix: Arc<str> = Arc::from(config.domain_suffix.trim_matches('.'));
 
     let mut rec = Recorder::default();
@@ -173,11 +175,17 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
                 // were; stop starting rather than panic.
                 let Ok(permit) = permit else { break };
                 rec.started += 1;
-                let (d, ca, s, r) = (directory.clone(), ca_bundle.clone(), suffix.clone(), responder.clone());
+                let (d, h, s, r) = (directory.clone(), http.clone(), suffix.clone(), responder.clone());
                 tasks.spawn(async move {
                     let _permit = permit;
                     let name = format!("{}.{s}", random_label()?);
-                    client::issue_one(&d, &ca, &[name], &r).await.map(|issued| issued.timings)
+                    match tokio::time::timeout(FLOW_TIMEOUT, client::issue_with(&h, &d, &[name], &r)).await {
+                        Ok(flow) => flow.map(|issued| issued.timings),
+                        Err(_) => Err(ClientError::Protocol(format!(
+                            "the flow timed out after {} s (is the server stuck?)",
+                            FLOW_TIMEOUT.as_secs()
+                        ))),
+                    }
                 });
             }
             _ = tick.tick() => on_progress(&progress(&rec, tasks.len())),
@@ -202,6 +210,11 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
     }
     Ok(rec.report(config.concurrency, elapsed))
 }
+
+/// A flow still unfinished after this counts as a `timeout` error, so a
+/// server that stops answering (Pebble 2.4 can deadlock under load) ends
+/// the run instead of hanging it.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn check(config: &BenchConfig) -> Result<(), BenchError> {
     if config.concurrency == 0 {
