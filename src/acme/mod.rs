@@ -262,6 +262,9 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
     if !config.validation.caa_identities.is_empty() && config.validation.resolver.is_none() {
         return Err(AcmeError::Config("CAA checking (--caa-identity) needs a DNS resolver (--dns)".into()));
     }
+    if config.purge_interval.is_zero() {
+        return Err(AcmeError::Config("the purge interval must be positive".into()));
+    }
 
     let Issuer { certificate_der, chain_pem, signer } = issuer;
     // A leaf whose AKI is not this key was issued by a previous
@@ -297,25 +300,21 @@ pub async fn start(config: ServerConfig, issuer: Issuer) -> Result<RunningServer
     let tls_config = tls::server_config(tls_cert.clone())?;
 
     let templates = || std::iter::once(&config.leaf_profile).chain(config.profiles.iter().map(|(_, p)| p));
-    let points = crl::distribution_points(templates())?;
     let crl = match &config.crl {
         Some(cc) => {
+            let points = crl::distribution_points(templates())?;
             let publisher = Arc::new(crl::CrlPublisher::new(cc.clone(), points)?);
             // The first CRL exists before any client can ask for it.
             publisher.regenerate(&store, &signer_handle).await?;
             Some((publisher, crl::bind(cc).await?))
         }
         None => {
-            if let Some(url) = points.values().next() {
+            if let Some(url) = templates().flat_map(|p| p.crl_distribution_points()).next() {
                 tracing::warn!(%url, "the leaf templates name a CRL URL but --crl-listen is not set; publish it elsewhere");
             }
             None
         }
     };
-    if config.purge_interval.is_zero() {
-        return Err(AcmeError::Config("the purge interval must be positive".into()));
-    }
-
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| AcmeError::Bind { addr: config.listen, source })?;
