@@ -581,16 +581,8 @@ fn public_key_template(wrapped: &WrappedKey, label: &str, id: &[u8]) -> Result<V
     let spki = spki::SubjectPublicKeyInfoRef::try_from(wrapped.public_key_spki.as_slice())
         .map_err(|e| HsmError::BadPublicKey(format!("the backup's public key is not DER SubjectPublicKeyInfo: {e}")))?;
     let raw = spki.subject_public_key.raw_bytes();
-    let mut template = vec![
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-    ];
+    let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+    template.extend(super::pkcs11::public_key_policy(label, id));
     if wrapped.algorithm.is_rsa() {
         let (n, e) = rsa_public_key_parts(raw)?;
         template.extend([Attribute::KeyType(KeyType::RSA), Attribute::Modulus(n), Attribute::PublicExponent(e)]);

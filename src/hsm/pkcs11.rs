@@ -321,15 +321,7 @@ impl Token {
             );
         }
 
-        let mut public = vec![
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Label(label.as_bytes().to_vec()),
-            Attribute::Id(id.clone()),
-        ];
+        let mut public = public_key_policy(label, &id);
         let private = private_key_policy(label, &id, extractability);
         let mechanism = match algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
@@ -592,6 +584,20 @@ impl TokenKey<'_> {
         super::uri::Pkcs11Uri::for_key(&self.token.facts.label, &self.token.facts.serial, &self.label, &self.id)
             .to_string()
     }
+}
+
+/// What every public key object keyrite puts on a token may do, generated
+/// there or restored from a backup: verify only, public, on the token.
+pub(super) fn public_key_policy(label: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ]
 }
 
 /// What every private key keyrite puts on a token may do, whether generated
