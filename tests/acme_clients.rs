@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use acme_support::LoopbackDns;
-use common::{keyrite, openssl, require_tool, stderr, stdout, SoftHsm};
+use acme_support::{free_port, template, LoopbackDns, TEST_INTERMEDIATE};
+use common::{keyrite, openssl, p, require_tool, stderr, stdout, SoftHsm};
 use keyrite::hsm::soft::SoftKey;
 use keyrite::hsm::{KeyAlgorithm, Signer};
 use keyrite::profile::{issue, IssueRequest, Issued, IssuerRef, Profile};
@@ -30,40 +30,10 @@ use time::OffsetDateTime;
 const PIN_VAR: &str = "KEYRITE_TEST_ACME_PIN";
 const PIN: &str = "acme-user-pin-2718";
 
-/// The shipped intermediate template constrains names to example.com; the
-/// clients ask for `acme.test` and 127.0.0.1, so the root signs with this.
-const TEST_INTERMEDIATE: &str = r#"
-kind = "intermediate-ca"
-validity = "30d"
-max_validity = "2922d"
-key_usage = ["digital-signature", "key-cert-sign", "crl-sign"]
-path_len = 0
-extended_key_usage = ["server-auth", "client-auth"]
-allowed_key_algorithms = ["ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
-[subject]
-common_name = "keyrite ACME Clients Test Issuing CA"
-organization = "keyrite Test"
-"#;
-
-fn template(name: &str) -> Profile {
-    Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name)).expect("template")
-}
-
 fn serial() -> Vec<u8> {
     let mut s = vec![0u8; 16];
     aws_lc_rs::rand::fill(&mut s).expect("rng");
     s
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-/// A free loopback TCP port: bound to port 0 and released. A child process
-/// cannot be handed a listening socket, so this is the best there is; the
-/// window between release and reuse is tiny on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 // ------------------------------------------------------------------ the CA

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use acme_support::*;
-use common::{openssl, stderr, stdout};
+use common::{openssl, p, stderr, stdout};
 use keyrite::acme::crl::CrlConfig;
 use keyrite::acme::ratelimit::{Limits, Rate};
 use serde_json::json;
@@ -280,10 +280,6 @@ async fn housekeeping_purges_expired_orders_authorizations_and_nonces_but_keeps_
     assert_eq!(st.purge_expired(month, 86_400).expect("again").orders, 0);
     responder_task.abort();
     h.shutdown().await;
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
 }
 
 /// The serial of the certificate a fresh TLS connection to `addr` is given.

@@ -28,8 +28,9 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 /// The shipped intermediate template constrains names to example.com; the
-/// tests issue for `acme.test` and 127.0.0.1, so they use this copy.
-const TEST_INTERMEDIATE: &str = r#"
+/// tests issue for `acme.test` and 127.0.0.1, so they use this copy. Its
+/// subject is a default: a CSR's subject, when there is one, wins.
+pub const TEST_INTERMEDIATE: &str = r#"
 kind = "intermediate-ca"
 validity = "30d"
 max_validity = "2922d"

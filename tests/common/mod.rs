@@ -114,3 +114,8 @@ pub fn list(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A path as the `&str` a command's argument wants (test paths are UTF-8).
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
