@@ -389,11 +389,20 @@ impl Limiter {
     /// an order refused for its third identifier must not use up the
     /// account's allowance. On refusal, the longest wait is reported.
     pub fn spend(&self, now_ms: u64, requests: &[(LimitName, Subject)]) -> Result<(), Denied> {
+        // Rates are resolved before the table is locked, and a request no
+        // limit applies to (every request, with requests_per_ip off) never
+        // takes the lock at all.
+        let limited: Vec<(&LimitName, &Subject, Rate)> = requests
+            .iter()
+            .filter_map(|(limit, subject)| self.limits.rate_for(*limit, subject).map(|rate| (limit, subject, rate)))
+            .collect();
+        if limited.is_empty() {
+            return Ok(());
+        }
         let mut tats = self.tats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut updates = Vec::with_capacity(requests.len());
+        let mut updates = Vec::with_capacity(limited.len());
         let mut worst: Option<Denied> = None;
-        for (limit, subject) in requests {
-            let Some(rate) = self.limits.rate_for(*limit, subject) else { continue };
+        for (limit, subject, rate) in limited {
             let key = (*limit, subject.key());
             let tat = tats.get(&key).copied().unwrap_or(now_ms).max(now_ms);
             let next = tat.saturating_add(rate.interval_ms());
