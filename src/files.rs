@@ -64,9 +64,21 @@ pub fn ensure_absent(path: &Path) -> Result<(), FileError> {
 
 /// Writes `bytes` to `path`, which must not exist; atomic and durable.
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError> {
+    write_new_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// Like [`write_new`], for an output too large to hold in memory (an
+/// export of tens of millions of lines): `write` streams the bytes into
+/// the temporary file, which is fsynced and linked into place only if it
+/// succeeds. An error it returns is reported as the write's failure.
+pub fn write_new_with(
+    path: &Path,
+    mode: Mode,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), FileError> {
     ensure_absent(path)?;
     let dir = parent_dir(path);
-    let tmp = write_temp(&dir, path, bytes, mode)?;
+    let tmp = write_temp(&dir, path, write, mode)?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
@@ -82,7 +94,7 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError>
 /// Replaces `path` (or creates it) with `bytes` atomically and durably.
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError> {
     let dir = parent_dir(path);
-    let tmp = write_temp(&dir, path, bytes, mode)?;
+    let tmp = write_temp(&dir, path, |w| w.write_all(bytes), mode)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(FileError::io(path, "renaming into place", e));
@@ -115,7 +127,13 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<PathBuf, FileError> {
+fn write_temp(
+    dir: &Path,
+    target: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    mode: Mode,
+) -> Result<PathBuf, FileError> {
+    let mut write = Some(write);
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for attempt in 0..16u32 {
         let mut nonce = [0u8; 6];
@@ -127,7 +145,11 @@ fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<Pat
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(FileError::io(target, "creating temp file", e)),
         };
-        let result = file.write_all(bytes).and_then(|()| file.sync_all());
+        let Some(write) = write.take() else { break };
+        let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut file);
+        let result = write(&mut buffered).and_then(|()| buffered.flush());
+        drop(buffered);
+        let result = result.and_then(|()| file.sync_all());
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(FileError::io(target, "writing temp file", e));

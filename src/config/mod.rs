@@ -14,9 +14,11 @@
 //! Raw serde structs reject unknown keys; `Plan::from_raw` then checks every
 //! cross-field rule, so the ceremony code never re-checks its input.
 
+pub mod acme;
 pub mod answers;
 pub mod ceremony;
 pub mod environment;
+pub mod rate_limits;
 
 use std::path::PathBuf;
 

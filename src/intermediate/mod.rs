@@ -20,6 +20,8 @@
 //! the key in the store, so a server never signs with an issuer that would not
 //! install today.
 
+pub mod audit_key;
+
 use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode, Reader, SliceReader};
@@ -204,6 +206,10 @@ pub struct RequestOutcome {
     /// The CSR's SHA-256 over the PEM file's exact bytes (what `sha256sum
     /// csr.pem` prints).
     pub csr_file_sha256: Fingerprint,
+    /// The audit key made beside the issuing key (see [`audit_key`]): its
+    /// URI and its SPKI SHA-256, the fingerprint auditors pin.
+    pub audit_key_uri: String,
+    pub audit_spki_sha256: Fingerprint,
 }
 
 /// The local record of a request (`request.json`): which key the CSR was
@@ -220,6 +226,12 @@ pub struct RequestRecord {
     pub requester: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The audit key made with the request (absent in requests made before
+    /// audit keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_spki_sha256: Option<String>,
 }
 
 impl RequestRecord {
@@ -262,6 +274,8 @@ pub fn request(
     files::ensure_absent(&record_path)?;
     let signature = opts.algorithm.default_signature();
     store.check_new_key(&opts.label, opts.algorithm, signature)?;
+    let audit_label = audit_key::label_for(&opts.label);
+    audit_key::check_new(store, &audit_label)?;
 
     let key = store.generate(&opts.label, opts.algorithm, signature)?;
     let pem = build_csr(key.signer.as_ref(), &opts.subject, &opts.label)?;
@@ -275,6 +289,9 @@ pub fn request(
         });
     }
 
+    let audit = audit_key::generate(store, &audit_label)?;
+    let audit_spki_sha256 = Fingerprint::sha256(audit.signer.spki_der());
+
     let record = RequestRecord {
         format: REQUEST_FORMAT.into(),
         key_label: opts.label.clone(),
@@ -284,6 +301,8 @@ pub fn request(
         spki_sha256: csr.spki_sha256().hex.clone(),
         requester: opts.requester.clone(),
         created: now_seconds(),
+        audit_key_label: Some(audit_label),
+        audit_spki_sha256: Some(audit_spki_sha256.hex.clone()),
     };
     let mut json = serde_json::to_vec_pretty(&record)
         .map_err(|e| IntermediateError::Record { path: record_path.clone(), problem: e.to_string() })?;
@@ -312,6 +331,8 @@ pub fn request(
         csr_sha256: csr.sha256().clone(),
         spki_sha256: csr.spki_sha256().clone(),
         csr_file_sha256: Fingerprint::sha256(pem.as_bytes()),
+        audit_key_uri: audit.uri,
+        audit_spki_sha256,
     })
 }
 
@@ -573,6 +594,17 @@ pub struct CheckedIssuer {
     pub key_uri: String,
     pub key_label: String,
     pub key_algorithm: KeyAlgorithm,
+    /// The audit key, when `issuer.toml` names one: its label, URI and
+    /// SPKI SHA-256.
+    pub audit_key: Option<CheckedAuditKey>,
+}
+
+/// The audit key found in the store and checked against `issuer.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedAuditKey {
+    pub label: String,
+    pub uri: String,
+    pub spki_sha256: String,
 }
 
 /// Every check between an intermediate, its root and the local key. The pin
@@ -703,6 +735,14 @@ pub fn install(
     check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, OffsetDateTime::now_utc())?;
 
     let key_config = issuer_key(store, &label, &key.uri)?;
+    let audit = match record.as_ref().filter(|r| r.key_label == label) {
+        Some(RequestRecord { audit_key_label: Some(a), audit_spki_sha256: Some(sha), .. }) => {
+            let found = audit_key::find(store, a, sha, key.signer.spki_der(), &record_path)?;
+            let config = issuer_key(store, a, &found.uri)?;
+            Some((CheckedAuditKey { label: a.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() }, config))
+        }
+        _ => None,
+    };
     let raw = RawIssuerConfig {
         format: ISSUER_FORMAT.into(),
         certificate: PathBuf::from(INTERMEDIATE_FILE),
@@ -712,6 +752,8 @@ pub fn install(
         certificate_sha256: int.summary.fingerprint.hex.clone(),
         key_algorithm: key.signer.key_algorithm(),
         key: key_config,
+        audit_key: audit.as_ref().map(|(_, c)| c.clone()),
+        audit_key_sha256: audit.as_ref().map(|(a, _)| a.spki_sha256.clone()),
     };
     let text = toml::to_string(&raw).map_err(|e| IntermediateError::ConfigParse {
         path: issuer_toml.clone(),
@@ -739,6 +781,7 @@ pub fn install(
         key_uri: key.uri.clone(),
         key_label: label,
         key_algorithm: key.signer.key_algorithm(),
+        audit_key: audit.map(|(a, _)| a),
     };
     Ok(Installed { issuer_toml, config, checked })
 }
@@ -786,6 +829,12 @@ struct RawIssuerConfig {
     certificate_sha256: String,
     key_algorithm: KeyAlgorithm,
     key: IssuerKey,
+    /// The audit key (see [`audit_key`]); absent in issuers installed
+    /// before audit keys, which acme-serve refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_key: Option<IssuerKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_key_sha256: Option<String>,
 }
 
 /// `issuer.toml`, loaded and validated. Paths are resolved against the
@@ -805,6 +854,9 @@ pub struct IssuerConfig {
     pub key: IssuerKey,
     /// The key's label in its store (the URI's `object`, or the soft label).
     pub key_label: String,
+    /// The audit key's label and SPKI SHA-256, when `issuer.toml` names one
+    /// (in the same store as the issuing key).
+    pub audit_key: Option<(String, String)>,
 }
 
 impl IssuerConfig {
@@ -830,37 +882,20 @@ impl IssuerConfig {
                 return Err(field(name, "must be 64 lower-case hex digits".into()));
             }
         }
-        let key_label = match &raw.key {
-            IssuerKey::Pkcs11 { uri } => {
-                // Parsing refuses pin-value without echoing it.
-                let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
-                if parsed.pin_source.is_some() {
-                    return Err(field(
-                        "key.uri",
-                        "names a pin-source; the server's PIN comes from its own environment file, not issuer.toml"
-                            .into(),
-                    ));
+        let key_label = stored_key_label(&raw.key, "key", &field)?;
+        let audit_key = match (&raw.audit_key, &raw.audit_key_sha256) {
+            (None, None) => None,
+            (Some(audit), Some(sha)) => {
+                let label = stored_key_label(audit, "audit_key", &field)?;
+                if !crate::audit::entry::is_sha256_hex(sha) {
+                    return Err(field("audit_key_sha256", "must be 64 lower-case hex digits".into()));
                 }
-                if parsed.module_path.is_none() {
-                    return Err(field(
-                        "key.uri",
-                        "has no module-path query attribute naming the PKCS#11 module".into(),
-                    ));
+                if !same_store(&raw.key, audit) {
+                    return Err(field("audit_key", "must be in the same token or store as `key`".into()));
                 }
-                if parsed.token.is_none() {
-                    return Err(field("key.uri", "names no token (token=...)".into()));
-                }
-                parsed.object.ok_or_else(|| field("key.uri", "names no key (object=...)".into()))?
+                Some((label, sha.clone()))
             }
-            IssuerKey::Soft { dir, label } => {
-                if !dir.is_absolute() {
-                    return Err(field("key.dir", "must be an absolute path".into()));
-                }
-                if label.is_empty() {
-                    return Err(field("key.label", "is empty".into()));
-                }
-                label.clone()
-            }
+            _ => return Err(field("audit_key", "and audit_key_sha256 come together".into())),
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -874,6 +909,7 @@ impl IssuerConfig {
             key_algorithm: raw.key_algorithm,
             key: raw.key,
             key_label,
+            audit_key,
         })
     }
 
@@ -947,6 +983,13 @@ impl IssuerConfig {
                 format!("says {}, but key {:?} is {}", self.key_algorithm, self.key_label, key.signer.key_algorithm()),
             ));
         }
+        let audit_key = match &self.audit_key {
+            Some((label, sha)) => {
+                let found = audit_key::find(store, label, sha, key.signer.spki_der(), &self.path)?;
+                Some(CheckedAuditKey { label: label.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() })
+            }
+            None => None,
+        };
         let read = |p: &Path| std::fs::read(p).map_err(|e| FileError::io(p, "reading", e));
         let int_der = pem_certs(&self.certificate, &read(&self.certificate)?, 1)?.remove(0);
         let root_der = pem_certs(&self.root, &read(&self.root)?, 1)?.remove(0);
@@ -979,7 +1022,62 @@ impl IssuerConfig {
             key_uri: key.uri.clone(),
             key_label: self.key_label.clone(),
             key_algorithm: self.key_algorithm,
+            audit_key,
         })
+    }
+}
+
+/// The label a `[key]`-like table names: the URI's `object`, or the soft
+/// store's label; a PIN source, a missing module or token is refused.
+fn stored_key_label(
+    key: &IssuerKey,
+    prefix: &str,
+    field: &dyn Fn(&str, String) -> IntermediateError,
+) -> Result<String, IntermediateError> {
+    Ok(match key {
+        IssuerKey::Pkcs11 { uri } => {
+            // Parsing refuses pin-value without echoing it.
+            let parsed = Pkcs11Uri::parse(uri).map_err(|e| field(&format!("{prefix}.uri"), e.to_string()))?;
+            if parsed.pin_source.is_some() {
+                return Err(field(
+                    &format!("{prefix}.uri"),
+                    "names a pin-source; the server's PIN comes from its own environment file, not issuer.toml".into(),
+                ));
+            }
+            if parsed.module_path.is_none() {
+                return Err(field(
+                    &format!("{prefix}.uri"),
+                    "has no module-path query attribute naming the PKCS#11 module".into(),
+                ));
+            }
+            if parsed.token.is_none() {
+                return Err(field(&format!("{prefix}.uri"), "names no token (token=...)".into()));
+            }
+            parsed.object.ok_or_else(|| field(&format!("{prefix}.uri"), "names no key (object=...)".into()))?
+        }
+        IssuerKey::Soft { dir, label } => {
+            if !dir.is_absolute() {
+                return Err(field(&format!("{prefix}.dir"), "must be an absolute path".into()));
+            }
+            if label.is_empty() {
+                return Err(field(&format!("{prefix}.label"), "is empty".into()));
+            }
+            label.clone()
+        }
+    })
+}
+
+/// Whether two keys live in the same token (or software store).
+fn same_store(a: &IssuerKey, b: &IssuerKey) -> bool {
+    match (a, b) {
+        (IssuerKey::Pkcs11 { uri: x }, IssuerKey::Pkcs11 { uri: y }) => {
+            match (Pkcs11Uri::parse(x), Pkcs11Uri::parse(y)) {
+                (Ok(x), Ok(y)) => x.token == y.token && x.serial == y.serial && x.module_path == y.module_path,
+                _ => false,
+            }
+        }
+        (IssuerKey::Soft { dir: x, .. }, IssuerKey::Soft { dir: y, .. }) => x == y,
+        _ => false,
     }
 }
 

@@ -20,7 +20,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use keyrite::acme::{self, Issuer, Policy, RunningServer, ServerConfig, TlsSource, ValidationConfig};
+use keyrite::acme::{self, Issuer, IssuerKeys, RunningServer};
+use keyrite::config::acme::{AcmeServeConfig, NamePolicy, TlsSettings, ValidationSettings};
 use keyrite::hsm::soft::SoftKey;
 use keyrite::hsm::{HsmError, KeyAlgorithm, RandomSource, Signer};
 use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, San};
@@ -60,6 +61,10 @@ pub struct Pki {
     pub root: Issued,
     pub intermediate: Issued,
     int_key: Option<SoftKey>,
+    /// The intermediate host's audit key (signs the issuance log's
+    /// checkpoints); its SPKI SHA-256 is what an auditor pins.
+    audit_key: Option<SoftKey>,
+    pub audit_spki_sha256: String,
 }
 
 impl Pki {
@@ -97,17 +102,22 @@ impl Pki {
             &root_key,
         )
         .expect("intermediate issues");
-        Pki { root, intermediate, int_key: Some(int_key) }
+        let audit_key = SoftKey::generate("audit", KeyAlgorithm::EcdsaP256).expect("audit key");
+        let audit_spki_sha256 = keyrite::words::sha256_hex(audit_key.spki_der());
+        Pki { root, intermediate, int_key: Some(int_key), audit_key: Some(audit_key), audit_spki_sha256 }
     }
 
-    /// The issuer for the server; the intermediate's key moves into the
-    /// factory and so onto the signer thread.
+    /// The issuer for the server; the intermediate's key and the audit key
+    /// move into the factory and so onto the signer thread.
     pub fn issuer(&mut self) -> Issuer {
-        let key = self.int_key.take().expect("issuer taken once");
+        let ca = self.int_key.take().expect("issuer taken once");
+        let audit = self.audit_key.take().expect("audit key taken once");
         Issuer {
             certificate_der: self.intermediate.der.clone(),
             chain_pem: self.intermediate.pem.clone(),
-            signer: Box::new(move || -> Result<Box<dyn Signer>, HsmError> { Ok(Box::new(key)) }),
+            keys: Box::new(move || -> Result<IssuerKeys, HsmError> {
+                Ok(IssuerKeys { ca: Box::new(ca), audit: Box::new(audit) })
+            }),
         }
     }
 }
@@ -119,8 +129,8 @@ pub struct Harness {
     pub client: Client,
 }
 
-pub fn test_policy() -> Policy {
-    Policy {
+pub fn test_policy() -> NamePolicy {
+    NamePolicy {
         allowed_dns_suffixes: vec!["acme.test".into()],
         allowed_ip_ranges: vec![("127.0.0.0".parse().expect("ip"), 8)],
         allow_wildcards: true,
@@ -172,30 +182,30 @@ pub async fn start_configured(
     dir: &Path,
     http01_port: u16,
     tls_alpn01_port: u16,
-    configure: impl FnOnce(&mut ServerConfig),
+    configure: impl FnOnce(&mut AcmeServeConfig),
 ) -> Result<RunningServer, acme::AcmeError> {
-    let mut config = ServerConfig::new(
+    let mut config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.join("acme.sqlite"),
-        TlsSource::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))] },
+        TlsSettings::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))], lifetime: None },
         template("tls-leaf.toml"),
         test_policy(),
     );
-    config.validation = ValidationConfig {
+    config.validation = ValidationSettings {
         static_hosts: static_hosts(),
         http01_port,
         tls_alpn01_port,
         timeout: Duration::from_secs(3),
         attempts: 2,
         backoff: Duration::from_millis(200),
-        ..ValidationConfig::default()
+        ..ValidationSettings::default()
     };
     configure(&mut config);
     acme::start(config, pki.issuer()).await
 }
 
 /// [`start`] with a last say over the configuration.
-pub async fn start_harness(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
+pub async fn start_harness(configure: impl FnOnce(&mut AcmeServeConfig)) -> Harness {
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_configured(&mut pki, dir.path(), 1, 1, configure).await.expect("server starts");

@@ -1,11 +1,14 @@
-//! keyrite's own ACME client: one complete issuance (account, order,
-//! http-01 answered by its own responder, finalize, download) against any
-//! RFC 8555 directory. The rehearsal ends with it, and the load generator
-//! drives many of them at once.
+//! The `client` room: keyrite's own ACME client, kept apart from the server
+//! it talks to. One complete issuance (account, order, http-01 answered by
+//! its own responder, finalize, download) against any RFC 8555 directory:
+//! the rehearsal ends with it, the tests drive acme-serve with it, and the
+//! load generator ([`bench`], `keyrite acme bench`) runs many at once.
 //!
 //! The protocol side is `instant-acme` (a maintained client, on the same
 //! aws-lc-rs provider as the rest of keyrite); this module adds the http-01
 //! responder and the timing of each step.
+
+pub mod bench;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
