@@ -180,6 +180,9 @@ pub(super) struct AcmeServeArgs {
     /// How often the issuance log gets a signed checkpoint while it grows (also at start and at a clean stop)
     #[arg(long, default_value = "5m")]
     checkpoint_interval: String,
+    /// How long a finalize may wait for its signature; an issuance interrupted by a crash is resolved after it
+    #[arg(long, default_value = "10s")]
+    finalize_deadline: String,
     /// Check CAA (RFC 8659, with RFC 8657 accounturi/validationmethods): this CA's issuer domain name in CAA records (repeatable; needs --dns)
     #[arg(long, num_args = 1..)]
     caa_identity: Vec<String>,
@@ -246,6 +249,8 @@ impl AcmeServeArgs {
         }
         iss.default_profile = self.default_profile;
         iss.ari_window_start = self.ari_window_start;
+        let deadline = cfg::parse_secs(&self.finalize_deadline).map_err(|p| anyhow::anyhow!("--finalize-deadline: {p}"))?;
+        iss.finalize_deadline = std::time::Duration::from_secs(deadline);
         if let Some(path) = &self.rate_limits {
             config.rate_limits = cfg::load_limits(path)?;
         }

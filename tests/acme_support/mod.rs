@@ -22,7 +22,8 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use keyrite::acme::{self, Issuer, IssuerKeys, RunningServer};
 use keyrite::config::acme::{AcmeServeConfig, NamePolicy, TlsSettings, ValidationSettings};
-use keyrite::hsm::soft::SoftKey;
+use keyrite::hsm::soft::{SealingKey, SoftKey, SoftStore};
+use keyrite::secret::Secret;
 use keyrite::hsm::{HsmError, KeyAlgorithm, RandomSource, Signer};
 use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, San};
 use serde_json::{json, Value};
@@ -60,17 +61,24 @@ fn serial() -> Vec<u8> {
 pub struct Pki {
     pub root: Issued,
     pub intermediate: Issued,
-    int_key: Option<SoftKey>,
-    /// The intermediate host's audit key (signs the issuance log's
-    /// checkpoints); its SPKI SHA-256 is what an auditor pins.
-    audit_key: Option<SoftKey>,
+    /// The intermediate's key and the host's audit key, sealed in a
+    /// software key store, so a restarted server signs with the same keys.
+    keys: tempfile::TempDir,
+    sealing: [u8; 32],
+    /// The audit key's SPKI SHA-256: what an auditor pins.
     pub audit_spki_sha256: String,
 }
 
 impl Pki {
     pub fn new() -> Pki {
         let root_key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
-        let int_key = SoftKey::generate("int", KeyAlgorithm::EcdsaP256).expect("int key");
+        let keys = tempfile::tempdir().expect("key store dir");
+        let mut sealing = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut sealing).expect("rng");
+        let store = SoftStore::open(keys.path()).expect("key store");
+        let raw = SealingKey::Raw(Secret::new(sealing.to_vec()));
+        let int_key = store.generate("int", KeyAlgorithm::EcdsaP256, &raw).expect("int key");
+        let audit_key = store.generate("audit", KeyAlgorithm::EcdsaP256, &raw).expect("audit key");
         let root_t = template("root-ca.toml");
         let nb = now();
         let root = profile::issue(
@@ -102,21 +110,21 @@ impl Pki {
             &root_key,
         )
         .expect("intermediate issues");
-        let audit_key = SoftKey::generate("audit", KeyAlgorithm::EcdsaP256).expect("audit key");
         let audit_spki_sha256 = keyrite::words::sha256_hex(audit_key.spki_der());
-        Pki { root, intermediate, int_key: Some(int_key), audit_key: Some(audit_key), audit_spki_sha256 }
+        Pki { root, intermediate, keys, sealing, audit_spki_sha256 }
     }
 
-    /// The issuer for the server; the intermediate's key and the audit key
-    /// move into the factory and so onto the signer thread.
+    /// The issuer for a server; the keys are unsealed by the factory on the
+    /// signer thread. Each call gives the same keys.
     pub fn issuer(&mut self) -> Issuer {
-        let ca = self.int_key.take().expect("issuer taken once");
-        let audit = self.audit_key.take().expect("audit key taken once");
+        let (dir, sealing) = (self.keys.path().to_path_buf(), self.sealing);
         Issuer {
             certificate_der: self.intermediate.der.clone(),
             chain_pem: self.intermediate.pem.clone(),
             keys: Box::new(move || -> Result<IssuerKeys, HsmError> {
-                Ok(IssuerKeys { ca: Box::new(ca), audit: Box::new(audit) })
+                let store = SoftStore::open(&dir)?;
+                let raw = SealingKey::Raw(Secret::new(sealing.to_vec()));
+                Ok(IssuerKeys { ca: Box::new(store.load("int", &raw)?), audit: Box::new(store.load("audit", &raw)?) })
             }),
         }
     }
@@ -388,9 +396,23 @@ pub struct Account {
     pub kid: String,
 }
 
+/// The test's client, through the harness (`h.new_account(…)`).
+impl std::ops::Deref for Harness {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 impl Harness {
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+impl Client {
     pub async fn new_account(&self, key: Key) -> Account {
-        let c = &self.client;
+        let c = self;
         let url = c.url("/acme/new-account");
         let body = jws(&key, None, &c.nonce().await, &url, br#"{"termsOfServiceAgreed":true}"#);
         let r = c.post("/acme/new-account", &body).await;
@@ -400,13 +422,13 @@ impl Harness {
 
     /// POSTs `payload` signed by `account` to `path`.
     pub async fn post_as(&self, account: &Account, path: &str, payload: &[u8]) -> Response {
-        let c = &self.client;
+        let c = self;
         let body = jws(&account.key, Some(&account.kid), &c.nonce().await, &c.url(path), payload);
         c.post(path, &body).await
     }
 
     pub fn path_of(&self, url: &str) -> String {
-        url.strip_prefix(&self.client.base).expect("server URL").to_string()
+        url.strip_prefix(&self.base).expect("server URL").to_string()
     }
 
     pub async fn new_order(&self, account: &Account, names: &[&str]) -> (String, Value) {
@@ -420,10 +442,6 @@ impl Harness {
         let r = self.post_as(account, "/acme/new-order", json!({"identifiers": ids}).to_string().as_bytes()).await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         (r.header("location").expect("location"), r.json())
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
     }
 }
 
@@ -449,7 +467,7 @@ pub async fn responder() -> (u16, Tokens, tokio::task::JoinHandle<()>) {
     (port, tokens, task)
 }
 
-impl Harness {
+impl Client {
     /// Orders `names`, answers every http-01 through `tokens`, waits until
     /// the order is ready. Returns the order URL and body.
     pub async fn ready_order(&self, account: &Account, tokens: &Tokens, names: &[&str]) -> (String, Value) {
@@ -625,15 +643,26 @@ pub async fn issue(h: &Harness, a: &Account, tokens: &Tokens, names: &[&str], ex
     } else {
         ready_order_with(h, a, tokens, names, extra).await
     };
+    let r = finalize_with_csr(h, h.dir.path(), a, &order, names).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    download(h, a, &order_url).await
+}
+
+/// Finalizes a ready `order` with a fresh key's CSR for `names` (made by
+/// openssl in `dir`).
+pub async fn finalize_with_csr(c: &Client, dir: &Path, a: &Account, order: &Value, names: &[&str]) -> Response {
     let (_, pem) = p256_with_pem();
     let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let csr = openssl_csr(h.dir.path(), &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
-    let fin = h.path_of(order["finalize"].as_str().expect("finalize"));
-    let r = h.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let done = h.post_as(a, &h.path_of(&order_url), b"").await.json();
+    let csr = openssl_csr(dir, &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
+    let fin = c.path_of(order["finalize"].as_str().expect("finalize"));
+    c.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await
+}
+
+/// The leaf of a valid order's certificate, DER.
+pub async fn download(c: &Client, a: &Account, order_url: &str) -> Vec<u8> {
+    let done = c.post_as(a, &c.path_of(order_url), b"").await.json();
     let cert_url = done["certificate"].as_str().expect("certificate").to_string();
-    let chain = h.post_as(a, &h.path_of(&cert_url), b"").await.body;
+    let chain = c.post_as(a, &c.path_of(&cert_url), b"").await.body;
     let (_, der) = pem_rfc7468::decode_vec(&chain[..leaf_end(&chain)]).expect("leaf pem");
     der
 }
@@ -689,4 +718,117 @@ pub async fn order_replacing(h: &Harness, a: &Account, names: &[&str], extra: se
 
 pub fn cert_id(der: &[u8]) -> String {
     keyrite::acme::ari::CertId::of_certificate(der).expect("leaf has an AKI").encode()
+}
+
+// ------------------------------------------------------------------ acme-serve as a child process
+
+/// Sends SIGTERM to `child` and expects a clean exit within 20 s; `log` is
+/// shown when it does not.
+pub fn terminate(child: &mut std::process::Child, what: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let k = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(k.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "{what} exit {status}:\n{}", log());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} did not stop on SIGTERM:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// For `Drop`: a child a failed test left running is killed and reaped.
+pub fn kill_if_running(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `keyrite acme-serve` as a child process, from its ready file on: the
+/// directory URL, the TLS trust bundle, the log. Killed on drop.
+pub struct AcmeServeProcess {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+    pub directory: String,
+    pub tls_ca: std::path::PathBuf,
+    pub listen: SocketAddr,
+}
+
+impl AcmeServeProcess {
+    /// Spawns `cmd` (keyrite with its environment, `acme-serve` and its
+    /// arguments, among them `--ready-file ready`), stderr to `log`, and
+    /// waits up to 20 s for the ready file. `Err` with the log if the
+    /// server exited first.
+    pub fn spawn(mut cmd: std::process::Command, ready: &Path, log: &Path) -> Result<AcmeServeProcess, String> {
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("spawn keyrite acme-serve");
+        let mut server = AcmeServeProcess {
+            child,
+            log: log.to_path_buf(),
+            directory: String::new(),
+            tls_ca: Default::default(),
+            listen: "0.0.0.0:0".parse().expect("addr"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(ready) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    server.directory = v["directory"].as_str().expect("directory").to_string();
+                    server.tls_ca = v["tls_ca"].as_str().expect("tls_ca").into();
+                    server.listen = v["listen"].as_str().expect("listen").parse().expect("listen address");
+                    return Ok(server);
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("acme-serve exited with {status} before it was ready:\n{}", server.log()));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acme-serve not ready after 20 s (ready file: {:?}):\n{}",
+                std::fs::read_to_string(ready),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and expects a clean exit.
+    pub fn stop(&mut self) {
+        terminate(&mut self.child, "acme-serve", &self.log);
+    }
+
+    /// `kill -9`: no shutdown of any kind.
+    pub fn kill(&mut self) {
+        let k = std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().expect("kill");
+        assert!(k.success());
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end by itself (a crash point), up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "acme-serve still running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AcmeServeProcess {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
 }

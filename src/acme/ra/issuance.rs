@@ -270,7 +270,10 @@ impl IssuanceEngine {
             let (intent_c, der, acme_c) = (intent.clone(), issued.der.clone(), acme.clone());
             let event = issued_event(intent, &facts, completed_later);
             let now = self.clock.now();
-            let result = if faults::fails("issuance:store-certificate") {
+            // The injected failure hits an order's certificate on its way
+            // in (never the server's own, never the completion by recovery).
+            let inject = acme.is_some() && !completed_later && faults::fails("issuance:store-certificate");
+            let result = if inject {
                 Err(StoreError::Database("injected failure (KEYRITE_FAIL_AT=issuance:store-certificate)".into()))
             } else {
                 blocking(&self.store, move |st| {
