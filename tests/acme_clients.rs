@@ -34,7 +34,8 @@ type Ca = IntermediateHost;
 fn new_ca() -> Ca {
     require_tool("openssl", "openssl");
     let template = Profile::from_toml_str(TEST_INTERMEDIATE, "test-intermediate").expect("test template");
-    IntermediateHost::installed("acme-hsm", PIN_VAR, PIN, "acme-e1", "keyrite ACME Clients Test Issuing CA", &template).0
+    IntermediateHost::installed("acme-hsm", PIN_VAR, PIN, "acme-e1", "keyrite ACME Clients Test Issuing CA", &template)
+        .0
 }
 
 // ------------------------------------------------------------------ DNS

@@ -86,7 +86,10 @@ async fn an_issued_certificate_is_in_the_exported_log_and_audit_verify_catches_e
     assert_eq!(e["outputs"][0]["sha256"], sha256(&server_leaf));
     // The revocation, with its reason and on whose authority.
     let rev = log.iter().find(|e| e["event"] == "certificate-revoked").expect("the revocation is in the log");
-    assert_eq!((rev["details"]["serial"].as_str(), rev["details"]["reason_code"].as_u64()), (Some(&*serial_of(&leaf)), Some(4)));
+    assert_eq!(
+        (rev["details"]["serial"].as_str(), rev["details"]["reason_code"].as_u64()),
+        (Some(&*serial_of(&leaf)), Some(4))
+    );
     assert_eq!(rev["details"]["authority"], "account");
     // The audit key, never the CA key, was announced; the export ends with
     // a checkpoint, so every entry is covered by a signature.
@@ -173,7 +176,8 @@ async fn successive_exports_extend_each_other() {
     assert_eq!(text.matches("\"event\":\"audit-key-announced\"").count(), 1);
 
     // An export never overwrites a file.
-    let o = keyrite().args(["acme", "issuance-log", "export", "--db", p(&db), "--out", p(&first)]).output().expect("run");
+    let o =
+        keyrite().args(["acme", "issuance-log", "export", "--db", p(&db), "--out", p(&first)]).output().expect("run");
     assert!(!o.status.success() && stderr(&o).contains("already exists"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&first).expect("first"), a_bytes);
 }

@@ -249,7 +249,8 @@ impl AcmeServeArgs {
         }
         iss.default_profile = self.default_profile;
         iss.ari_window_start = self.ari_window_start;
-        let deadline = cfg::parse_secs(&self.finalize_deadline).map_err(|p| anyhow::anyhow!("--finalize-deadline: {p}"))?;
+        let deadline =
+            cfg::parse_secs(&self.finalize_deadline).map_err(|p| anyhow::anyhow!("--finalize-deadline: {p}"))?;
         iss.finalize_deadline = std::time::Duration::from_secs(deadline);
         if let Some(path) = &self.rate_limits {
             config.rate_limits = cfg::load_limits(path)?;

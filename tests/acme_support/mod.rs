@@ -23,9 +23,9 @@ use hyper_util::rt::TokioIo;
 use keyrite::acme::{self, Issuer, IssuerKeys, RunningServer};
 use keyrite::config::acme::{AcmeServeConfig, NamePolicy, TlsSettings, ValidationSettings};
 use keyrite::hsm::soft::{SealingKey, SoftKey, SoftStore};
-use keyrite::secret::Secret;
 use keyrite::hsm::{HsmError, KeyAlgorithm, RandomSource, Signer};
 use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, San};
+use keyrite::secret::Secret;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -275,22 +275,35 @@ impl Client {
     }
 
     pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        self.try_request(method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Self::request`], reporting a connection the server dropped (it
+    /// crashed) instead of failing the test.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
         let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
-        let tls = self.tls.connect(name, tcp).await.expect("TLS handshake with the server's own certificate");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("http");
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("http: {e}"))?;
         let driver = tokio::spawn(conn);
         let mut req = hyper::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(http_body_util::Full::new(axum::body::Bytes::from(body))).expect("request");
-        let resp = sender.send_request(req).await.expect("response");
+        let resp = sender.send_request(req).await.map_err(|e| format!("response: {e}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes().to_vec();
         driver.abort();
-        Response { status, headers, body }
+        Ok(Response { status, headers, body })
     }
 
     pub async fn nonce(&self) -> String {
@@ -652,7 +665,10 @@ pub async fn issue(h: &Harness, a: &Account, tokens: &Tokens, names: &[&str], ex
 /// openssl in `dir`).
 pub async fn finalize_with_csr(c: &Client, dir: &Path, a: &Account, order: &Value, names: &[&str]) -> Response {
     let (_, pem) = p256_with_pem();
-    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| if n.parse::<IpAddr>().is_ok() { format!("IP:{n}") } else { format!("DNS:{n}") })
+        .collect();
     let csr = openssl_csr(dir, &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
     let fin = c.path_of(order["finalize"].as_str().expect("finalize"));
     c.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await
@@ -809,7 +825,8 @@ impl AcmeServeProcess {
 
     /// `kill -9`: no shutdown of any kind.
     pub fn kill(&mut self) {
-        let k = std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().expect("kill");
+        let k =
+            std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().expect("kill");
         assert!(k.success());
         let _ = self.child.wait();
     }

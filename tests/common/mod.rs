@@ -238,9 +238,17 @@ impl IntermediateHost {
 
     /// A host whose intermediate (key `label`, subject `cn`) is requested,
     /// signed by a fresh root with `template`, and installed into `issuer/`.
-    pub fn installed(token: &str, pin_var: &'static str, pin: &'static str, label: &str, cn: &str, template: &Profile) -> (IntermediateHost, OfflineRoot) {
+    pub fn installed(
+        token: &str,
+        pin_var: &'static str,
+        pin: &'static str,
+        label: &str,
+        cn: &str,
+        template: &Profile,
+    ) -> (IntermediateHost, OfflineRoot) {
         let host = IntermediateHost::new(token, pin_var, pin);
-        let out = host.request(label, &["--subject-cn", cn, "--subject-o", "keyrite Test", "--requester", "ops@test-host"]);
+        let out =
+            host.request(label, &["--subject-cn", cn, "--subject-o", "keyrite Test", "--requester", "ops@test-host"]);
         assert!(out.status.success(), "intermediate request: {}{}", stdout(&out), stderr(&out));
         let root = OfflineRoot::new(OffsetDateTime::now_utc() - time::Duration::hours(1));
         let int = root.sign(&host.csr(), template, None, OffsetDateTime::now_utc() - time::Duration::hours(1));
