@@ -385,14 +385,14 @@ fn soft_store_round_trip_through_the_library() {
 
     // acme-serve's start: load and check, then the failures.
     let config = IssuerConfig::load(&installed.issuer_toml).expect("load");
-    let checked = config.check(&store, OffsetDateTime::now_utc()).expect("check");
+    let checked = intermediate::check_issuer(&config, &store, OffsetDateTime::now_utc()).expect("check");
     assert_eq!(checked.intermediate_der, int.der);
     let late = checked.intermediate.not_after + Duration::seconds(1);
-    match config.check(&store, late) {
+    match intermediate::check_issuer(&config, &store, late) {
         Err(IntermediateError::Validity { state: "expired", file, .. }) => assert!(file.ends_with("intermediate.pem")),
         other => panic!("expected expired, got {other:?}"),
     }
-    match config.check(&store, checked.intermediate.not_before - Duration::seconds(1)) {
+    match intermediate::check_issuer(&config, &store, checked.intermediate.not_before - Duration::seconds(1)) {
         Err(IntermediateError::Validity { state: "not yet valid", .. }) => {}
         other => panic!("expected not yet valid, got {other:?}"),
     }
@@ -409,7 +409,7 @@ fn soft_store_round_trip_through_the_library() {
     text = text.replace(&config.certificate_sha256, &keyrite::words::sha256_hex(&other.der));
     std::fs::write(swapped.join("issuer.toml"), text).expect("w");
     let swapped_config = IssuerConfig::load(&swapped.join("issuer.toml")).expect("load swapped");
-    match swapped_config.check(&store, OffsetDateTime::now_utc()) {
+    match intermediate::check_issuer(&swapped_config, &store, OffsetDateTime::now_utc()) {
         Err(e @ IntermediateError::WrongKey { .. }) => assert!(e.to_string().contains("another key"), "{e}"),
         other => panic!("expected WrongKey, got {other:?}"),
     }

@@ -235,14 +235,16 @@ struct Prepared {
 
 /// Everything checked before the server binds; blocking (token I/O).
 fn prepare(launch: &Launch) -> Result<Prepared, LaunchError> {
-    let issuer_config = IssuerConfig::load(&launch.issuer).map_err(LaunchError::Issuer)?;
+    let issuer_config =
+        IssuerConfig::load(&launch.issuer).map_err(|e| LaunchError::Issuer(IntermediateError::IssuerConfig(e)))?;
     let env = pin_in_memory(&launch.environment).map_err(LaunchError::Issuer)?;
     let checked = {
         let mut no_prompt = |what: &str| -> Result<Secret, IntermediateError> {
             Err(IntermediateError::Secret { what: what.into(), detail: "not in memory".into() })
         };
         let store = intermediate::open_key_store(&env, &mut no_prompt).map_err(LaunchError::Issuer)?;
-        let checked = issuer_config.check(&store, time::OffsetDateTime::now_utc()).map_err(LaunchError::Issuer)?;
+        let checked = intermediate::check_issuer(&issuer_config, &store, time::OffsetDateTime::now_utc())
+            .map_err(LaunchError::Issuer)?;
         // The store (and its PKCS#11 module) closes here, before the signer
         // thread loads the module again.
         drop(store);
@@ -273,7 +275,8 @@ fn prepare(launch: &Launch) -> Result<Prepared, LaunchError> {
         TlsSettings::IssueAtStart { .. } => Some(absolute(&issuer_config.root)),
     };
 
-    let (label, audit_label) = (checked.key_label.clone(), audit.label.clone());
+    let (label, audit_label, audit_sha256) =
+        (checked.key_label.clone(), audit.label.clone(), audit.spki_sha256.clone());
     let spki = spki_of(&checked.intermediate_der)?;
     // The factory owns the environment with the PIN in memory (a zeroizing
     // `Secret`); it is dropped, and the PIN wiped, once the keys are open.
@@ -283,11 +286,12 @@ fn prepare(launch: &Launch) -> Result<Prepared, LaunchError> {
         let opener = opener;
         let store = Rc::new(opener.open()?);
         let ca = StoreKey::find(&store, &label, &spki)?;
-        let audit_spki = store.find(&audit_label, None)?.signer.spki_der().to_vec();
-        if crate::words::sha256_hex(&audit_spki) != audit.spki_sha256 {
-            return Err(HsmError::BadPublicKey(format!("audit key {audit_label:?} changed since the start-up check")));
+        let audit_spki: Vec<u8> = store.find(audit_label.as_str(), None)?.signer.spki_der().to_vec();
+        if crate::words::sha256_hex(&audit_spki) != audit_sha256 {
+            let why = format!("audit key {:?} changed since the start-up check", audit_label);
+            return Err(HsmError::BadPublicKey(why));
         }
-        let audit = StoreKey::find(&store, &audit_label, &audit_spki)?;
+        let audit = StoreKey::find(&store, audit_label.as_str(), &audit_spki)?;
         Ok(IssuerKeys { ca: Box::new(ca), audit: Box::new(audit) })
     });
     let issuer = Issuer { certificate_der: checked.intermediate_der.clone(), chain_pem, keys };

@@ -540,7 +540,8 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             let config = intermediate::IssuerConfig::load(&issuer)?;
             let env = Environment::load(&env)?;
             let store = intermediate::open_key_store(&env, &mut prompt)?;
-            let c = config.check(&store, now).with_context(|| format!("{}: issuer refused", issuer.display()))?;
+            let c = intermediate::check_issuer(&config, &store, now)
+                .with_context(|| format!("{}: issuer refused", issuer.display()))?;
             println!("{}: OK at {now}", issuer.display());
             println!("intermediate     {} (valid to {})", c.intermediate.subject, c.intermediate.not_after);
             println!("root             {} SHA-256 {}", c.root.subject, c.root.fingerprint.hex);

@@ -18,7 +18,9 @@ pub mod acme;
 pub mod answers;
 pub mod ceremony;
 pub mod environment;
+pub mod issuer;
 pub mod rate_limits;
+pub mod values;
 
 use std::path::PathBuf;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::acme::{ip_in, parse_cidr, parse_secs};
+use super::values::{ip_in, parse_cidr, parse_secs};
 
 /// The limits an operator can set, by their name in the limits file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

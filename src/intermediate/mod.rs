@@ -22,6 +22,8 @@
 
 pub mod audit_key;
 
+pub use crate::config::issuer::{IssuerConfig, IssuerKey};
+
 use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode, Reader, SliceReader};
@@ -31,6 +33,7 @@ use time::OffsetDateTime;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
+use crate::config::issuer::{RawIssuerConfig, ISSUER_FORMAT};
 use crate::config::{Backend, Environment, SecretSource};
 use crate::files::{self, FileError, Mode};
 use crate::hsm::keystore::{KeyStore, StoreFacts};
@@ -55,7 +58,6 @@ pub const REQUEST_RECORD: &str = "request.json";
 pub const ISSUER_FILE: &str = "issuer.toml";
 
 const REQUEST_FORMAT: &str = "keyrite-intermediate-request-v1";
-const ISSUER_FORMAT: &str = "keyrite-issuer-v1";
 
 /// Errors of the online intermediate: each names the file, field or key it
 /// concerns and says what to do next. None carries a PIN or passphrase.
@@ -114,8 +116,9 @@ pub enum IntermediateError {
     IssuerExists { path: PathBuf },
     #[error("{path}: field `{field}`: {problem}")]
     Config { path: PathBuf, field: String, problem: String },
-    #[error("{path}: not a keyrite issuer configuration: {problem}")]
-    ConfigParse { path: PathBuf, problem: String },
+    /// `issuer.toml` does not parse or breaks a rule of its format.
+    #[error("{0}")]
+    IssuerConfig(crate::config::ConfigError),
 }
 
 fn request_err(field: &str, problem: impl Into<String>) -> IntermediateError {
@@ -755,13 +758,7 @@ pub fn install(
         audit_key: audit.as_ref().map(|(_, c)| c.clone()),
         audit_key_sha256: audit.as_ref().map(|(a, _)| a.spki_sha256.clone()),
     };
-    let text = toml::to_string(&raw).map_err(|e| IntermediateError::ConfigParse {
-        path: issuer_toml.clone(),
-        problem: format!("cannot serialise: {e}"),
-    })?;
-    let text = format!(
-        "# keyrite issuer configuration, written by `keyrite intermediate install`.\n# Loaded by `keyrite acme-serve`; it names no PIN: the server's environment file says where the PIN comes from.\n{text}"
-    );
+    let text = raw.to_toml(&issuer_toml).map_err(IntermediateError::IssuerConfig)?;
 
     files::create_dir(issuer_dir, Mode::Private)?;
     files::write_new(&issuer_dir.join(INTERMEDIATE_FILE), bundle.file(INTERMEDIATE_FILE)?, Mode::Public)?;
@@ -772,7 +769,7 @@ pub fn install(
         FileError::Exists { path } => IntermediateError::IssuerExists { path },
         other => other.into(),
     })?;
-    let config = IssuerConfig::load(&issuer_toml)?;
+    let config = IssuerConfig::load(&issuer_toml).map_err(IntermediateError::IssuerConfig)?;
     let checked = CheckedIssuer {
         intermediate: int.summary,
         root: root.summary,
@@ -807,278 +804,122 @@ fn issuer_key(store: &KeyStore, label: &str, uri: &str) -> Result<IssuerKey, Int
 // ---------------------------------------------------------------------------
 // The issuer configuration
 
-/// Where the issuing key lives, as `issuer.toml`'s `[key]` table says it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum IssuerKey {
-    /// An RFC 7512 URI with token, serial, object, id, type=private and the
-    /// module as `module-path`; never `pin-value` or `pin-source`.
-    Pkcs11 { uri: String },
-    /// A software key store directory and the key's label.
-    Soft { dir: PathBuf, label: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIssuerConfig {
-    format: String,
-    certificate: PathBuf,
-    chain: PathBuf,
-    root: PathBuf,
-    root_sha256: String,
-    certificate_sha256: String,
-    key_algorithm: KeyAlgorithm,
-    key: IssuerKey,
-    /// The audit key (see [`audit_key`]); absent in issuers installed
-    /// before audit keys, which acme-serve refuses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audit_key: Option<IssuerKey>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audit_key_sha256: Option<String>,
-}
-
-/// `issuer.toml`, loaded and validated. Paths are resolved against the
-/// file's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuerConfig {
-    /// The file it was loaded from.
-    pub path: PathBuf,
-    pub certificate: PathBuf,
-    pub chain: PathBuf,
-    pub root: PathBuf,
-    /// The pinned root's SHA-256 (lower-case hex of the DER).
-    pub root_sha256: String,
-    /// The intermediate certificate's SHA-256 (lower-case hex of the DER).
-    pub certificate_sha256: String,
-    pub key_algorithm: KeyAlgorithm,
-    pub key: IssuerKey,
-    /// The key's label in its store (the URI's `object`, or the soft label).
-    pub key_label: String,
-    /// The audit key's label and SPKI SHA-256, when `issuer.toml` names one
-    /// (in the same store as the issuing key).
-    pub audit_key: Option<(String, String)>,
-}
-
-impl IssuerConfig {
-    /// Reads and validates `issuer.toml`: unknown keys, a wrong format, a
-    /// malformed fingerprint, a PIN in the key URI or a URI without its
-    /// module are refused with the field named.
-    pub fn load(path: &Path) -> Result<IssuerConfig, IntermediateError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FileError::io(path, "reading", e))?;
-        let raw: RawIssuerConfig = toml::from_str(&text).map_err(|e| IntermediateError::ConfigParse {
-            path: path.to_path_buf(),
-            problem: e.to_string().trim_end().replace('\n', " "),
-        })?;
-        let field = |field: &str, problem: String| IntermediateError::Config {
-            path: path.to_path_buf(),
-            field: field.into(),
-            problem,
-        };
-        if raw.format != ISSUER_FORMAT {
-            return Err(field("format", format!("{:?} is not {ISSUER_FORMAT:?}", raw.format)));
-        }
-        for (name, value) in [("root_sha256", &raw.root_sha256), ("certificate_sha256", &raw.certificate_sha256)] {
-            if !crate::audit::entry::is_sha256_hex(value) {
-                return Err(field(name, "must be 64 lower-case hex digits".into()));
-            }
-        }
-        let key_label = stored_key_label(&raw.key, "key", &field)?;
-        let audit_key = match (&raw.audit_key, &raw.audit_key_sha256) {
-            (None, None) => None,
-            (Some(audit), Some(sha)) => {
-                let label = stored_key_label(audit, "audit_key", &field)?;
-                if !crate::audit::entry::is_sha256_hex(sha) {
-                    return Err(field("audit_key_sha256", "must be 64 lower-case hex digits".into()));
-                }
-                if !same_store(&raw.key, audit) {
-                    return Err(field("audit_key", "must be in the same token or store as `key`".into()));
-                }
-                Some((label, sha.clone()))
-            }
-            _ => return Err(field("audit_key", "and audit_key_sha256 come together".into())),
-        };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        Ok(IssuerConfig {
-            path: path.to_path_buf(),
-            certificate: resolve(raw.certificate),
-            chain: resolve(raw.chain),
-            root: resolve(raw.root),
-            root_sha256: raw.root_sha256,
-            certificate_sha256: raw.certificate_sha256,
-            key_algorithm: raw.key_algorithm,
-            key: raw.key,
-            key_label,
-            audit_key,
-        })
-    }
-
-    /// Re-runs every install check against the files on disk and the key in
-    /// `store` at time `now`: the store is the one named (token label and
-    /// serial and module, or software store directory), the key is there
-    /// with the recorded algorithm, the root is the pinned one, the chain
-    /// file is intermediate + root, the intermediate is a CA with pathLen 0
-    /// and keyCertSign, signed by the root, valid at `now`, and for this key.
-    ///
-    /// `acme-serve` calls this at start and refuses to serve on any error.
-    pub fn check(&self, store: &KeyStore, now: OffsetDateTime) -> Result<CheckedIssuer, IntermediateError> {
-        let field = |field: &str, problem: String| IntermediateError::Config {
-            path: self.path.clone(),
-            field: field.into(),
-            problem,
-        };
-        match (&self.key, store.facts()) {
-            (IssuerKey::Pkcs11 { uri }, StoreFacts::Pkcs11(facts)) => {
-                let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
-                if parsed.token.as_deref() != Some(facts.label.as_str()) {
-                    return Err(field(
-                        "key.uri",
-                        format!("names token {:?}, but the environment opened token {:?}", parsed.token, facts.label),
-                    ));
-                }
-                if let Some(serial) = &parsed.serial {
-                    if serial != &facts.serial {
-                        return Err(field(
-                            "key.uri",
-                            format!("names token serial {serial}, but the open token's serial is {}", facts.serial),
-                        ));
-                    }
-                }
-                let module = store.module_path().map(|p| p.display().to_string());
-                if parsed.module_path != module {
-                    return Err(field(
-                        "key.uri",
-                        format!(
-                            "names module {:?}, but the environment loaded {:?}",
-                            parsed.module_path.unwrap_or_default(),
-                            module.unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
-            (IssuerKey::Soft { dir, .. }, StoreFacts::Soft { dir: open }) => {
-                let open = std::fs::canonicalize(&open).unwrap_or_else(|_| PathBuf::from(&open));
-                if &open != dir {
-                    return Err(field(
-                        "key.dir",
-                        format!(
-                            "names software key store {}, but the environment opened {}",
-                            dir.display(),
-                            open.display()
-                        ),
-                    ));
-                }
-            }
-            (IssuerKey::Pkcs11 { .. }, _) => {
-                return Err(field("key.backend", "is pkcs11, but the environment opened a software key store".into()))
-            }
-            (IssuerKey::Soft { .. }, _) => {
-                return Err(field("key.backend", "is soft, but the environment opened a PKCS#11 token".into()))
-            }
-        }
-        let key = store.find(&self.key_label, None)?;
-        if key.signer.key_algorithm() != self.key_algorithm {
-            return Err(field(
-                "key_algorithm",
-                format!("says {}, but key {:?} is {}", self.key_algorithm, self.key_label, key.signer.key_algorithm()),
-            ));
-        }
-        let audit_key = match &self.audit_key {
-            Some((label, sha)) => {
-                let found = audit_key::find(store, label, sha, key.signer.spki_der(), &self.path)?;
-                Some(CheckedAuditKey { label: label.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() })
-            }
-            None => None,
-        };
-        let read = |p: &Path| std::fs::read(p).map_err(|e| FileError::io(p, "reading", e));
-        let int_der = pem_certs(&self.certificate, &read(&self.certificate)?, 1)?.remove(0);
-        let root_der = pem_certs(&self.root, &read(&self.root)?, 1)?.remove(0);
-        let chain = pem_certs(&self.chain, &read(&self.chain)?, 2)?;
-        if chain[0] != int_der || chain[1] != root_der {
-            return Err(IntermediateError::Chain {
-                file: self.chain.clone(),
-                problem: format!(
-                    "must be {} followed by {}, byte for byte",
-                    self.certificate.display(),
-                    self.root.display()
-                ),
-            });
-        }
-        if words::sha256_hex(&int_der) != self.certificate_sha256 {
-            return Err(field(
-                "certificate_sha256",
-                format!("does not match {}: the certificate file was replaced", self.certificate.display()),
-            ));
-        }
-        let pinned = parse_pin(&self.root_sha256)?;
-        let int = Cert::parse(&self.certificate, int_der)?;
-        let root = Cert::parse(&self.root, root_der)?;
-        check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, now)?;
-        Ok(CheckedIssuer {
-            intermediate: int.summary,
-            root: root.summary,
-            intermediate_der: int.der,
-            root_der: root.der,
-            key_uri: key.uri.clone(),
-            key_label: self.key_label.clone(),
-            key_algorithm: self.key_algorithm,
-            audit_key,
-        })
-    }
-}
-
-/// The label a `[key]`-like table names: the URI's `object`, or the soft
-/// store's label; a PIN source, a missing module or token is refused.
-fn stored_key_label(
-    key: &IssuerKey,
-    prefix: &str,
-    field: &dyn Fn(&str, String) -> IntermediateError,
-) -> Result<String, IntermediateError> {
-    Ok(match key {
-        IssuerKey::Pkcs11 { uri } => {
-            // Parsing refuses pin-value without echoing it.
-            let parsed = Pkcs11Uri::parse(uri).map_err(|e| field(&format!("{prefix}.uri"), e.to_string()))?;
-            if parsed.pin_source.is_some() {
+/// Re-runs every install check against the files on disk and the key in
+/// `store` at time `now`: the store is the one named (token label and
+/// serial and module, or software store directory), the key is there with
+/// the recorded algorithm, the audit key too (its recorded SHA-256, and not
+/// the issuing key), the root is the pinned one, the chain file is
+/// intermediate + root, the intermediate is a CA with pathLen 0 and
+/// keyCertSign, signed by the root, valid at `now`, and for this key.
+///
+/// `acme-serve` calls this at start and refuses to serve on any error.
+pub fn check_issuer(
+    config: &IssuerConfig,
+    store: &KeyStore,
+    now: OffsetDateTime,
+) -> Result<CheckedIssuer, IntermediateError> {
+    let field = |field: &str, problem: String| IntermediateError::Config {
+        path: config.path.clone(),
+        field: field.into(),
+        problem,
+    };
+    match (&config.key, store.facts()) {
+        (IssuerKey::Pkcs11 { uri }, StoreFacts::Pkcs11(facts)) => {
+            let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
+            if parsed.token.as_deref() != Some(facts.label.as_str()) {
                 return Err(field(
-                    &format!("{prefix}.uri"),
-                    "names a pin-source; the server's PIN comes from its own environment file, not issuer.toml".into(),
+                    "key.uri",
+                    format!("names token {:?}, but the environment opened token {:?}", parsed.token, facts.label),
                 ));
             }
-            if parsed.module_path.is_none() {
+            if let Some(serial) = &parsed.serial {
+                if serial != &facts.serial {
+                    return Err(field(
+                        "key.uri",
+                        format!("names token serial {serial}, but the open token's serial is {}", facts.serial),
+                    ));
+                }
+            }
+            let module = store.module_path().map(|p| p.display().to_string());
+            if parsed.module_path != module {
                 return Err(field(
-                    &format!("{prefix}.uri"),
-                    "has no module-path query attribute naming the PKCS#11 module".into(),
+                    "key.uri",
+                    format!(
+                        "names module {:?}, but the environment loaded {:?}",
+                        parsed.module_path.unwrap_or_default(),
+                        module.unwrap_or_default()
+                    ),
                 ));
             }
-            if parsed.token.is_none() {
-                return Err(field(&format!("{prefix}.uri"), "names no token (token=...)".into()));
-            }
-            parsed.object.ok_or_else(|| field(&format!("{prefix}.uri"), "names no key (object=...)".into()))?
         }
-        IssuerKey::Soft { dir, label } => {
-            if !dir.is_absolute() {
-                return Err(field(&format!("{prefix}.dir"), "must be an absolute path".into()));
+        (IssuerKey::Soft { dir, .. }, StoreFacts::Soft { dir: open }) => {
+            let open = std::fs::canonicalize(&open).unwrap_or_else(|_| PathBuf::from(&open));
+            if &open != dir {
+                return Err(field(
+                    "key.dir",
+                    format!(
+                        "names software key store {}, but the environment opened {}",
+                        dir.display(),
+                        open.display()
+                    ),
+                ));
             }
-            if label.is_empty() {
-                return Err(field(&format!("{prefix}.label"), "is empty".into()));
-            }
-            label.clone()
         }
+        (IssuerKey::Pkcs11 { .. }, _) => {
+            return Err(field("key.backend", "is pkcs11, but the environment opened a software key store".into()))
+        }
+        (IssuerKey::Soft { .. }, _) => {
+            return Err(field("key.backend", "is soft, but the environment opened a PKCS#11 token".into()))
+        }
+    }
+    let key = store.find(&config.key_label, None)?;
+    if key.signer.key_algorithm() != config.key_algorithm {
+        return Err(field(
+            "key_algorithm",
+            format!("says {}, but key {:?} is {}", config.key_algorithm, config.key_label, key.signer.key_algorithm()),
+        ));
+    }
+    let audit_key = match &config.audit_key {
+        Some((label, sha)) => {
+            let found = audit_key::find(store, label, sha, key.signer.spki_der(), &config.path)?;
+            Some(CheckedAuditKey { label: label.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() })
+        }
+        None => None,
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| FileError::io(p, "reading", e));
+    let int_der = pem_certs(&config.certificate, &read(&config.certificate)?, 1)?.remove(0);
+    let root_der = pem_certs(&config.root, &read(&config.root)?, 1)?.remove(0);
+    let chain = pem_certs(&config.chain, &read(&config.chain)?, 2)?;
+    if chain[0] != int_der || chain[1] != root_der {
+        return Err(IntermediateError::Chain {
+            file: config.chain.clone(),
+            problem: format!(
+                "must be {} followed by {}, byte for byte",
+                config.certificate.display(),
+                config.root.display()
+            ),
+        });
+    }
+    if words::sha256_hex(&int_der) != config.certificate_sha256 {
+        return Err(field(
+            "certificate_sha256",
+            format!("does not match {}: the certificate file was replaced", config.certificate.display()),
+        ));
+    }
+    let pinned = parse_pin(&config.root_sha256)?;
+    let int = Cert::parse(&config.certificate, int_der)?;
+    let root = Cert::parse(&config.root, root_der)?;
+    check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, now)?;
+    Ok(CheckedIssuer {
+        intermediate: int.summary,
+        root: root.summary,
+        intermediate_der: int.der,
+        root_der: root.der,
+        key_uri: key.uri.clone(),
+        key_label: config.key_label.clone(),
+        key_algorithm: config.key_algorithm,
+        audit_key,
     })
-}
-
-/// Whether two keys live in the same token (or software store).
-fn same_store(a: &IssuerKey, b: &IssuerKey) -> bool {
-    match (a, b) {
-        (IssuerKey::Pkcs11 { uri: x }, IssuerKey::Pkcs11 { uri: y }) => {
-            match (Pkcs11Uri::parse(x), Pkcs11Uri::parse(y)) {
-                (Ok(x), Ok(y)) => x.token == y.token && x.serial == y.serial && x.module_path == y.module_path,
-                _ => false,
-            }
-        }
-        (IssuerKey::Soft { dir: x, .. }, IssuerKey::Soft { dir: y, .. }) => x == y,
-        _ => false,
-    }
 }
 
 // Not `#[from]`: the message already carries the cause, and a `source` as
