@@ -514,7 +514,11 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             println!("  words          {}", done.csr_file_sha256.words);
             println!("public key SHA-256 {}", done.spki_sha256.hex);
             println!("  words          {}", done.spki_sha256.words);
+            println!("audit key        {}", done.audit_key_uri);
+            println!("audit key SHA-256 {}", done.audit_spki_sha256.hex);
+            println!("  words          {}", done.audit_spki_sha256.words);
             println!("Read the CSR and public-key hashes to the root ceremony out of band; they must match what the ceremony shows.");
+            println!("Keep the audit key's SHA-256 on paper: auditors pin it to check acme-serve's issuance log.");
         }
         IntermediateCommand::Install { response, env, root_sha256, out, key_label } => {
             let env = Environment::load(&env)?;
