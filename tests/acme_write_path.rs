@@ -124,7 +124,8 @@ async fn a_failed_write_after_signing_keeps_the_certificate_and_completes_the_or
     let store = SqliteStore::open(&dir.path().join("acme.sqlite")).expect("open the store beside the server");
     let pending = store.stale_issuances(i64::MAX).expect("issuances");
     let id = order_id(&order_url);
-    let (issuance, der) = pending.iter().find(|(i, _)| i.order_id.as_deref() == Some(&id)).cloned().expect("reserved");
+    let stored = pending.iter().find(|s| s.issuance.order_id.as_deref() == Some(&id)).cloned().expect("reserved");
+    let (issuance, der) = (stored.issuance, stored.certificate_der);
     assert_eq!(issuance.state, IssuanceState::Pending);
     let signed = der.expect("the signed certificate is kept beside its serial");
     let summary = keyrite::profile::certificate_summary(&signed).expect("a certificate");
@@ -136,8 +137,8 @@ async fn a_failed_write_after_signing_keeps_the_certificate_and_completes_the_or
     let done = poll_order(&c, &a, &order_url, Duration::from_secs(30), |o| o["status"] != "processing").await;
     assert_eq!(done["status"], "valid", "{done}");
     assert_eq!(download(&c, &a, &order_url).await, signed);
-    let (after, _) = store.issuance(&issuance.serial_hex).expect("issuance").expect("kept");
-    assert_eq!(after.state, IssuanceState::Issued);
+    let after = store.issuance(&issuance.serial_hex).expect("issuance").expect("kept");
+    assert_eq!(after.issuance.state, IssuanceState::Issued);
     server.stop();
     responder_task.abort();
 
@@ -171,9 +172,9 @@ async fn a_crash_after_signing_fails_the_order_cleanly_at_restart_and_retires_th
     let (serial, order_state) = {
         let store = SqliteStore::open(&dir.path().join("acme.sqlite")).expect("store");
         let pending = store.stale_issuances(i64::MAX).expect("issuances");
-        let (issuance, der) = pending.into_iter().find(|(i, _)| i.order_id.as_deref() == Some(&id)).expect("reserved");
-        assert!(der.is_none(), "nothing was stored after the signature");
-        (issuance.serial_hex, store.order(&id).expect("order").expect("exists").status)
+        let stored = pending.into_iter().find(|s| s.issuance.order_id.as_deref() == Some(&id)).expect("reserved");
+        assert!(stored.certificate_der.is_none(), "nothing was stored after the signature");
+        (stored.issuance.serial_hex, store.order(&id).expect("order").expect("exists").status)
     };
     assert_eq!(order_state, OrderStatus::Processing);
 
@@ -189,8 +190,8 @@ async fn a_crash_after_signing_fails_the_order_cleanly_at_restart_and_retires_th
     assert!(detail.contains(&serial) && detail.contains("retired"), "{detail}");
     {
         let store = SqliteStore::open(&dir.path().join("acme.sqlite")).expect("store");
-        let (issuance, _) = store.issuance(&serial).expect("issuance").expect("the serial is never forgotten");
-        assert_eq!(issuance.state, IssuanceState::Abandoned);
+        let stored = store.issuance(&serial).expect("issuance").expect("the serial is never forgotten");
+        assert_eq!(stored.issuance.state, IssuanceState::Abandoned);
         let aid = a.kid.rsplit('/').next().expect("account id").to_string();
         for o in store.orders_of(&aid).expect("orders") {
             let o = store.order(&o).expect("order").expect("exists");

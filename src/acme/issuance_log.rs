@@ -23,7 +23,7 @@ use std::io::Write;
 
 use time::OffsetDateTime;
 
-use super::model::{Issuance, IssuanceKind};
+use super::model::Issuance;
 use crate::audit::chain::{self, ChainError};
 use crate::audit::entry::{self, Artifact, Entry, Event, FORMAT_VERSION, GENESIS_PREV, TS_FORMAT};
 use crate::audit::merkle::MerkleTree;
@@ -313,11 +313,6 @@ pub fn revoked_event(serial_hex: &str, reason: u8, revoked_at: i64, authority: &
         .detail("reason_code", u64::from(reason))
         .detail("revoked_at", super::model::rfc3339(revoked_at))
         .detail("authority", authority.to_string())
-}
-
-/// Whether a kind of issuance enters the ACME certificate table as well.
-pub fn is_acme(kind: IssuanceKind) -> bool {
-    kind == IssuanceKind::Order
 }
 
 /// Writes lines to `out`, each followed by a newline (the file format's

@@ -243,8 +243,8 @@ fn prepare(launch: &Launch) -> Result<Prepared, LaunchError> {
             Err(IntermediateError::Secret { what: what.into(), detail: "not in memory".into() })
         };
         let store = intermediate::open_key_store(&env, &mut no_prompt).map_err(LaunchError::Issuer)?;
-        let checked = intermediate::check_issuer(&issuer_config, &store, time::OffsetDateTime::now_utc())
-            .map_err(LaunchError::Issuer)?;
+        let now = super::clock::Clock::now(&super::clock::SystemClock);
+        let checked = intermediate::check_issuer(&issuer_config, &store, now).map_err(LaunchError::Issuer)?;
         // The store (and its PKCS#11 module) closes here, before the signer
         // thread loads the module again.
         drop(store);

@@ -47,5 +47,8 @@ pub mod tls;
 pub mod va;
 pub mod wfe;
 
+#[cfg(test)]
+mod error_messages;
+
 pub use ca::{Issuer, IssuerKeys, SignerFactory};
 pub use server::{serve, start, start_with_clock, AcmeError, RunningServer};

@@ -120,14 +120,6 @@ impl Limiter {
     }
 }
 
-/// Milliseconds since the Unix epoch (so a shared table could use it too).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ pub enum AcmeError {
     Nonce(NonceError),
     /// The issuing certificate is not usable (no subjectKeyIdentifier, does
     /// not parse).
-    #[error("the issuer certificate: {0}")]
+    #[error("the issuing certificate cannot be used: {0}")]
     Issuer(String),
     /// The issuance log could not be checkpointed, or an interrupted
     /// issuance resolved.

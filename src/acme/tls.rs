@@ -191,7 +191,7 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
         let end = tail.find(END).ok_or("a PEM block has no END line")?;
         let close = tail[end + END.len()..].find("-----").ok_or("a PEM block's END line is cut")?;
         let block_len = end + END.len() + close + "-----".len();
-        let (label, der) = pem_rfc7468::decode_vec(tail[..block_len].as_bytes())
+        let (label, der) = pem_rfc7468::decode_vec(&tail.as_bytes()[..block_len])
             .map_err(|e| format!("PEM block {} does not decode: {e}", out.len() + 1))?;
         if label != "CERTIFICATE" {
             return Err(format!("PEM block {} is a {label}, not a CERTIFICATE", out.len() + 1));

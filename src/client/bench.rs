@@ -109,8 +109,10 @@ pub struct BenchReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
+    /// An argument cannot work (no concurrency, an unreadable trust bundle).
     #[error("bench: {0}")]
     Config(String),
+    /// The client could not be set up (its message is this error's).
     #[error(transparent)]
     Client(#[from] ClientError),
 }

@@ -199,8 +199,11 @@ pub async fn issue_with(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The server refused a step or answered unexpectedly; the text names
+    /// the step and carries the server's problem document.
     #[error("ACME client: {0}")]
     Protocol(String),
+    /// The http-01 responder could not listen.
     #[error("http-01 responder: {0}")]
     Responder(String),
 }

@@ -318,11 +318,15 @@ fn parse_period(text: &str) -> Result<u64, String> {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RateLimitError {
+    /// The file cannot be read, or one of the errors below, with its path.
     #[error("rate limits file {path}: {problem}")]
     File { path: String, problem: String },
+    /// Not TOML, or a key the format does not have.
     #[error("not valid TOML: {0}")]
     Syntax(String),
+    /// A limit or override breaks a rule; `field` names it.
     #[error("{field}: {problem}")]
     Field { field: String, problem: String },
 }

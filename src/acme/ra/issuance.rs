@@ -34,7 +34,7 @@ use crate::acme::issuance_log::{abandoned_event, issued_event, LogHead, SignedFa
 use crate::acme::jws::Jwk;
 use crate::acme::model::{CertRecord, Issuance, IssuanceKind, IssuanceState, Order, OrderStatus};
 use crate::acme::problem::{Problem, ProblemType};
-use crate::acme::store::{blocking, Completion, Store, StoreError};
+use crate::acme::store::{blocking, Completion, Store, StoreError, StoredIssuance};
 use crate::faults;
 use crate::profile::{Issued, Profile, San};
 use crate::words::sha256_hex;
@@ -329,7 +329,7 @@ impl IssuanceEngine {
         let cutoff = self.clock.unix() - DEADLINE_GRACE_SECS;
         let stale = blocking(&self.store, move |st| st.stale_issuances(cutoff)).await?;
         let mut done = Recovered::default();
-        for (intent, der) in stale {
+        for StoredIssuance { issuance: intent, certificate_der: der } in stale {
             let order = match &intent.order_id {
                 Some(id) => {
                     let id = id.clone();

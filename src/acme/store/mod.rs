@@ -105,6 +105,14 @@ pub struct Completion<'a> {
     pub event: Event,
 }
 
+/// A reserved serial as stored: the issuance and, once signed and stored
+/// (or kept after a failed write), its certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIssuance {
+    pub issuance: Issuance,
+    pub certificate_der: Option<Vec<u8>>,
+}
+
 /// What the ACME server keeps.
 pub trait Store: Send + Sync {
     /// Returns the value stored under `key`, storing `init` first if there
@@ -187,9 +195,9 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Issuances still pending after their deadline (`deadline < now`),
     /// each with the signed certificate if one was recorded.
-    fn stale_issuances(&self, now: i64) -> Result<Vec<(Issuance, Option<Vec<u8>>)>, StoreError>;
+    fn stale_issuances(&self, now: i64) -> Result<Vec<StoredIssuance>, StoreError>;
     /// An issuance by serial, with its certificate if signed and stored.
-    fn issuance(&self, serial_hex: &str) -> Result<Option<(Issuance, Option<Vec<u8>>)>, StoreError>;
+    fn issuance(&self, serial_hex: &str) -> Result<Option<StoredIssuance>, StoreError>;
 
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError>;
     fn certificate_by_serial(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError>;

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::{db, from_json, to_json, unique_conflict, versioned, SqliteStore};
 use crate::acme::issuance_log::{LogAppender, LogError, LogHead, LogId};
 use crate::acme::model::{CertRecord, Issuance, IssuanceState, Order};
-use crate::acme::store::{Completion, Store, StoreError};
+use crate::acme::store::{Completion, Store, StoreError, StoredIssuance};
 use crate::audit::Event;
 
 fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
@@ -202,19 +202,20 @@ pub(super) fn abandon(
     Ok(true)
 }
 
-type IssuanceRow = (Issuance, Option<Vec<u8>>);
-
-fn rows(conn: &Connection, sql: &str, param: rusqlite::types::Value) -> Result<Vec<IssuanceRow>, StoreError> {
+fn rows(conn: &Connection, sql: &str, param: rusqlite::types::Value) -> Result<Vec<StoredIssuance>, StoreError> {
     let mut stmt = conn.prepare(sql).map_err(db)?;
     let found = stmt
         .query_map([param], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))
         .map_err(db)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db)?;
-    found.into_iter().map(|(doc, der)| Ok((from_json(&doc)?, der))).collect()
+    found
+        .into_iter()
+        .map(|(doc, der)| Ok(StoredIssuance { issuance: from_json(&doc)?, certificate_der: der }))
+        .collect()
 }
 
-pub(super) fn stale(store: &SqliteStore, now: i64) -> Result<Vec<IssuanceRow>, StoreError> {
+pub(super) fn stale(store: &SqliteStore, now: i64) -> Result<Vec<StoredIssuance>, StoreError> {
     let conn = store.conn()?;
     rows(
         &conn,
@@ -223,7 +224,7 @@ pub(super) fn stale(store: &SqliteStore, now: i64) -> Result<Vec<IssuanceRow>, S
     )
 }
 
-pub(super) fn by_serial(store: &SqliteStore, serial: &str) -> Result<Option<IssuanceRow>, StoreError> {
+pub(super) fn by_serial(store: &SqliteStore, serial: &str) -> Result<Option<StoredIssuance>, StoreError> {
     let conn = store.conn()?;
     Ok(rows(&conn, "SELECT doc, der FROM issuances WHERE serial = ?1", serial.to_string().into())?.pop())
 }

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Completion, Purged, Revoked, Store, StoreError};
+use super::{Completion, Purged, Revoked, Store, StoreError, StoredIssuance};
 use crate::acme::eab::EabKey;
 use crate::acme::issuance_log::{LogAppender, LogError, LogHead, LogId};
 use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Issuance, Order, OrderStatus};
@@ -487,11 +487,11 @@ impl Store for SqliteStore {
         issuance::abandon(self, serial_hex, order, event, now)
     }
 
-    fn stale_issuances(&self, now: i64) -> Result<Vec<(Issuance, Option<Vec<u8>>)>, StoreError> {
+    fn stale_issuances(&self, now: i64) -> Result<Vec<StoredIssuance>, StoreError> {
         issuance::stale(self, now)
     }
 
-    fn issuance(&self, serial_hex: &str) -> Result<Option<(Issuance, Option<Vec<u8>>)>, StoreError> {
+    fn issuance(&self, serial_hex: &str) -> Result<Option<StoredIssuance>, StoreError> {
         issuance::by_serial(self, serial_hex)
     }
 
