@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 
 use super::model::Issuance;
 use crate::audit::chain::{self, ChainError};
-use crate::audit::entry::{self, Artifact, Entry, Event, FORMAT_VERSION, GENESIS_PREV, TS_FORMAT};
+use crate::audit::entry::{self, Artifact, Entry, Event, GENESIS_PREV, TS_FORMAT};
 use crate::audit::merkle::MerkleTree;
 use crate::audit::origin_for;
 use crate::hsm::{SignatureAlgorithm, Signer};
@@ -174,21 +174,7 @@ impl<'a> LogAppender<'a> {
     }
 
     fn entry_for(&self, event: Event) -> Entry {
-        Entry {
-            v: FORMAT_VERSION,
-            seq: self.head.size,
-            ts: self.ts.clone(),
-            ceremony_id: self.id.as_str().to_string(),
-            step: event.step,
-            role: event.role,
-            actor: event.actor,
-            event: event.event,
-            inputs: event.inputs,
-            outputs: event.outputs,
-            result: event.result,
-            details: event.details,
-            prev: self.head.prev.clone(),
-        }
+        Entry::at(event, self.head.size, self.ts.clone(), self.id.as_str().to_string(), self.head.prev.clone())
     }
 
     fn push(&mut self, entry: &Entry) -> Result<u64, LogError> {

@@ -34,7 +34,7 @@ pub use verify::{verify, VerifyOptions, VerifyReport};
 use crate::files::{self, FileError};
 use crate::hsm::{HsmError, KeyAlgorithm, SignatureAlgorithm, Signer};
 use crate::words::{self, Fingerprint};
-use entry::{EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, FORMAT_VERSION, GENESIS_PREV};
+use entry::{EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, GENESIS_PREV};
 use merkle::MerkleTree;
 
 /// The step name of entries the log writes for itself.
@@ -381,21 +381,7 @@ impl AuditLog {
     }
 
     fn entry_for(&self, event: Event) -> Entry {
-        Entry {
-            v: FORMAT_VERSION,
-            seq: self.next_seq,
-            ts: now_ts(),
-            ceremony_id: self.ceremony_id.clone(),
-            step: event.step,
-            role: event.role,
-            actor: event.actor,
-            event: event.event,
-            inputs: event.inputs,
-            outputs: event.outputs,
-            result: event.result,
-            details: event.details,
-            prev: self.prev.clone(),
-        }
+        Entry::at(event, self.next_seq, now_ts(), self.ceremony_id.clone(), self.prev.clone())
     }
 
     fn write(&mut self, entry: &Entry) -> Result<EntryInfo, AuditError> {

@@ -10,7 +10,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
-use super::{db, from_json, to_json, unique_conflict, versioned, SqliteStore};
+use super::{db, doc_in, from_json, to_json, unique_conflict, versioned, SqliteStore};
 use crate::acme::issuance_log::{LogAppender, LogError, LogHead, LogId};
 use crate::acme::model::{CertRecord, Issuance, IssuanceState, Order};
 use crate::acme::store::{Completion, Store, StoreError, StoredIssuance};
@@ -240,10 +240,9 @@ pub(super) fn revoke(
     let log_id = store.log_id()?;
     let mut conn = store.conn()?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-    let doc: Option<String> =
-        tx.query_row("SELECT doc FROM certificates WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(db)?;
-    let Some(doc) = doc else { return Ok(false) };
-    let mut cert: CertRecord = from_json(&doc)?;
+    let Some(mut cert) = doc_in::<CertRecord>(&tx, "SELECT doc FROM certificates WHERE id = ?1", id)? else {
+        return Ok(false);
+    };
     if cert.revoked_at.is_some() {
         return Ok(false);
     }

@@ -174,6 +174,12 @@ impl SqliteStore {
     }
 }
 
+/// The document a row keyed by `key` holds, read inside a transaction.
+fn doc_in<T: DeserializeOwned>(tx: &rusqlite::Transaction<'_>, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
+    let doc: Option<String> = tx.query_row(sql, [key], |r| r.get(0)).optional().map_err(db)?;
+    doc.map(|d| from_json(&d)).transpose()
+}
+
 fn status_name(s: AuthzStatus) -> &'static str {
     match s {
         AuthzStatus::Pending => "pending",
@@ -579,10 +585,9 @@ impl Store for SqliteStore {
     fn revoke_eab_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-        let doc: Option<String> =
-            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
-        let Some(doc) = doc else { return Ok(false) };
-        let mut key: EabKey = from_json(&doc)?;
+        let Some(mut key) = doc_in::<EabKey>(&tx, "SELECT doc FROM eab_keys WHERE kid = ?1", kid)? else {
+            return Ok(false);
+        };
         if key.revoked_at.is_some() {
             return Ok(false);
         }
@@ -595,10 +600,9 @@ impl Store for SqliteStore {
     fn insert_account_bound(&self, a: &Account, kid: &str, now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-        let doc: Option<String> =
-            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
-        let Some(doc) = doc else { return Err(StoreError::Refused("no such external account key".into())) };
-        let mut key: EabKey = from_json(&doc)?;
+        let Some(mut key) = doc_in::<EabKey>(&tx, "SELECT doc FROM eab_keys WHERE kid = ?1", kid)? else {
+            return Err(StoreError::Refused("no such external account key".into()));
+        };
         if let Some(why) = key.binding_refusal(now) {
             return Err(StoreError::Refused(why.into()));
         }
