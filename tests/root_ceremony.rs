@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use keyrite::words::Fingerprint;
 
 const PLAN: &str = "ceremonies/root-init-hsm-only.toml";
 const PIN: &str = "314159";
@@ -49,11 +48,10 @@ impl Setup {
         .expect("env");
     }
 
-    /// Answers with the real plan read-back (the first three words of the
-    /// plan hash), or `plan_words` to simulate a witness misreading.
-    fn write_answers(&self, plan_words: Option<&str>) {
-        let plan = std::fs::read(self.path(PLAN)).expect("plan");
-        let words = plan_words.map(str::to_string).unwrap_or_else(|| Fingerprint::sha256(&plan).first_words(3));
+    /// Answers with the real plan read-back (the 13 read-back words of the
+    /// plan hash), or `read` to simulate a witness misreading.
+    fn write_answers(&self, read: Option<&str>) {
+        let words = read.map(str::to_string).unwrap_or_else(|| plan_words(&self.path(PLAN), None));
         std::fs::write(
             self.path("answers.toml"),
             format!(
