@@ -530,11 +530,7 @@ fn a_request_or_template_changed_after_printing_is_refused_at_the_plan_read_back
     let printed = c.keyrite(&["ceremony", "print", plan, "--input-dir", "usb"], &[]);
     assert_ok(&printed);
     let script = stdout(&printed);
-    let words = script
-        .lines()
-        .find_map(|l| l.strip_prefix("| Plan read-back | "))
-        .map(|w| w.trim_end_matches(" |").replace(" · ", " "))
-        .expect("plan read-back row");
+    let words = printed_row(&script, "Plan read-back").replace(" · ", " ");
     for listed in [
         "sign-intermediate.toml",
         "../templates/intermediate-ca-constrained.toml",

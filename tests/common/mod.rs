@@ -146,3 +146,18 @@ pub fn near_miss(words: &str, same: usize) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The `Plan SHA-256` and `Plan read-back` rows of a printed script.
+pub fn printed_row(script: &str, row: &str) -> String {
+    let prefix = format!("| {row} | ");
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.trim_end_matches(" |").to_string())
+        .unwrap_or_else(|| panic!("no {row:?} row in the printed script:\n{script}"))
+}
+
+/// Runs `keyrite ceremony print` in `dir`.
+pub fn print_script(dir: &Path, args: &[&str]) -> Output {
+    keyrite().current_dir(dir).args(["ceremony", "print"]).args(args).output().expect("keyrite")
+}
