@@ -13,7 +13,6 @@ use std::process::Output;
 
 use common::*;
 use keyrite::secret::Secret;
-use keyrite::words::Fingerprint;
 
 const PIN: &str = "271828";
 const SO_PIN: &str = "14142135";
@@ -47,7 +46,7 @@ impl Activation {
             ),
         )
         .expect("env");
-        let words = Fingerprint::sha256(&std::fs::read(c.path(PLAN)).expect("plan")).first_words(3);
+        let words = plan_words(&c.path(PLAN), None);
         std::fs::write(
             c.path("answers.toml"),
             format!(
@@ -110,7 +109,7 @@ impl Activation {
             ),
         )
         .expect("env");
-        let words = Fingerprint::sha256(&std::fs::read(self.path("ceremonies/crl.toml")).expect("plan")).first_words(3);
+        let words = plan_words(&self.path("ceremonies/crl.toml"), None);
         let names = custodians.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let answers = format!("{out}-answers.toml");
         std::fs::write(

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
-use keyrite::words::Fingerprint;
 
 const PIN: &str = "271828";
 const SO_PIN: &str = "14142135";
@@ -31,8 +30,7 @@ impl Custody {
         std::fs::create_dir(work.path().join("out")).expect("out");
         let c = Custody { hsm, work };
         c.env("env.toml", "root", "out", "out");
-        let plan = std::fs::read(c.path("ceremonies/root-init.toml")).expect("plan");
-        let words = Fingerprint::sha256(&plan).first_words(3);
+        let words = plan_words(&c.path("ceremonies/root-init.toml"), None);
         std::fs::write(
             c.path("answers.toml"),
             format!(
@@ -92,8 +90,7 @@ impl Custody {
         let out = format!("restore-{token}");
         std::fs::create_dir(self.path(&out)).expect("restore out");
         self.env(&format!("{token}.toml"), token, &out, "out");
-        let plan = std::fs::read(self.path("ceremonies/root-restore.toml")).expect("plan");
-        let words = Fingerprint::sha256(&plan).first_words(3);
+        let words = plan_words(&self.path("ceremonies/root-restore.toml"), Some(&self.path("out")));
         let names = custodians.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let answers = format!("{token}-answers.toml");
         std::fs::write(
@@ -312,8 +309,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     let new = ["Dave Custodian", "Erin Custodian", "Frank Custodian", "Grace Custodian"];
     std::fs::create_dir(c.path("reshare-out")).expect("out");
     c.env("reshare-env.toml", "root", "reshare-out", "out");
-    let plan = std::fs::read(c.path("ceremonies/reshare.toml")).expect("plan");
-    let words = Fingerprint::sha256(&plan).first_words(3);
+    let words = plan_words(&c.path("ceremonies/reshare.toml"), Some(&c.path("out")));
     let names = new.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     std::fs::write(
         c.path("reshare-answers.toml"),

@@ -245,9 +245,3 @@ impl Operator for ScriptedOperator {
         false
     }
 }
-
-/// Normalises a read-back for comparison: case and spacing do not matter.
-pub fn same_words(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.split_whitespace().map(str::to_ascii_lowercase).collect::<Vec<_>>();
-    norm(a) == norm(b)
-}

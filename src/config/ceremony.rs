@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::digest::{check_listable, InputBase, PlanDigest, PlanInput};
 use super::{read_toml, ConfigError};
 use crate::hsm::{KeyAlgorithm, SignatureAlgorithm};
 use crate::profile::{CertKind, Profile};
-use crate::words::Fingerprint;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,8 +132,10 @@ struct RawKey {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCertificate {
-    template: PathBuf,
+    template: String,
     not_before: Option<String>,
+    #[serde(default)]
+    replace_csr_subject: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,9 +455,12 @@ impl Outputs {
 #[derive(Debug, Clone)]
 pub struct CertificateSpec {
     pub template_path: PathBuf,
-    pub template_fingerprint: Fingerprint,
     pub template: Profile,
     pub not_before: Option<OffsetDateTime>,
+    /// sign-intermediate: whether the template's subject may replace a CSR
+    /// subject that differs from it. By default a difference is refused, so
+    /// what the requester asked for is what is signed, or nothing is.
+    pub replace_csr_subject: bool,
 }
 
 /// The intermediate a sign-intermediate ceremony signs.
@@ -523,8 +528,11 @@ pub struct RestoreSpec {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub path: PathBuf,
-    /// SHA-256 of the ceremony file's bytes, the value witnesses read back.
-    pub fingerprint: Fingerprint,
+    /// The files next to the ceremony file that the plan digest covers: the
+    /// ceremony file itself, then its template, each hashed from the very
+    /// bytes that were parsed. Files from the input directory are added
+    /// when they are read (see [`Plan::digest_with`]).
+    pub inputs: Vec<PlanInput>,
     /// The ceremony file's text, kept so `ceremony print` shows what was hashed.
     pub text: String,
     pub kind: CeremonyKind,
@@ -604,8 +612,18 @@ impl Plan {
             ));
         }
 
+        let ceremony_name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: "the ceremony file needs a UTF-8 file name".into(),
+        })?;
+        check_listable(ceremony_name).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+        let mut inputs = vec![PlanInput::of(InputBase::CeremonyDir, ceremony_name, text.as_bytes())];
         let certificate = match raw.certificate {
-            Some(c) => Some(certificate_spec(c, kind, path)?),
+            Some(c) => {
+                let (spec, template) = certificate_spec(c, kind, path)?;
+                inputs.push(template);
+                Some(spec)
+            }
             None => None,
         };
         let intermediate = raw
@@ -842,7 +860,7 @@ impl Plan {
         let steps = steps(raw.steps, &role_ids, kind, backup.is_some(), activation.is_some(), path)?;
         Ok(Plan {
             path: path.to_path_buf(),
-            fingerprint: Fingerprint::sha256(text.as_bytes()),
+            inputs,
             text,
             kind,
             id: raw.id,
@@ -867,6 +885,34 @@ impl Plan {
         self.roles.iter().find(|r| r.id == id)
     }
 
+    /// The plan digest over the plan's own files and `from_input_dir`, the
+    /// files read from the input directory (in the order the reader lists
+    /// them).
+    pub fn digest_with(&self, from_input_dir: Vec<PlanInput>) -> PlanDigest {
+        PlanDigest::new(self.inputs.iter().cloned().chain(from_input_dir).collect())
+    }
+
+    /// Whether the plan reads files from the environment's input directory
+    /// (a restore's inputs, a request bundle): the plan digest covers them
+    /// too, so they must be at hand to print the script.
+    pub fn reads_input_dir(&self) -> bool {
+        self.restore.is_some() || self.intermediate.is_some()
+    }
+
+    /// What the plan reads from the input directory, for messages: "the
+    /// request bundle request/", or a restore's file names.
+    pub fn input_dir_description(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.restore {
+            let names = [Some(&r.backup_blob), Some(&r.ceremony_log), r.root_certificate.as_ref()];
+            parts.extend(names.into_iter().flatten().cloned());
+        }
+        if let Some(i) = &self.intermediate {
+            parts.push(format!("the request bundle {}/", i.request_bundle));
+        }
+        parts.join(", ")
+    }
+
     /// The plan at a glance, as (label, value) rows: shown on screen at the
     /// start of a run and printed at the top of the paper script, so both
     /// say the same thing.
@@ -874,11 +920,17 @@ impl Plan {
         let mut rows = vec![
             ("Ceremony", format!("{} ({})", self.id, self.kind.name())),
             ("Script", self.path.display().to_string()),
-            ("Plan SHA-256", self.fingerprint.hex.clone()),
-            ("Plan words", self.fingerprint.words.clone()),
         ];
         if let Some(c) = &self.certificate {
-            rows.push(("Template", format!("{} (SHA-256 {})", c.template_path.display(), c.template_fingerprint.hex)));
+            rows.push(("Template", c.template_path.display().to_string()));
+            if self.kind == CeremonyKind::SignIntermediate {
+                let subject = match (c.template.subject(), c.replace_csr_subject) {
+                    (None, _) => "the CSR's, as requested".to_string(),
+                    (Some(dn), false) => format!("{dn} (a CSR asking for another is refused)"),
+                    (Some(dn), true) => format!("{dn} (replaces the CSR's if it differs)"),
+                };
+                rows.push(("Subject", subject));
+            }
         }
         if let Some(k) = &self.key {
             rows.push(("Key", format!("{} ({}, signing {})", k.label, k.algorithm, k.signature)));
@@ -920,12 +972,21 @@ impl Plan {
     }
 }
 
-fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Result<CertificateSpec, ConfigError> {
+/// The certificate to sign, and its template as a plan input (hashed from
+/// the bytes that were parsed, so what is hashed is what is used).
+fn certificate_spec(
+    raw: RawCertificate,
+    kind: CeremonyKind,
+    path: &Path,
+) -> Result<(CertificateSpec, PlanInput), ConfigError> {
+    check_listable(&raw.template).map_err(|m| ConfigError::invalid(path, "certificate.template", m))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let template_path = base.join(&raw.template);
     let template_bytes =
         std::fs::read(&template_path).map_err(|source| ConfigError::Read { path: template_path.clone(), source })?;
-    let template = Profile::load(&template_path)
+    let template_text = std::str::from_utf8(&template_bytes)
+        .map_err(|_| ConfigError::Template { path: template_path.clone(), message: "not UTF-8 text".into() })?;
+    let template = Profile::from_toml_str(template_text, &template_path.display().to_string())
         .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
     let wanted = match kind {
         CeremonyKind::SignIntermediate => CertKind::IntermediateCa,
@@ -949,12 +1010,16 @@ fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Res
         })?),
         None => None,
     };
-    Ok(CertificateSpec {
-        template_path,
-        template_fingerprint: Fingerprint::sha256(&template_bytes),
-        template,
-        not_before,
-    })
+    if raw.replace_csr_subject && kind != CeremonyKind::SignIntermediate {
+        return Err(ConfigError::invalid(
+            path,
+            "certificate.replace_csr_subject",
+            format!("a {} ceremony signs no CSR: remove replace_csr_subject", kind.name()),
+        ));
+    }
+    let input = PlanInput::of(InputBase::CeremonyDir, raw.template, &template_bytes);
+    let spec = CertificateSpec { template_path, template, not_before, replace_csr_subject: raw.replace_csr_subject };
+    Ok((spec, input))
 }
 
 fn revocation_spec(r: RawRevocation, path: &Path) -> Result<RevocationSpec, ConfigError> {
@@ -983,7 +1048,7 @@ fn check_file_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
         return Err(format!("{name:?} must be a plain file name; the environment file says which directory"));
     }
-    Ok(())
+    check_listable(name)
 }
 
 fn key_spec(raw: RawKey, field: &str, path: &Path) -> Result<KeySpec, ConfigError> {
@@ -1187,6 +1252,40 @@ mod tests {
         std::fs::write(&path, edit(text).replace("../templates/root-ca.toml", &template.display().to_string()))
             .expect("write");
         Plan::load(&path)
+    }
+
+    #[test]
+    fn replace_csr_subject_belongs_to_a_signing_plan() {
+        let load = |plan: &str, template: &str, edit: &dyn Fn(String) -> String| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let text = std::fs::read_to_string(repo(plan)).expect("plan");
+            let t = std::fs::read_to_string(repo(template)).expect("template");
+            let name = Path::new(template).file_name().expect("name").to_string_lossy().into_owned();
+            std::fs::write(dir.path().join(&name), edit(t)).expect("write");
+            let text = text.replace(&format!("../{template}"), &name);
+            let path = dir.path().join("plan.toml");
+            std::fs::write(&path, text.replace("replace_csr_subject = false", "replace_csr_subject = true"))
+                .expect("write");
+            Plan::load(&path)
+        };
+        let same = |t: String| t;
+        let plan = load("ceremonies/sign-intermediate.toml", "templates/intermediate-ca.toml", &same).expect("plan");
+        assert!(plan.certificate.as_ref().is_some_and(|c| c.replace_csr_subject));
+        // A root signs no CSR.
+        let err = load_edited(|t| t.replace("[certificate]\n", "[certificate]\nreplace_csr_subject = true\n"))
+            .expect_err("root");
+        assert!(err.to_string().contains("a root-init ceremony signs no CSR"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_inputs_are_the_ceremony_file_then_its_template_as_written() {
+        let plan = load_edited(|t| t).expect("plan");
+        let names: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["plan.toml", repo("templates/root-ca.toml").to_str().expect("utf8")]);
+        assert_eq!(plan.inputs[0].sha256, crate::words::sha256_hex(plan.text.as_bytes()));
+        let err =
+            load_edited(|t| t.replace("../templates/root-ca.toml", "..\\templates\\root-ca.toml")).expect_err("bs");
+        assert!(err.to_string().contains("backslash"), "{err}");
     }
 
     #[test]
