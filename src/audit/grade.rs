@@ -56,3 +56,58 @@ pub(crate) fn rehearsal_reasons(entries: &[Entry]) -> Result<Vec<RehearsalReason
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry::{FORMAT_VERSION, GENESIS_PREV};
+    use crate::audit::Outcome;
+
+    fn entry(seq: u64, ceremony: &str, grade: Option<Value>) -> Entry {
+        let mut details = serde_json::Map::new();
+        if let Some(g) = grade {
+            details.insert(REHEARSAL_GRADE.into(), g);
+        }
+        Entry {
+            v: FORMAT_VERSION,
+            seq,
+            ts: "2025-01-01T00:00:00Z".into(),
+            ceremony_id: ceremony.into(),
+            step: "s".into(),
+            role: None,
+            actor: None,
+            event: "e".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            result: Outcome::Ok,
+            details,
+            prev: GENESIS_PREV.into(),
+        }
+    }
+
+    #[test]
+    fn reasons_are_grouped_by_ceremony_and_an_empty_list_is_no_reason() {
+        let entries = [
+            entry(0, "root", Some(serde_json::json!(["answers file", "echo"]))),
+            entry(1, "root", None),
+            entry(2, "root", Some(serde_json::json!(["echo"]))),
+            entry(3, "crl", Some(serde_json::json!([]))),
+            entry(4, "crl", Some(serde_json::json!(["echo"]))),
+        ];
+        let reasons = rehearsal_reasons(&entries).expect("well formed");
+        let flat: Vec<(&str, &str, &[u64])> =
+            reasons.iter().map(|r| (r.ceremony_id.as_str(), r.reason.as_str(), r.seqs.as_slice())).collect();
+        assert_eq!(flat, [("root", "answers file", &[0][..]), ("root", "echo", &[0, 2]), ("crl", "echo", &[4])]);
+        assert!(rehearsal_reasons(&[entry(0, "real", Some(serde_json::json!([])))]).expect("ok").is_empty());
+    }
+
+    #[test]
+    fn a_malformed_list_names_its_entry() {
+        for bad in [serde_json::json!("echo"), serde_json::json!([1]), serde_json::json!([" "])] {
+            let entries = [entry(0, "root", None), entry(1, "root", Some(bad))];
+            let (index, reason) = rehearsal_reasons(&entries).expect_err("malformed");
+            assert_eq!(index, 1);
+            assert!(reason.contains(REHEARSAL_GRADE), "{reason}");
+        }
+    }
+}
