@@ -133,6 +133,17 @@ impl Custody {
     fn token_objects(&self, token: &str) -> String {
         stdout(&self.hsm.pkcs11_tool(&["--token-label", token, "--login", "--pin", PIN, "--list-objects"]))
     }
+
+    /// Token "root"'s objects as the security officer sees them, logged in
+    /// with the SO PIN the token was made with (an SO login needs a
+    /// read-write session).
+    fn so_objects(&self, extra: &[&str]) -> Output {
+        let mut args =
+            vec!["--token-label", "root", "--login", "--login-type", "so", "--so-pin", SO_PIN, "--session-rw"];
+        args.push("--list-objects");
+        args.extend_from_slice(extra);
+        self.hsm.pkcs11_tool(&args)
+    }
 }
 
 fn assert_ok(o: &Output) {
@@ -190,17 +201,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     let started = log_text.lines().find(|l| l.contains("\"event\":\"ceremony-started\"")).expect("started");
     assert!(started.contains("\"security_officer_custody\":\"split 2 of 3 among the custodian role"), "{started}");
     assert!(log_text.contains("\"purpose\":\"token security officer PIN\""), "the SO PIN's card set is logged");
-    let old_so = c.hsm.pkcs11_tool(&[
-        "--token-label",
-        "root",
-        "--login",
-        "--login-type",
-        "so",
-        "--so-pin",
-        SO_PIN,
-        "--session-rw",
-        "--list-objects",
-    ]);
+    let old_so = c.so_objects(&[]);
     assert!(!old_so.status.success(), "the old SO PIN must no longer log in: {}", stdout(&old_so));
     assert!(stderr(&old_so).contains("CKR_PIN_INCORRECT"), "{}", stderr(&old_so));
     for custodian in CUSTODIANS {
@@ -420,23 +421,11 @@ fn a_backup_that_dies_holding_its_trusted_key_leaves_no_key_on_the_token() {
     // The trusted key existed on the token when keyrite died; as a session
     // object it died with it. Listed by another tool, as the SO and as the
     // user (the SO PIN is still the old one: the split comes later).
-    let so = c.hsm.pkcs11_tool(&[
-        "--token-label",
-        "root",
-        "--login",
-        "--login-type",
-        "so",
-        "--so-pin",
-        SO_PIN,
-        "--session-rw",
-        "--list-objects",
-        "--type",
-        "secrkey",
-    ]);
+    let so = c.so_objects(&["--type", "secrkey"]);
     assert!(so.status.success(), "{}", stderr(&so));
     let user = c.token_objects("root");
+    assert!(user.contains("root-r1"), "the root key itself is there: {user}");
     for listing in [stdout(&so), user] {
         assert!(!listing.contains("keyrite-kek-") && !listing.contains("Secret Key Object"), "{listing}");
     }
-    assert!(c.token_objects("root").contains("root-r1"), "the root key itself is there");
 }
