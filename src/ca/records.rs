@@ -17,7 +17,7 @@
 //! chain and checkpoints are the audit verifier's job, which every ceremony
 //! runs before it continues the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -27,8 +27,8 @@ use der::{Decode, Tag, Tagged};
 use time::OffsetDateTime;
 
 use super::{
-    crl_files, normalize_hex, serial_hex, signed_by, CaDir, CaError, CertStatus, RevocationReason, CRLS_DIR,
-    EVENT_CERTIFICATE_REVOKED, EVENT_CERTIFICATE_SIGNED, EVENT_CRL_SIGNED,
+    crl_files, normalize_hex, serial_hex, signed_by, CaDir, CaError, CertStatus, IssuedRecord, RevocationReason,
+    CRLS_DIR, EVENT_CERTIFICATE_REVOKED, EVENT_CERTIFICATE_SIGNED, EVENT_CRL_SIGNED,
 };
 use crate::files::FileError;
 
@@ -186,14 +186,10 @@ impl CaDir {
     }
 
     pub(super) fn check_revocations_with(&self, log: &LogRecords, at: OffsetDateTime) -> Result<Vec<String>, CaError> {
-        let state = &self.state.certificates;
-        let not_after = |serial: &str| {
-            state
-                .iter()
-                .find(|c| c.serial == serial)
-                .map(|c| c.not_after)
-                .or_else(|| log.not_after.get(serial).copied())
-        };
+        let state: HashMap<&str, &IssuedRecord> =
+            self.state.certificates.iter().map(|c| (c.serial.as_str(), c)).collect();
+        let not_after =
+            |serial: &str| state.get(serial).map(|c| c.not_after).or_else(|| log.not_after.get(serial).copied());
         let last = last_crl(&self.dir, &self.root_der)?;
         // An expired certificate's entry may leave the CRL (RFC 5280 §3.3);
         // one whose expiry nothing records stays.
@@ -205,7 +201,7 @@ impl CaDir {
                 anchor: format!("{}: {} at {}", r.anchor, r.reason, rfc3339(r.time)),
                 problem,
             };
-            let Some(c) = state.iter().find(|c| c.serial == r.serial) else {
+            let Some(c) = state.get(r.serial.as_str()) else {
                 return Err(lost("does not list the certificate at all".into()));
             };
             match (c.status, c.reason, c.revoked_at) {
@@ -222,8 +218,9 @@ impl CaDir {
         }
         let mut notes = Vec::new();
         if log.present {
-            for c in state.iter().filter(|c| c.status == CertStatus::Revoked) {
-                if !log.revocations.iter().any(|r| r.serial == c.serial) {
+            let logged: HashSet<&str> = log.revocations.iter().map(|r| r.serial.as_str()).collect();
+            for c in self.state.certificates.iter().filter(|c| c.status == CertStatus::Revoked) {
+                if !logged.contains(c.serial.as_str()) {
                     notes.push(format!(
                         "serial {} is revoked in state.json but the audit log has no certificate-revoked entry for it (a revoke ceremony stopped after saving the state); its next CRL lists it",
                         c.serial
