@@ -951,14 +951,14 @@ impl Plan {
     /// plans that back nothing up.
     pub fn security_officer_custody(&self) -> Option<String> {
         let backup = self.backup.as_ref().filter(|_| self.kind == CeremonyKind::RootInit)?;
-        Some(match (&backup.keep_so_pin, self.activation.as_ref().filter(|a| a.so_pin)) {
-            (Some(why), _) => format!("kept whole, not split among custodians: {why}"),
-            (None, Some(a)) => format!(
-                "split {} of {} among the {} role at the activate-token step",
-                a.threshold, a.shares, a.custodian_role
-            ),
-            (None, None) => "split among the custodians at the activate-token step".into(),
-        })
+        if let Some(why) = &backup.keep_so_pin {
+            return Some(format!("kept whole, not split among custodians: {why}"));
+        }
+        let a = self.activation.as_ref().filter(|a| a.so_pin)?;
+        Some(format!(
+            "split {} of {} among the {} role at the activate-token step",
+            a.threshold, a.shares, a.custodian_role
+        ))
     }
 
     /// The plan at a glance, as (label, value) rows: shown on screen at the
