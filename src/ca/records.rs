@@ -22,8 +22,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use der::asn1::AnyRef;
-use der::{Decode, Tag, Tagged};
+use der::Decode;
 use time::OffsetDateTime;
 
 use super::{
@@ -163,14 +162,12 @@ fn last_crl(dir: &Path, root_der: &[u8]) -> Result<Vec<AnchoredRevocation>, CaEr
 
 /// The entry's reasonCode; its absence means `unspecified` (RFC 5280 §5.3.1).
 fn entry_reason(entry: &x509_cert::crl::RevokedCert) -> Option<RevocationReason> {
+    use x509_cert::ext::pkix::CrlReason;
     let ext =
         entry.crl_entry_extensions.iter().flatten().find(|x| x.extn_id == const_oid::db::rfc5280::ID_CE_CRL_REASONS);
     let Some(ext) = ext else { return Some(RevocationReason::Unspecified) };
-    let any = AnyRef::from_der(ext.extn_value.as_bytes()).ok()?;
-    match (any.tag(), any.value()) {
-        (Tag::Enumerated, [code]) => RevocationReason::from_code(*code),
-        _ => None,
-    }
+    let code = CrlReason::from_der(ext.extn_value.as_bytes()).ok()? as u32;
+    RevocationReason::from_code(u8::try_from(code).ok()?)
 }
 
 impl CaDir {
