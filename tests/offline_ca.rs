@@ -153,6 +153,16 @@ impl Ca {
         assert!(list(&self.path(out)).is_empty(), "{out}: no response bundle");
     }
 
+    /// Runs a CA ceremony (`plan`, no request bundle) into the fresh
+    /// directory `out`.
+    fn ceremony(&self, plan: &str, out: &str) -> Output {
+        std::fs::create_dir(self.path(out)).expect("out");
+        let (env, answers) = (format!("{out}-env.toml"), format!("{out}-answers.toml"));
+        self.env(&env, out, out);
+        self.answers(&answers, plan, &[], &[]);
+        self.keyrite(&["ceremony", "run", plan, "--env", &env, "--answers", &answers, "--allow-network"], &[])
+    }
+
     fn ca_state(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.path("ca/state.json")).expect("state")).expect("json")
     }
@@ -616,4 +626,33 @@ fn a_csr_subject_that_differs_from_the_template_is_refused_unless_the_plan_accep
     let int = c.path("accepted/response/intermediate.pem");
     let text = stdout(&openssl(&["x509", "-in", p(&int), "-noout", "-subject"]));
     assert!(text.contains("CN = keyrite Example Issuing CA E1 (constrained)"), "{text}");
+}
+
+#[test]
+fn a_state_json_put_back_from_before_a_revocation_stops_the_crl_ceremony_with_nothing_signed() {
+    let c = Ca::new();
+    c.request_bundle("usb", &ec_csr(c.work.path(), "int"));
+    assert_ok(&c.sign("usb", "signed", None));
+    let serial = c.issued_serials().pop().expect("the intermediate's serial");
+    let kept_aside = std::fs::read(c.path("ca/state.json")).expect("state before the revocation");
+
+    // The intermediate is revoked, and CRL 1 lists it.
+    let plan = c.path("ceremonies/revoke.toml");
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    std::fs::write(&plan, text.replace("serial = \"00\"", &format!("serial = \"{serial}\""))).expect("write");
+    assert_ok(&c.ceremony("ceremonies/revoke.toml", "revoked"));
+
+    // Someone puts the old state.json back, then runs the CRL ceremony.
+    std::fs::write(c.path("ca/state.json"), &kept_aside).expect("put the old state back");
+    let log_before = std::fs::read(c.path("ca/audit.jsonl")).expect("CA log");
+    let o = c.ceremony("ceremonies/crl.toml", "crl-after");
+    assert_fails_with(&o, &format!("serial {serial} was revoked"));
+    assert!(stderr(&o).contains("state.json") && stderr(&o).contains("shows it valid"), "{}", stderr(&o));
+    assert!(list(&c.path("crl-after")).is_empty(), "no CRL bundle");
+    assert_eq!(list(&c.path("ca/crls")), vec!["crl-1.der"], "no CRL signed");
+    assert_eq!(std::fs::read(c.path("ca/audit.jsonl")).expect("log"), log_before, "the CA log is untouched");
+
+    // `ca verify` says the same.
+    let v = keyrite().args(["ca", "verify"]).arg(c.path("ca")).output().expect("ca verify");
+    assert_fails_with(&v, &format!("serial {serial} was revoked"));
 }

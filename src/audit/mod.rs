@@ -19,6 +19,7 @@
 pub mod canonical;
 pub mod checkpoint;
 pub mod entry;
+pub mod grade;
 pub mod merkle;
 mod verify;
 
@@ -32,6 +33,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 pub use entry::{Artifact, Entry, Event, Outcome};
+pub use grade::{RehearsalReason, REHEARSAL_GRADE};
 pub use verify::{verify, VerifyOptions, VerifyReport};
 
 use crate::files::{self, FileError};

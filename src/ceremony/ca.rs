@@ -6,9 +6,10 @@
 //! touched: [`read_request`] checks the request bundle (manifest, hashes, no
 //! extra or escaping files), the CSR (strict encoding, proof of possession,
 //! key quality, nothing asked beyond the template) and its subject against
-//! the template's; [`preflight`] the serial to revoke and that the outputs
-//! are absent. A bad bundle therefore leaves nothing signed and nothing
-//! written.
+//! the template's; [`preflight`] the serial to revoke, that `state.json`
+//! still holds every revocation the CA's audit log and last CRL record, and
+//! that the outputs are absent. A bad bundle therefore leaves nothing signed
+//! and nothing written.
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,10 @@ pub fn preflight(plan: &Plan, env: &Environment, request: Option<Request>) -> Re
         ),
     })?;
     let ca = CaDir::open(dir)?;
+    // A state.json put back from an older copy would let the next CRL drop
+    // a revocation; it is refused here, before the CA's log is touched, and
+    // again by `issue_crl` itself before anything is signed.
+    ca.check_revocations(time::OffsetDateTime::now_utc())?;
     let mut state = State { request, ..State::default() };
     if let Some(r) = &plan.revocation {
         match ca.certificates().iter().find(|c| c.serial == r.serial) {
@@ -288,7 +293,7 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
 
     let warnings: Vec<String> = issued.findings.iter().map(|f| f.to_string()).collect();
     s.log.append(
-        s.event(step, "certificate-signed")
+        s.event(step, ca::EVENT_CERTIFICATE_SIGNED)
             .input(Artifact { name: "csr.pem".into(), sha256: csr_sha })
             .input(Artifact::of("csr.der", &csr_der))
             .output(Artifact::of("intermediate.der", &issued.der))
@@ -330,13 +335,9 @@ fn revoke(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resu
     };
     let record = ca_dir(step, s)?.revoke(&spec.serial, spec.reason, time)?;
     faults::point("revoke:after-record");
-    s.log.append(
-        s.event(step, "certificate-revoked")
-            .detail("serial", spec.serial.as_str())
-            .detail("subject", record.subject.as_str())
-            .detail("reason", spec.reason.name())
-            .detail("revocation_time", rfc3339(time)),
-    )?;
+    let mut event = ca::certificate_revoked_event(&record);
+    event.step = step.id.clone();
+    s.log.append(event.role(step.role.as_str()).actor(s.actor_of(&step.role)))?;
     operator.say(&format!("Revoked serial {} ({}), reason {}.", spec.serial, record.subject, spec.reason.name()));
     Ok(())
 }

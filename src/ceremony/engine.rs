@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::aids::{self, Aid};
 use super::{activation, airgap, ca, custody, inputs, root, CeremonyError, Operator, RunOptions};
-use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome};
+use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome, REHEARSAL_GRADE};
 use crate::config::{Backend, CeremonyKind, Environment, Plan, PlanDigest, SecretSource, Step, StepKind};
 use crate::files;
 use crate::hsm::keystore::{KeyStore, StoreFacts};
@@ -90,7 +91,13 @@ pub fn run(
         .detail("store", serde_json::to_value(s.store.facts()).unwrap_or_default())
         .detail("network_interfaces_up", preflight.interfaces_up.clone())
         .detail("network_allowed", options.allow_network)
-        .detail("operator_interactive", operator.is_interactive());
+        .detail("operator_interactive", operator.is_interactive())
+        .detail("grade", plan.grade.name())
+        .detail(REHEARSAL_GRADE, aids::reasons(&preflight.aids));
+    let started = match plan.security_officer_custody() {
+        Some(custody) => started.detail("security_officer_custody", custody),
+        None => started,
+    };
     s.log.append(started)?;
     // Who opened the token with their activation cards: recorded first, as
     // the login itself happened in the preflight.
@@ -187,6 +194,8 @@ impl Session<'_> {
 
 /// What the preflight established; nothing has been written yet.
 struct Preflight {
+    /// The rehearsal aids this run uses (none, for a real plan).
+    aids: Vec<Aid>,
     output_dir: PathBuf,
     store: KeyStore,
     user_pin: Option<Secret>,
@@ -212,6 +221,8 @@ fn preflight(
     operator: &mut dyn Operator,
     options: &RunOptions,
 ) -> Result<Preflight, CeremonyError> {
+    let aids = aids::in_use(env, operator, options);
+    aids::refuse_for_real(plan, &aids)?;
     let out = &env.output_dir;
     if !out.is_dir() {
         return Err(CeremonyError::Step {
@@ -276,7 +287,7 @@ fn preflight(
             user_pin = Some(pin);
             store
         }
-        Backend::Soft { .. } if plan.activation.is_some() => {
+        Backend::Soft { .. } if plan.activation.as_ref().is_some_and(|a| a.user_pin) => {
             return Err(CeremonyError::Step {
                 step: 0,
                 message: "[activation] splits a PKCS#11 token's PINs among custodians; the software key store has no PIN: run this ceremony on a token, or remove [activation]".into(),
@@ -369,6 +380,7 @@ fn preflight(
         }
     }
     Ok(Preflight {
+        aids,
         output_dir: out.clone(),
         store,
         user_pin,
@@ -465,9 +477,13 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
             // The login happened in the preflight, so that a wrong PIN stopped
             // the ceremony before anything was written; this records it.
             let facts = s.store.facts();
-            s.log.append(
-                s.event(step, "token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default()),
-            )?;
+            let opened =
+                s.event(step, "token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default());
+            let opened = match facts {
+                StoreFacts::Soft { .. } => opened.detail(REHEARSAL_GRADE, aids::reasons(&[Aid::SoftwareKeyStore])),
+                StoreFacts::Pkcs11(_) => opened,
+            };
+            s.log.append(opened)?;
             Ok(())
         }
         StepKind::GenerateAuditKey => {
@@ -587,6 +603,11 @@ pub fn witness_read_back(
         ReadBackCheck::Confirmed { bits } | ReadBackCheck::TooShort { bits } => bits,
         ReadBackCheck::Mismatch => 0,
     };
+    let aid = match (read.echoed, operator.is_interactive()) {
+        (true, _) => Some(Aid::EchoedReadBacks),
+        (false, false) => Some(Aid::AnswersFile),
+        (false, true) => None,
+    };
     let event = Event::new(&step.id, if matched { "witness-confirmed" } else { "deviation" })
         .role(witness.as_str())
         .actor(s.actor_of(&witness))
@@ -611,6 +632,10 @@ pub fn witness_read_back(
                 (false, true) => "answers file, echoing the screen (rehearsal: not a real comparison)",
             },
         );
+    let event = match aid {
+        Some(aid) => event.detail(REHEARSAL_GRADE, aids::reasons(&[aid])),
+        None => event,
+    };
     s.log.append(event)?;
     match check {
         ReadBackCheck::Confirmed { .. } => Ok(()),

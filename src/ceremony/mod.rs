@@ -7,6 +7,7 @@
 //! One file per ceremony kind, written top-down in the order things happen.
 
 pub mod activation;
+pub mod aids;
 pub mod airgap;
 pub mod ca;
 pub mod custody;
@@ -58,6 +59,8 @@ pub enum CeremonyError {
     Csr(#[from] crate::transfer::csr::CsrError),
     #[error("network interfaces are up: {interfaces}. A ceremony runs air-gapped: take them down (or unplug), or pass --allow-network for a rehearsal")]
     NetworkUp { interfaces: String },
+    #[error("{plan}: this plan declares grade = \"real\", and this run uses rehearsal aids it refuses: {aids}. A real ceremony is answered by the people in the room at a terminal, on an air-gapped laptop, with its keys in an HSM, and its witnesses read values back from paper. Nothing was written; run without them, or rehearse with a plan that does not say grade = \"real\"")]
+    RehearsalAids { plan: PathBuf, aids: String },
     #[error(
         "step {step} ({title}): the {role} declined: {question}. The ceremony stopped; nothing further was signed"
     )]

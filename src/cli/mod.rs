@@ -394,6 +394,9 @@ enum AuditCommand {
         /// Accept a log whose ceremony is still open (no closing checkpoint)
         #[arg(long)]
         allow_open: bool,
+        /// Fail (exit 1) when the log records rehearsal aids (answers file, --allow-network, software key store, echoed read-backs)
+        #[arg(long)]
+        require_real: bool,
     },
 }
 
@@ -530,7 +533,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("audit log        {}", done.audit_log.display());
         }
-        Command::Audit(AuditCommand::Verify { log, audit_keys, checkpoint, allow_open }) => {
+        Command::Audit(AuditCommand::Verify { log, audit_keys, checkpoint, allow_open, require_real }) => {
             let expected_checkpoint = match checkpoint {
                 Some(path) => {
                     Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
@@ -557,6 +560,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(size) = report.matched_expected_checkpoint {
                 println!("the paper checkpoint matches the log's checkpoint over {size} entries");
+            }
+            if report.rehearsal_grade.is_empty() {
+                println!("grade        no rehearsal aids recorded");
+            } else {
+                println!("grade        REHEARSAL-GRADE: evidence of a rehearsal, not of a real ceremony, because:");
+                for r in &report.rehearsal_grade {
+                    let seqs = r.seqs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+                    println!("  {}: {} (seq {seqs})", r.ceremony_id, r.reason);
+                }
+                if require_real {
+                    eprintln!(
+                        "keyrite: error: {}: the log is rehearsal-grade and --require-real was given",
+                        log.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
         Command::Shares(SharesCommand::Verify { log, card }) => {
