@@ -20,6 +20,7 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod entry;
+pub mod grade;
 pub mod merkle;
 mod verify;
 
@@ -29,6 +30,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use entry::{Artifact, Entry, Event, Outcome};
+pub use grade::{RehearsalReason, REHEARSAL_GRADE};
 pub use verify::{verify, VerifyOptions, VerifyReport};
 
 use crate::files::{self, FileError};

@@ -60,6 +60,9 @@ pub struct VerifyReport {
     pub closed: bool,
     /// The size of the checkpoint that matched `expected_checkpoint`.
     pub matched_expected_checkpoint: Option<u64>,
+    /// The rehearsal aids the log records (see [`super::grade`]); empty when
+    /// it records none. Any reason makes the log rehearsal-grade.
+    pub rehearsal_grade: Vec<super::RehearsalReason>,
 }
 
 /// Verifies the audit log at `path` offline. See the module documentation
@@ -211,6 +214,12 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
         None => total,
     };
     let prev = hashes.last().cloned().unwrap_or_else(|| GENESIS_PREV.to_string());
+    let rehearsal_grade = super::grade::rehearsal_reasons(&entries).map_err(|(i, reason)| AuditError::Invalid {
+        path: p(),
+        line: i as u64 + 1,
+        seq: i as u64,
+        reason,
+    })?;
     Ok(Scan {
         report: VerifyReport {
             entries: total,
@@ -221,6 +230,7 @@ pub(crate) fn scan(path: &Path, bytes: &[u8], options: &VerifyOptions) -> Result
             uncovered_entries: uncovered,
             closed,
             matched_expected_checkpoint: matched,
+            rehearsal_grade,
         },
         tree,
         prev,

@@ -327,7 +327,7 @@ fn backup_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
             s.custody.kek = Some(kek);
             (
                 wrapped.to_file_bytes(),
-                "CKM_AES_KEY_WRAP_PAD under a trusted KEK from the token's RNG, destroyed on the token after",
+                "CKM_AES_KEY_WRAP_PAD under a trusted KEK from the token's RNG, a session object destroyed on the token after",
             )
         }
         KeyStore::Soft { .. } => {
@@ -341,13 +341,16 @@ fn backup_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
         }
     };
     files::write_new(&blob_path, &bytes, Mode::Public)?;
-    s.log.append(
-        s.event(step, "key-backed-up")
-            .output(Artifact::of(display_name(&blob_path), &bytes))
-            .detail("label", key.label.as_str())
-            .detail("method", how)
-            .detail("kek_bits", 256),
-    )?;
+    let event = s
+        .event(step, "key-backed-up")
+        .output(Artifact::of(display_name(&blob_path), &bytes))
+        .detail("label", key.label.as_str())
+        .detail("method", how)
+        .detail("kek_bits", 256);
+    s.log.append(match s.plan.security_officer_custody() {
+        Some(custody) => event.detail("security_officer_custody", custody),
+        None => event,
+    })?;
     operator.say(&format!(
         "Root key wrapped for backup: {}\n  SHA-256 {}",
         blob_path.display(),

@@ -17,6 +17,7 @@
 pub mod acme;
 pub mod answers;
 pub mod ceremony;
+pub mod digest;
 pub mod environment;
 pub mod issuer;
 pub mod rate_limits;
@@ -29,6 +30,7 @@ pub use ceremony::{
     BackupSpec, CeremonyKind, CertificateSpec, CrlSpec, IntermediateSpec, KeySpec, Plan, RestoreSpec, RevocationSpec,
     Role, Step, StepKind,
 };
+pub use digest::{InputBase, PlanDigest, PlanInput};
 pub use environment::{Backend, Environment, SecretSource};
 
 /// Errors reading or validating configuration. Every message names the file
