@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use acme_support::*;
 use keyrite::acme;
-use keyrite::config::acme::{AcmeServeConfig as ServerConfig, TlsSettings, ValidationSettings};
+use keyrite::config::acme::{AcmeServeConfig, TlsSettings, ValidationSettings};
 use keyrite::profile::San;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -24,11 +24,11 @@ use time::OffsetDateTime;
 
 // ------------------------------------------------------------------ helpers
 
-/// Like `acme_support::start`, with the `ServerConfig` adjusted by `tweak`.
-async fn start_cfg(http01_port: u16, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+/// Like `acme_support::start`, with the configuration adjusted by `tweak`.
+async fn start_cfg(http01_port: u16, tweak: impl FnOnce(&mut AcmeServeConfig)) -> Harness {
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(
+    let mut config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.path().join("acme.sqlite"),
         TlsSettings::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))], lifetime: None },
@@ -585,7 +585,7 @@ async fn provided_tls_files_are_presented_exactly() {
     assert_eq!(label, "PRIVATE KEY", "openssl writes PKCS#8");
 
     let mut pki = Pki::new();
-    let config = ServerConfig::new(
+    let config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         d.join("acme.sqlite"),
         TlsSettings::Provided { chain_der: chain_der.clone(), key_pkcs8_der: zeroize::Zeroizing::new(key_der) },
