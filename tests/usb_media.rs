@@ -76,6 +76,19 @@ impl Medium {
     fn detach(&mut self) {
         let _ = Command::new("sync").status();
         run(Command::new("fusermount").arg("-u").arg(&self.mount));
+        // fusermount returns once the mount is gone, but the FUSE daemon
+        // writes its last sectors (and clears FAT's dirty bit) as it exits:
+        // wait for it, as a person waits for the stick's light to stop.
+        let image = self.loop_dev.clone().unwrap_or_else(|| p(&self.image).to_string());
+        let gone = (0..200).any(|_| {
+            let running = Command::new("pgrep").arg("-f").arg(&image).output().map(|o| o.status.success());
+            if matches!(running, Ok(false)) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        });
+        assert!(gone, "the FUSE daemon for {image} did not exit within 10 s of unmounting");
         if let Some(dev) = self.loop_dev.take() {
             run(Command::new("losetup").arg("-d").arg(dev));
         }
