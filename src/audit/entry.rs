@@ -16,6 +16,9 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const EVENT_KEY_ANNOUNCED: &str = "audit-key-announced";
 pub const EVENT_CHECKPOINT: &str = "checkpoint";
 pub const EVENT_CEREMONY_CLOSED: &str = "ceremony-closed";
+/// A ceremony stopped on a failure; its abort checkpoint follows when its
+/// audit key existed.
+pub const EVENT_CEREMONY_ABORTED: &str = "ceremony-aborted";
 
 /// Substrings of `details` keys that suggest a secret. Matching is by
 /// case-insensitive substring, so it errs towards refusing (`"spin"`

@@ -12,8 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use super::operator::same_words;
-use super::{activation, airgap, ca, custody, root, CeremonyError, Operator, RunOptions};
-use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome};
+use super::{activation, airgap, ca, continuity, custody, root, CeremonyError, Operator, RunOptions};
+use crate::audit::anchor::AnchorKind;
+use crate::audit::{self, Artifact, AuditLog, Checkpoint, Event, Outcome};
 use crate::config::{Backend, CeremonyKind, Environment, Plan, SecretSource, Step, StepKind};
 use crate::files;
 use crate::hsm::keystore::{KeyStore, StoreFacts};
@@ -55,18 +56,20 @@ pub fn run(
     operator: &mut dyn Operator,
     options: &RunOptions,
 ) -> Result<Finished, CeremonyError> {
-    let preflight = preflight(plan, env, operator, options)?;
+    let mut preflight = preflight(plan, env, operator, options)?;
     show_plan(plan, &preflight, operator);
-    let log = match (&plan.outputs.audit_log, preflight.ca.dir.as_ref()) {
-        (Some(name), _) => AuditLog::create(&preflight.output(name), &plan.id)?,
-        // The offline CA keeps one log across its ceremonies: verified, then
-        // continued, so CRL numbers and issued serials have one history.
-        (None, Some(dir)) if dir.audit_log_path().exists() => AuditLog::open_append(dir.audit_log_path(), &plan.id)?,
-        (None, Some(dir)) => AuditLog::create(dir.audit_log_path(), &plan.id)?,
-        (None, None) => {
-            return Err(CeremonyError::Step { step: 0, message: "the plan names no audit log".into() });
+    let (log, continued) = match preflight.log.take() {
+        Some(LogPlan::Create(path)) => (AuditLog::create(&path, &plan.id)?, None),
+        Some(LogPlan::Continue(c)) => {
+            let c = *c;
+            let event = c.event();
+            (c.log, Some((event, c.succession)))
         }
+        None => return Err(CeremonyError::Step { step: 0, message: "the plan names no audit log".into() }),
     };
+    // Before the first entry: the store records where the log stands as this
+    // ceremony starts, so an interruption can be told from lines added later.
+    let anchor_records = continuity::record_start(&preflight.store, &log)?;
     let mut s = Session {
         plan,
         log,
@@ -89,7 +92,8 @@ pub fn run(
         .detail("store", serde_json::to_value(s.store.facts()).unwrap_or_default())
         .detail("network_interfaces_up", preflight.interfaces_up.clone())
         .detail("network_allowed", options.allow_network)
-        .detail("operator_interactive", operator.is_interactive());
+        .detail("operator_interactive", operator.is_interactive())
+        .detail("anchor_records", anchor_records);
     let started = match &plan.certificate {
         Some(c) => {
             started.input(Artifact { name: display_name(&c.template_path), sha256: c.template_fingerprint.hex.clone() })
@@ -103,6 +107,17 @@ pub fn run(
     for activated in &preflight.activated {
         s.log.append(activated.event())?;
     }
+    // What vouched for the logs this ceremony relies on, and for the one it
+    // continues.
+    for event in std::mem::take(&mut preflight.checked) {
+        s.log.append(event)?;
+    }
+    if let Some((event, succession)) = continued {
+        s.log.append(event)?;
+        if let Some(succession) = succession {
+            s.log.record_succession(&succession)?;
+        }
+    }
 
     for step in &plan.steps {
         operator.say(&format!("\n== Step {} of {}: {} ==", step.number, plan.steps.len(), step.title));
@@ -114,9 +129,27 @@ pub fn run(
                 .role(step.role.as_str())
                 .result(Outcome::Failed)
                 .detail("error", e.to_string());
-            // The failure itself is evidence: record it, then stop. If even
-            // that fails, the original error is the one to report.
+            // The failure itself is evidence: record it, sign it with an
+            // abort checkpoint (so the log ends as a closed one does and the
+            // next ceremony can continue it), then stop. If any of that
+            // fails, the original error is the one to report.
             let _ = s.log.append(aborted);
+            match abort_checkpoint(&mut s) {
+                Ok(Some((cp, key))) => {
+                    print_checkpoint(
+                        operator,
+                        "ABORT audit checkpoint: the ceremony stopped; copy this into the paper log with the reason",
+                        &cp,
+                    );
+                    if let Err(e2) = continuity::record_end(&s.store, &s.log, AnchorKind::Aborted, &cp, &key) {
+                        operator.say(&format!("WARNING: the key store did not record the abort checkpoint: {e2}"));
+                    }
+                }
+                Ok(None) => operator.say(
+                    "The ceremony stopped before its audit key existed: the log ends with the abort entry, unsigned.",
+                ),
+                Err(e2) => operator.say(&format!("WARNING: the abort checkpoint could not be signed: {e2}")),
+            }
             return Err(e);
         }
     }
@@ -188,6 +221,13 @@ impl Session<'_> {
     }
 }
 
+/// The log a ceremony writes: a new file, or the CA's log, checked and
+/// opened for appending.
+enum LogPlan {
+    Create(PathBuf),
+    Continue(Box<continuity::Continued>),
+}
+
 /// What the preflight established; nothing has been written yet.
 struct Preflight {
     output_dir: PathBuf,
@@ -200,12 +240,9 @@ struct Preflight {
     ca: ca::State,
     /// Tokens opened with custodians' activation cards, for the log.
     activated: Vec<activation::Activated>,
-}
-
-impl Preflight {
-    fn output(&self, name: &str) -> PathBuf {
-        self.output_dir.join(name)
-    }
+    /// How the logs this ceremony reads were checked, for the log.
+    checked: Vec<Event>,
+    log: Option<LogPlan>,
 }
 
 /// Checks everything that can fail before a file is written or a key made.
@@ -231,11 +268,26 @@ fn preflight(
         return Err(CeremonyError::NetworkUp { interfaces: interfaces_up.join(", ") });
     }
 
-    // Inputs of a restore are read and checked before any PIN is asked for.
+    // Inputs of a restore are read and checked before any PIN is asked for;
+    // the log of the ceremony that issued the shares against the paper.
+    let mut checked = Vec::new();
     let restore_inputs = match &plan.restore {
-        Some(spec) => Some(custody::read_restore_inputs(spec, &env.input_dir)?),
+        Some(spec) => {
+            let paper = continuity::ask_paper(
+                plan,
+                operator,
+                continuity::SOURCE_PAPER_PROMPT,
+                &format!("final checkpoint of {} (the ceremony that issued the shares)", spec.ceremony_log),
+            )?;
+            let (inputs, event) = custody::read_restore_inputs(spec, &env.input_dir, &paper)?;
+            checked.push(event);
+            Some(inputs)
+        }
         None => None,
     };
+    // Logs of root ceremonies whose custodians' cards open the store: each
+    // is checked against the store once it is open.
+    let mut card_logs: Vec<PathBuf> = Vec::new();
 
     // Only the root ceremony wraps a key for backup; a reshare hands out
     // new shares of the key-encryption key it recombines.
@@ -251,6 +303,7 @@ fn preflight(
                 SecretSource::Shares(log) => {
                     let (pin, who) = activation::pin_from_cards(log, activation::Which::User, operator)?;
                     activated.push(who);
+                    card_logs.push(log.clone());
                     pin
                 }
                 other => {
@@ -266,6 +319,7 @@ fn preflight(
                     SecretSource::Shares(log) => {
                         let (pin, who) = activation::pin_from_cards(log, activation::Which::So, operator)?;
                         activated.push(who);
+                        card_logs.push(log.clone());
                         pin
                     }
                     other => resolve_secret(
@@ -292,6 +346,7 @@ fn preflight(
                 // backup cards rebuild the KEK that seals the store.
                 let (kek, who) = activation::secret_from_cards(log, activation::Which::StoreSealingKey, operator)?;
                 activated.push(who);
+                card_logs.push(log.clone());
                 SealingKey::Raw(kek)
             } else if let Some(source) = sealing_key {
                 SealingKey::Raw(raw_sealing_key(&resolve_secret(
@@ -374,6 +429,32 @@ fn preflight(
             });
         }
     }
+    // The root log the cards came from: pinned by the audit key on the
+    // store they opened, and by the store's records of it.
+    card_logs.dedup();
+    for log in &card_logs {
+        checked.push(continuity::check_with_store(plan, &store, log)?);
+    }
+    // The log this ceremony writes: a new one must not take the name of a
+    // log the store knows; the CA's log is continued only as far as the
+    // paper and the store vouch for it.
+    let log = match (&plan.outputs.audit_log, ca_state.dir.as_ref()) {
+        (Some(name), _) => {
+            let path = out.join(name);
+            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id))?;
+            Some(LogPlan::Create(path))
+        }
+        // The offline CA keeps one log across its ceremonies: verified, then
+        // continued, so CRL numbers and issued serials have one history.
+        (None, Some(dir)) if dir.audit_log_path().exists() => {
+            Some(LogPlan::Continue(Box::new(continuity::continue_log(plan, &store, dir.audit_log_path(), operator)?)))
+        }
+        (None, Some(dir)) => {
+            continuity::check_new_log(&store, dir.audit_log_path(), &audit::origin_for(&plan.id))?;
+            Some(LogPlan::Create(dir.audit_log_path().to_path_buf()))
+        }
+        (None, None) => None,
+    };
     Ok(Preflight {
         output_dir: out.clone(),
         store,
@@ -384,6 +465,8 @@ fn preflight(
         custody,
         ca: ca_state,
         activated,
+        checked,
+        log,
     })
 }
 
@@ -487,7 +570,7 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
             Ok(())
         }
         StepKind::Checkpoint => {
-            let cp = checkpoint(s)?;
+            let (cp, _) = checkpoint(s)?;
             print_checkpoint(operator, "Audit checkpoint", &cp);
             Ok(())
         }
@@ -519,6 +602,12 @@ fn use_audit_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) 
     let fp = Fingerprint::sha256(&spki);
     if !s.log.audit_keys().iter().any(|k| k.spki_der == spki) {
         s.log.announce_key(&spec.label, &spki, sig)?;
+    }
+    // The custodians' quorum key the root ceremony left on this store: the
+    // CA's log trusts it from here on, covered by this key's checkpoints, so
+    // a restore can name a successor if this token is lost.
+    if let Some(quorum) = continuity::quorum_key(&s.store)? {
+        s.log.announce_quorum_key(&quorum)?;
     }
     s.log.append(
         s.event(step, "audit-key-in-use")
@@ -609,11 +698,30 @@ pub fn witness_read_back(
 }
 
 /// Signs a checkpoint with the audit key (found afresh: a backup may have
-/// logged the token out and back in since it was made).
-pub fn checkpoint(s: &mut Session<'_>) -> Result<Checkpoint, CeremonyError> {
-    let label = s.plan.audit_key.label.clone();
-    let key = s.store.find(&label, Some(s.plan.audit_key.signature))?;
-    Ok(s.log.checkpoint(key.signer.as_ref(), &label)?)
+/// logged the token out and back in since it was made), under the name the
+/// log announced it by. Returns the checkpoint and the key's SHA-256.
+pub fn checkpoint(s: &mut Session<'_>) -> Result<(Checkpoint, String), CeremonyError> {
+    let spec = &s.plan.audit_key;
+    let key = s.store.find(&spec.label, Some(spec.signature))?;
+    let spki = key.signer.spki_der();
+    let name = s.log.audit_keys().iter().find(|k| k.spki_der == spki).map_or(spec.label.clone(), |k| k.name.clone());
+    let cp = s.log.checkpoint(key.signer.as_ref(), &name)?;
+    Ok((cp, crate::words::sha256_hex(spki)))
+}
+
+/// After a failure: signs the log with the audit key if it exists yet
+/// (announcing it first if this log has not), so an aborted ceremony ends
+/// with a checkpoint like a closed one. `None` before the key exists.
+fn abort_checkpoint(s: &mut Session<'_>) -> Result<Option<(Checkpoint, String)>, CeremonyError> {
+    let spec = s.plan.audit_key.clone();
+    let (spki, sig) = match s.store.find(&spec.label, Some(spec.signature)) {
+        Ok(key) => (key.signer.spki_der().to_vec(), key.signer.signature_algorithm()),
+        Err(_) => return Ok(None),
+    };
+    if !s.log.audit_keys().iter().any(|k| k.spki_der == spki) {
+        s.log.announce_key(&spec.label, &spki, sig)?;
+    }
+    checkpoint(s).map(Some)
 }
 
 fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
@@ -630,8 +738,12 @@ fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resul
         }
     }
     s.log.append(closed)?;
-    let cp = checkpoint(s)?;
+    let (cp, key) = checkpoint(s)?;
     print_checkpoint(operator, "FINAL audit checkpoint: copy this into the paper log and sign it", &cp);
+    // The store's record of the end comes after the log's: a crash between
+    // the two leaves the log ahead of the store, which the paper covers.
+    let kept = continuity::record_end(&s.store, &s.log, AnchorKind::Closed, &cp, &key)?;
+    operator.say(&format!("Final checkpoint recorded in the key store ({kept})."));
     s.final_checkpoint = Some(cp);
     Ok(())
 }

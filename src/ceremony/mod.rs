@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod airgap;
 pub mod ca;
+pub mod continuity;
 pub mod custody;
 pub mod engine;
 pub mod operator;
@@ -73,4 +74,6 @@ pub enum CeremonyError {
     Input { what: String, detail: String },
     #[error("step {step}: {message}")]
     Step { step: usize, message: String },
+    #[error("{log}: {message}")]
+    Continuity { log: PathBuf, message: String },
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{engine, CeremonyError, RunOptions, ScriptedOperator};
+use super::{continuity, engine, CeremonyError, RunOptions, ScriptedOperator};
 use crate::audit::{self, VerifyOptions};
 use crate::config::{Answers, Backend, Environment, Plan, SecretSource};
 use crate::files::{self, Mode};
@@ -224,8 +224,12 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         source: None,
     };
     let answers = Answers::from_toml_str(RESTORE_ANSWERS, &restore_answers_path)?;
-    let mut operator =
-        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
+    // The restore reads the root ceremony's log; its final checkpoint, which
+    // a witness would type from the paper log, the rehearsal knows itself.
+    let mut operator = ScriptedOperator::new(answers, transcript)
+        .with_custodian_media(media.clone())
+        .echoing_read_backs()
+        .with_rehearsal_paper(continuity::SOURCE_PAPER_PROMPT, &root.final_checkpoint.fingerprint.words);
     let restored = engine::run(&restore_plan, &env, &mut operator, &RunOptions { allow_network: true })?;
     let report = verify_log(&restored.audit_log, &restored.final_checkpoint.note_text)?;
     let mut transcript = operator.into_output();
@@ -328,7 +332,7 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     let answers = Answers::from_toml_str(SIGN_ANSWERS, &sign_answers_path)?;
     let mut operator =
         ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
-    engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
+    let signed = engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
 
     let installed = {
@@ -342,8 +346,12 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     files::create_dir(&crl_out, Mode::Public)?;
     let crl_plan = Plan::load(&crl_path)?;
     let answers = Answers::from_toml_str(CRL_ANSWERS, &crl_answers_path)?;
-    let mut operator =
-        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
+    // The CRL ceremony continues the CA's log: the anchor is the
+    // sign-intermediate ceremony's final checkpoint, passed in memory.
+    let mut operator = ScriptedOperator::new(answers, transcript)
+        .with_custodian_media(media.clone())
+        .echoing_read_backs()
+        .with_rehearsal_paper(continuity::PAPER_PROMPT, &signed.final_checkpoint.fingerprint.words);
     let crl = engine::run(&crl_plan, &ca_env(&crl_out), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
     verify_log(&ca_dir.join("audit.jsonl"), &crl.final_checkpoint.note_text)?;
@@ -506,9 +514,9 @@ fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, Cere
     Ok(audit::verify(
         path,
         &VerifyOptions {
-            pinned_audit_keys: Vec::new(),
+            paper_checkpoints: vec![final_note.to_string()],
             expect_closed: true,
-            expected_checkpoint: Some(final_note.to_string()),
+            ..VerifyOptions::default()
         },
     )?)
 }
