@@ -416,10 +416,12 @@ impl<'o> Verifier<'o> {
         !self.pins.is_empty() || !self.paper.is_empty() || !self.anchors.is_empty()
     }
 
-    /// Whether nothing pins and the caller asked for that: every announced
-    /// key is then taken at its word, as before pins existed.
+    /// Whether nothing pins: every announced key is then taken at its word
+    /// while the file's own consistency is checked, and the end says that
+    /// nothing was established beyond it ([`AuditError::NotPinned`] unless
+    /// the caller asked for an unpinned check).
     fn trust_all(&self) -> bool {
-        self.options.unpinned && !self.pinned()
+        !self.pinned()
     }
 
     /// Whether a paper value or store record may still vouch for a

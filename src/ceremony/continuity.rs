@@ -320,7 +320,7 @@ pub fn check_with_store(plan: &Plan, store: &KeyStore, path: &Path) -> Result<Ev
         .input(Artifact { name: super::engine::display_name(path), sha256: bytes_sha256 })
         .detail("origin", origin)
         .detail("entries", report.entries)
-        .detail("pinned_by", format!("audit key {:?} on this key store (SHA-256 {key_sha256})", plan.audit_key.label))
+        .detail("anchored_by", format!("audit key {:?} on this key store (SHA-256 {key_sha256})", plan.audit_key.label))
         .detail("store_records", records.len() as u64))
 }
 
@@ -330,7 +330,7 @@ pub fn paper_checked_event(path: &Path, report: &VerifyReport, paper: &PaperAnsw
         .input(Artifact { name: super::engine::display_name(path), sha256: file_sha256(path)? })
         .detail("origin", report.origin.clone().unwrap_or_default())
         .detail("entries", report.entries)
-        .detail("pinned_by", "its final checkpoint, typed from the paper log")
+        .detail("anchored_by", "its final checkpoint, typed from the paper log")
         .detail("paper_checkpoint", paper.text.as_str())
         .detail("answered_by", paper.answered_by))
 }

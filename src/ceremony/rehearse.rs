@@ -93,8 +93,12 @@ pub struct Rehearsal {
     pub share_cards: Vec<String>,
     pub share_threshold: u8,
     pub backup_blob: String,
+    /// The note SHA-256 (hex) of the root log's final checkpoint: what the
+    /// paper log holds, and what `keyrite audit verify --checkpoint` takes.
+    pub audit_log_checkpoint: String,
     /// The restore ceremony's own log, and the token it restored into.
     pub restore_audit_log: String,
+    pub restore_audit_log_checkpoint: String,
     pub restore_token_label: String,
     /// The intermediate the offline root signed from a USB request and the
     /// intermediate host installed.
@@ -103,6 +107,9 @@ pub struct Rehearsal {
     pub root_crl: String,
     /// The offline CA's directory (index, CRL numbers, audit log).
     pub ca_dir: String,
+    /// The note SHA-256 (hex) of the CA log's last checkpoint (the CRL
+    /// ceremony's final one).
+    pub ca_audit_log_checkpoint: String,
     /// What `keyrite acme-serve` loads: the intermediate, its chain, its key.
     pub issuer_config: String,
     /// The certificate the rehearsal's own ACME client obtained from
@@ -368,6 +375,9 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         token_label,
         root_cert: absolute(root.certificate_pem.as_deref().ok_or_else(|| missing("certificate"))?),
         audit_log: absolute(&root.audit_log),
+        audit_log_checkpoint: root.final_checkpoint.fingerprint.hex.clone(),
+        restore_audit_log_checkpoint: restored.final_checkpoint.fingerprint.hex.clone(),
+        ca_audit_log_checkpoint: crl.final_checkpoint.fingerprint.hex.clone(),
         share_cards: root.share_cards.iter().map(|p| absolute(p)).collect(),
         share_threshold: root.share_threshold.ok_or_else(|| missing("share set"))?,
         backup_blob: absolute(root.backup_blob.as_deref().ok_or_else(|| missing("backup"))?),

@@ -119,3 +119,13 @@ pub fn list(dir: &Path) -> Vec<String> {
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
+
+/// The note SHA-256 (hex) of the last final or abort checkpoint a ceremony
+/// printed: what the witnesses copy into the paper log, and what a later
+/// ceremony or `keyrite audit verify --checkpoint` is given back.
+pub fn paper_checkpoint(transcript: &str) -> String {
+    let at = transcript.rfind("audit checkpoint").expect("the ceremony printed a checkpoint");
+    let rest = &transcript[at..];
+    let note = rest.find("note SHA-256 ").expect("note SHA-256 printed") + "note SHA-256 ".len();
+    rest[note..].split_whitespace().next().expect("hex").to_string()
+}
