@@ -63,6 +63,10 @@ pub struct VerifyOptions {
     /// SHA-256 of audit keys' SPKI from the paper log's audit key box: hex
     /// (any case, colons allowed) or words, full or at least 128 bits.
     pub pinned_audit_keys: Vec<String>,
+    /// SHA-256 (hex) of audit keys trusted wherever they sign, without
+    /// being required to appear: the audit key of the key store whose
+    /// records anchor the log (a pin, by contrast, must be announced).
+    pub trusted_audit_keys: Vec<String>,
     /// Checkpoints from the paper log: the note copied whole, its body, or
     /// its note SHA-256 (words or hex) or tree root (hex), full or at least
     /// 128 bits. Each must be a checkpoint of the log.
@@ -96,8 +100,9 @@ pub enum Ending {
     /// "ceremony-aborted" with no checkpoint after it: the ceremony failed
     /// before it had an audit key, so its entries are not signed.
     AbortedUnsigned { ceremony: String, from_seq: u64 },
-    /// Entries after the last checkpoint without a closing one: a ceremony
-    /// still running, interrupted (a crash), or a tail that was cut.
+    /// Entries after the last ending checkpoint (from `from_seq`, where the
+    /// ceremony began) without a closing one: a ceremony still running,
+    /// interrupted (a crash), or a tail that was cut.
     Open { ceremony: String, from_seq: u64 },
 }
 
@@ -168,8 +173,11 @@ pub struct VerifyReport {
     /// aborted).
     pub closed: bool,
     pub ending: Ending,
-    /// The ceremonies of the entries after the last checkpoint, in order,
-    /// and whether the first of them is a "ceremony-started".
+    /// The size of the last checkpoint that ended a ceremony (closed or
+    /// aborted).
+    pub last_end_size: Option<u64>,
+    /// The ceremonies of the entries after the last ending checkpoint, in
+    /// order, and whether the first of them is a "ceremony-started".
     pub tail_ceremonies: Vec<String>,
     pub tail_starts_a_ceremony: bool,
     pub trust: Trust,
@@ -351,8 +359,9 @@ struct Verifier<'o> {
     last_cp_key: Option<String>,
     /// (event, ceremony id) of the last two entries.
     last_two: [Option<(String, String)>; 2],
-    /// Entries after the last checkpoint: from which seq, which ceremonies,
-    /// whether the first is "ceremony-started".
+    last_end_size: Option<u64>,
+    /// Entries after the last ending checkpoint: from which seq, which
+    /// ceremonies, whether the first is "ceremony-started".
     tail_from: u64,
     tail_ceremonies: Vec<String>,
     tail_starts: bool,
@@ -401,6 +410,7 @@ impl<'o> Verifier<'o> {
             last_cp: None,
             last_cp_key: None,
             last_two: [None, None],
+            last_end_size: None,
             tail_from: 0,
             tail_ceremonies: Vec::new(),
             tail_starts: false,
@@ -413,7 +423,10 @@ impl<'o> Verifier<'o> {
 
     /// Whether anything outside the file says what it should hold.
     fn pinned(&self) -> bool {
-        !self.pins.is_empty() || !self.paper.is_empty() || !self.anchors.is_empty()
+        !self.pins.is_empty()
+            || !self.paper.is_empty()
+            || !self.anchors.is_empty()
+            || !self.options.trusted_audit_keys.is_empty()
     }
 
     /// Whether nothing pins: every announced key is then taken at its word
@@ -470,7 +483,11 @@ impl<'o> Verifier<'o> {
             EVENT_SUCCESSION => self.succession(n, &entry)?,
             _ => {}
         }
-        if entry.event == EVENT_CHECKPOINT {
+        let ends = entry.event == EVENT_CHECKPOINT
+            && matches!(&self.last_two[1], Some((e, c))
+                if (e == EVENT_CEREMONY_CLOSED || e == EVENT_CEREMONY_ABORTED) && *c == entry.ceremony_id);
+        if ends {
+            self.last_end_size = Some(i);
             self.tail_from = i + 1;
             self.tail_ceremonies.clear();
             self.tail_starts = false;
@@ -563,7 +580,7 @@ impl<'o> Verifier<'o> {
                 pinned = true;
             }
         }
-        if pinned || self.trust_all() {
+        if pinned || self.trust_all() || self.options.trusted_audit_keys.contains(&key.fingerprint.hex) {
             self.trusted.insert(key.fingerprint.hex.clone());
         }
         self.keys.push(key);
@@ -826,6 +843,7 @@ impl<'o> Verifier<'o> {
             uncovered_entries: total - last_size,
             closed,
             ending,
+            last_end_size: self.last_end_size,
             tail_ceremonies: self.tail_ceremonies,
             tail_starts_a_ceremony: self.tail_starts,
             trust,

@@ -150,7 +150,9 @@ fn store_audit_key(store: &KeyStore, plan: &Plan) -> Result<String, CeremonyErro
 pub struct Continued {
     pub log: AuditLog,
     pub report: VerifyReport,
-    pub paper: PaperAnswer,
+    /// What the witness typed; `None` when the paper holds no checkpoint of
+    /// this log yet (see [`continue_log`]).
+    pub paper: Option<PaperAnswer>,
     pub records: Vec<AnchorRecord>,
     /// The audit key on this token (SHA-256).
     pub key_sha256: String,
@@ -172,8 +174,11 @@ impl Continued {
             .detail("last_checkpoint_size", last.map_or(0, |c| c.size))
             .detail("last_checkpoint_note_sha256", last.map_or(String::new(), |c| c.fingerprint.hex.clone()))
             .detail("ending", r.ending.describe())
-            .detail("paper_checkpoint", self.paper.text.as_str())
-            .detail("answered_by", self.paper.answered_by)
+            .detail(
+                "paper_checkpoint",
+                self.paper.as_ref().map_or("none: no ceremony of this log has ended yet", |p| p.text.as_str()),
+            )
+            .detail("answered_by", self.paper.as_ref().map_or("nobody (no paper checkpoint)", |p| p.answered_by))
             .detail("store_records", self.records.len() as u64)
             .detail(
                 "store_latest_record",
@@ -211,28 +216,38 @@ pub fn continue_log(
     };
     let records = records_of(store, &origin)?;
     let key_sha256 = store_audit_key(store, plan)?;
-    let paper = ask_paper(plan, operator, PAPER_PROMPT, "last checkpoint of the CA's audit log")?;
+    // The witness types the last checkpoint from the paper log, except when
+    // the store knows this log and knows no ceremony of it ever ended: then
+    // the paper holds no checkpoint of it yet, only the note of an
+    // interruption, and the audit key on this store (which made the
+    // records) is the pin.
+    let ended_before = records.iter().any(|r| r.kind != AnchorKind::Started);
+    let paper = if ended_before || records.is_empty() {
+        Some(ask_paper(plan, operator, PAPER_PROMPT, "last checkpoint of the CA's audit log")?)
+    } else {
+        None
+    };
     let options = VerifyOptions {
-        paper_checkpoints: vec![paper.text.clone()],
+        paper_checkpoints: paper.iter().map(|p| p.text.clone()).collect(),
+        trusted_audit_keys: if paper.is_none() { vec![key_sha256.clone()] } else { Vec::new() },
         anchors: records.clone(),
         ..VerifyOptions::default()
     };
     let (log, report) = AuditLog::open_append(path, &plan.id, &options)?;
-    let Some(last) = report.last_checkpoint.clone() else {
-        return Err(refused(path, "the log has no checkpoint; nothing signed vouches for it".into()));
-    };
 
-    // The witness must have typed the last checkpoint, not an older one.
-    let matched = report.trust.paper_matched.first().copied().unwrap_or_default();
-    if matched != last.size {
-        return Err(refused(
-            path,
-            format!(
-                "the paper checkpoint is the log's checkpoint over {matched} entries, but the log goes on to a later checkpoint over {} entries (ceremony {:?}): type the LAST checkpoint on the paper log; if the paper log has none this recent, stop: the log holds a ceremony the paper does not know",
-                last.size,
-                report.ceremonies.last().cloned().unwrap_or_default()
-            ),
-        ));
+    // The witness must have typed the checkpoint that ended the last
+    // ceremony (or a later one of an interrupted ceremony), not an older one.
+    if paper.is_some() {
+        let matched = report.trust.paper_matched.first().copied().unwrap_or_default();
+        let last_end = report.last_end_size.unwrap_or_default();
+        if matched < last_end {
+            return Err(refused(
+                path,
+                format!(
+                    "the paper checkpoint is the log's checkpoint over {matched} entries, but a later ceremony ended with a checkpoint over {last_end} entries: type the LAST checkpoint on the paper log; if the paper log has none this recent, stop: the log holds a ceremony the paper does not know"
+                ),
+            ));
+        }
     }
 
     // How the log ends: closed or aborted with a checkpoint, or a ceremony
@@ -243,7 +258,7 @@ pub fn continue_log(
             let started = records.iter().any(|r| {
                 r.kind == AnchorKind::Started && r.ceremony_id == *ceremony && r.size == *from_seq
             });
-            let ended = records.iter().any(|r| r.kind != AnchorKind::Started && r.ceremony_id == *ceremony);
+            let ended = records.iter().any(|r| r.kind != AnchorKind::Started && r.size > *from_seq);
             let one_ceremony = report.tail_ceremonies.len() == 1 && report.tail_starts_a_ceremony;
             if !(started && !ended && one_ceremony) {
                 return Err(refused(
@@ -271,7 +286,9 @@ pub fn continue_log(
     };
 
     // The token's audit key must be the one that signed, or succeed to it.
-    let signer = report.last_checkpoint_key.clone().unwrap_or_default();
+    // (A log whose only ceremony was interrupted before any checkpoint has
+    // no signer; the store's records and key vouch for its start.)
+    let signer = report.last_checkpoint_key.clone().unwrap_or_else(|| key_sha256.clone());
     let succession = if signer == key_sha256 {
         None
     } else {

@@ -362,9 +362,9 @@ impl PinArgs {
         Ok(VerifyOptions {
             pinned_audit_keys: self.audit_keys.clone(),
             paper_checkpoints: paper,
-            anchors: Vec::new(),
             expect_closed,
             unpinned: self.unpinned,
+            ..VerifyOptions::default()
         })
     }
 }
