@@ -23,6 +23,8 @@ const PLAN: &str = "ceremonies/root-init-activation.toml";
 struct Activation {
     hsm: SoftHsm,
     work: tempfile::TempDir,
+    /// The CA log's last checkpoint, as the paper log holds it.
+    paper: std::cell::RefCell<Option<String>>,
 }
 
 impl Activation {
@@ -34,7 +36,7 @@ impl Activation {
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
         std::fs::create_dir(work.path().join("out")).expect("out");
-        let c = Activation { hsm, work };
+        let c = Activation { hsm, work, paper: Default::default() };
         if so_pin {
             let text = std::fs::read_to_string(c.path(PLAN)).expect("plan");
             std::fs::write(c.path(PLAN), text.replace("# so_pin = true", "so_pin = true")).expect("plan");
@@ -115,10 +117,13 @@ impl Activation {
         let answers = format!("{out}-answers.toml");
         std::fs::write(
             self.path(&answers),
-            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n"),
+            format!(
+                "[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n{}",
+                self.paper.borrow().as_ref().map(|p| format!("audit-checkpoint = \"{p}\"\n")).unwrap_or_default()
+            ),
         )
         .expect("answers");
-        self.keyrite(&[
+        let o = self.keyrite(&[
             "ceremony",
             "run",
             "ceremonies/crl.toml",
@@ -127,7 +132,11 @@ impl Activation {
             "--answers",
             &answers,
             "--allow-network",
-        ])
+        ]);
+        if o.status.success() {
+            *self.paper.borrow_mut() = Some(paper_checkpoint(&stdout(&o)));
+        }
+        o
     }
 
     fn login(&self, args: &[&str]) -> Output {
@@ -162,7 +171,8 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
     let (c, o) = Activation::new(false);
     assert_ok(&o);
     let log = c.path("out/root-r1-audit.jsonl");
-    assert_ok(&c.keyrite(&["audit", "verify", log.to_str().expect("utf8")]));
+    let paper = paper_checkpoint(&stdout(&o));
+    assert_ok(&c.keyrite(&["audit", "verify", "--checkpoint", &paper, log.to_str().expect("utf8")]));
     let log_text = std::fs::read_to_string(&log).expect("log");
     for event in ["activation-card-handed-out", "activation-drill-passed", "token-pin-changed", "restore-drill-passed"]
     {
@@ -200,6 +210,8 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
             log.to_str().expect("utf8"),
             "--card",
             c.card(custodian, ".card.txt").to_str().expect("utf8"),
+            "--checkpoint",
+            &paper,
         ]);
         assert_ok(&v);
     }

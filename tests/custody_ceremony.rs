@@ -19,6 +19,9 @@ const CUSTODIANS: [&str; 3] = ["Alice Custodian", "Bob Custodian", "Carol Custod
 struct Custody {
     hsm: SoftHsm,
     work: tempfile::TempDir,
+    /// The final checkpoint of the log a restore reads (the root ceremony's,
+    /// or after a reshare the reshare's), as the paper log holds it.
+    source_paper: std::cell::RefCell<String>,
 }
 
 impl Custody {
@@ -29,7 +32,7 @@ impl Custody {
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
         std::fs::create_dir(work.path().join("out")).expect("out");
-        let c = Custody { hsm, work };
+        let c = Custody { hsm, work, source_paper: Default::default() };
         c.env("env.toml", "root", "out", "out");
         let plan = std::fs::read(c.path("ceremonies/root-init.toml")).expect("plan");
         let words = Fingerprint::sha256(&plan).first_words(3);
@@ -52,7 +55,12 @@ impl Custody {
             "--allow-network",
         ]);
         assert_ok(&o);
+        *c.source_paper.borrow_mut() = paper_checkpoint(&stdout(&o));
         c
+    }
+
+    fn paper(&self) -> String {
+        self.source_paper.borrow().clone()
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -98,7 +106,7 @@ impl Custody {
         let answers = format!("{token}-answers.toml");
         std::fs::write(
             self.path(&answers),
-            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n"),
+            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\nsource-log-checkpoint = \"{}\"\n", self.paper()),
         )
         .expect("answers");
         let env = format!("{token}.toml");
@@ -155,6 +163,8 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
             log.to_str().expect("utf8"),
             "--card",
             c.card(custodian).to_str().expect("utf8"),
+            "--checkpoint",
+            &c.paper(),
         ]);
         assert_ok(&v);
         assert!(stdout(&v).contains(&format!("held by {custodian}")), "{}", stdout(&v));
@@ -173,8 +183,16 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     let card = std::fs::read_to_string(c.card(CUSTODIANS[1])).expect("card");
     let bad = c.path("bad-card.txt");
     std::fs::write(&bad, swap_word(&card, 12)).expect("write");
-    let v =
-        c.keyrite(&["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", bad.to_str().expect("utf8")]);
+    let v = c.keyrite(&[
+        "shares",
+        "verify",
+        "--log",
+        log.to_str().expect("utf8"),
+        "--card",
+        bad.to_str().expect("utf8"),
+        "--checkpoint",
+        &c.paper(),
+    ]);
     assert!(!v.status.success());
     assert!(stderr(&v).contains("checksum"), "{}", stderr(&v));
 }
@@ -222,7 +240,8 @@ fn a_restore_from_two_shares_signs_an_intermediate_that_openssl_accepts_under_th
     let o = c.restore("restored", &[CUSTODIANS[2], CUSTODIANS[0]]);
     assert_ok(&o);
     let log = c.path("restore-restored/root-r1-restore-audit.jsonl");
-    assert_ok(&keyrite().args(["audit", "verify"]).arg(&log).output().expect("verify"));
+    let paper = paper_checkpoint(&stdout(&o));
+    assert_ok(&keyrite().args(["audit", "verify", "--checkpoint", &paper]).arg(&log).output().expect("verify"));
     assert!(std::fs::read_to_string(&log).expect("log").contains("\"event\":\"key-restored\""));
 
     // Sign an intermediate with the restored key, through the library's one
@@ -317,7 +336,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     let names = new.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     std::fs::write(
         c.path("reshare-answers.toml"),
-        format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [\"{}\", \"{}\"]\nnew-custodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n", CUSTODIANS[1], CUSTODIANS[0]),
+        format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [\"{}\", \"{}\"]\nnew-custodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\nsource-log-checkpoint = \"{}\"\n", CUSTODIANS[1], CUSTODIANS[0], c.paper()),
     )
     .expect("answers");
     let o = c.keyrite(&[
@@ -339,8 +358,18 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     );
 
     // A new card checks against the reshare's log; an old one is another set.
+    let reshare_paper = paper_checkpoint(&stdout(&o));
     let check = |card: &Path| {
-        c.keyrite(&["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")])
+        c.keyrite(&[
+            "shares",
+            "verify",
+            "--log",
+            log.to_str().expect("utf8"),
+            "--card",
+            card.to_str().expect("utf8"),
+            "--checkpoint",
+            &reshare_paper,
+        ])
     };
     assert_ok(&check(&c.card(new[3])));
     let old = check(&c.card(CUSTODIANS[2]));
@@ -349,6 +378,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     // A restore from three of the new custodians works; the inputs now name
     // the reshare's log, which holds the new set's commitments.
     std::fs::copy(&log, c.path("out/root-r1-reshare-audit.jsonl")).expect("copy log");
+    *c.source_paper.borrow_mut() = reshare_paper.clone();
     let restore = c.path("ceremonies/root-restore.toml");
     let text = std::fs::read_to_string(&restore).expect("restore plan");
     std::fs::write(
