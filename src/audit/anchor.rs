@@ -35,10 +35,13 @@ pub const QUORUM_LABEL: &str = "keyrite-audit-quorum-key";
 /// `CKA_LABEL` of the succession records.
 pub const SUCCESSION_LABEL: &str = "keyrite-audit-succession";
 
+/// The prefix of every log's anchor record label.
+pub const ANCHOR_LABEL_PREFIX: &str = "keyrite-audit-log-";
+
 /// The `CKA_LABEL` of a log's anchor records: the origin's SHA-256, so that a
 /// label stays short and free of characters a token might refuse.
 pub fn anchor_label(origin: &str) -> String {
-    format!("keyrite-audit-log-{}", &sha256_hex(origin.as_bytes())[..32])
+    format!("{ANCHOR_LABEL_PREFIX}{}", &sha256_hex(origin.as_bytes())[..32])
 }
 
 /// What a record marks.
@@ -86,6 +89,12 @@ pub struct AnchorRecord {
     pub key_sha256: Option<String>,
     /// When the record was made (UTC, to the second).
     pub ts: String,
+    /// For a CA directory's log: SHA-256 of the CA's root certificate, so a
+    /// store that holds the root key knows the CA has a log, whatever its
+    /// name (a CA directory rolled back to before its log existed cannot
+    /// start a new one unnoticed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_root_sha256: Option<String>,
 }
 
 /// The record format this code writes.
@@ -106,8 +115,8 @@ impl AnchorRecord {
             return Err(format!("format {:?} is not {ANCHOR_FORMAT:?}", record.format));
         }
         check_ceremony_id(&record.ceremony_id)?;
-        if !is_sha256_hex(&record.root) {
-            return Err("root is not 64 lowercase hex digits".into());
+        if !is_sha256_hex(&record.root) || record.ca_root_sha256.as_deref().is_some_and(|r| !is_sha256_hex(r)) {
+            return Err("root and ca_root_sha256 must be 64 lowercase hex digits".into());
         }
         let ends = record.kind != AnchorKind::Started;
         match (&record.note_sha256, &record.key_sha256) {
@@ -156,6 +165,7 @@ mod tests {
             note_sha256: Some("cd".repeat(32)),
             key_sha256: Some("ef".repeat(32)),
             ts: "2025-03-01T10:00:00Z".into(),
+            ca_root_sha256: None,
         }
     }
 

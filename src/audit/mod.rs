@@ -145,12 +145,14 @@ pub enum AuditError {
     PaperMismatch { path: PathBuf, reason: String },
     #[error("{path}: line {line} (seq {seq}): ceremony {ceremony:?} was aborted before it had an audit key, so its entries from seq {from_seq} are not covered by a checkpoint (the log records the abort; this is not a cut tail); compare with the paper log's note of the abort")]
     AbortedUnsigned { path: PathBuf, line: u64, seq: u64, ceremony: String, from_seq: u64 },
-    #[error("{path}: line {line} (seq {seq}): {reason}; trust comes from the paper log's audit key or checkpoint, the key store's records, or a custodian-authorised succession, never from a key the log announces for itself: treat the entries after seq {seq}'s last trusted checkpoint as forged")]
+    #[error("{path}: line {line} (seq {seq}): {reason}; trust comes from the paper log's audit key or checkpoint, the key store's records, or a custodian-authorised succession, never from a key the log announces for itself: treat those entries as forged until the paper log says otherwise")]
     Untrusted { path: PathBuf, line: u64, seq: u64, reason: String },
     #[error("{path}: entries seq {from_seq}..={to_seq} differ from the key store's record of this log: {reason}; the log was rewritten: restore it from a backup and compare it with the paper log")]
     Anchor { path: PathBuf, from_seq: u64, to_seq: u64, reason: String },
     #[error("{path}: {reason}: the log was cut back or restored from an older copy (the key store that holds the audit key remembers more); restore the newest copy of the log and compare it with the paper log")]
     AnchorAhead { path: PathBuf, entries: u64, reason: String },
+    #[error("the {what} {value:?} cannot be used: {reason}")]
+    PaperValue { what: &'static str, value: String, reason: String },
     #[error("{path}: {summary}, but nothing ties it to the paper record: no audit key pin (--audit-key-sha256, the paper's audit key box) and no paper checkpoint (--checkpoint) were given, so a log rewritten and re-signed under a fresh key would look the same; give a pin, or --unpinned to accept a check of the file's own consistency only")]
     NotPinned { path: PathBuf, summary: String },
 }

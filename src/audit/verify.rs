@@ -369,9 +369,10 @@ struct Verifier<'o> {
 
 impl<'o> Verifier<'o> {
     fn new(path: &Path, options: &'o VerifyOptions) -> Result<Self, AuditError> {
-        let bad_pin = |what: &str, value: &str, reason: String| AuditError::PaperMismatch {
-            path: path.to_path_buf(),
-            reason: format!("the {what} {:?} cannot be used: {reason}", value.trim()),
+        let bad_pin = |what: &'static str, value: &str, reason: String| AuditError::PaperValue {
+            what,
+            value: value.trim().to_string(),
+            reason,
         };
         let pins = options
             .pinned_audit_keys

@@ -84,19 +84,40 @@ pub fn records_of(store: &KeyStore, origin: &str) -> Result<Vec<AnchorRecord>, C
 }
 
 /// A new log must not take the name of one the store already holds
-/// records of: that log's file is missing, and starting afresh would hide
-/// everything it held.
-pub fn check_new_log(store: &KeyStore, path: &Path, origin: &str) -> Result<(), CeremonyError> {
-    let records = records_of(store, origin)?;
-    if let Some(last) = records.last() {
-        return Err(refused(
+/// records of, and a CA directory (`ca_root`: its root certificate's
+/// SHA-256) must not start a second log: that log's file is missing, and
+/// starting afresh would hide everything it held.
+pub fn check_new_log(store: &KeyStore, path: &Path, origin: &str, ca_root: Option<&str>) -> Result<(), CeremonyError> {
+    let missing = |last: &AnchorRecord, count: usize| {
+        refused(
             path,
             format!(
-                "this would start a new log {origin:?}, but the key store holds {} record(s) of a log of that name (the last: {}): that log's file is missing. Restore it (e.g. from `keyrite ca backup`) instead of starting a new one",
-                records.len(),
+                "this would start a new log {origin:?}, but the key store holds {count} record(s) of {} (the last: {}): that log's file is missing. Restore it (e.g. from `keyrite ca backup`) instead of starting a new one",
+                if last.origin == origin { "a log of that name".to_string() } else { format!("this CA's log {:?}", last.origin) },
                 last.describe()
             ),
-        ));
+        )
+    };
+    let records = records_of(store, origin)?;
+    if let Some(last) = records.last() {
+        return Err(missing(last, records.len()));
+    }
+    if let Some(root) = ca_root {
+        let mut of_this_ca: Vec<AnchorRecord> = Vec::new();
+        for (label, bytes) in store.labelled_records(None)? {
+            if !label.starts_with(anchor::ANCHOR_LABEL_PREFIX) {
+                continue;
+            }
+            if let Ok(r) = AnchorRecord::parse(&bytes) {
+                if r.ca_root_sha256.as_deref() == Some(root) {
+                    of_this_ca.push(r);
+                }
+            }
+        }
+        anchor::sort_records(&mut of_this_ca);
+        if let Some(last) = of_this_ca.last() {
+            return Err(missing(last, of_this_ca.len()));
+        }
     }
     Ok(())
 }
@@ -360,7 +381,7 @@ fn file_sha256(path: &Path) -> Result<String, CeremonyError> {
 /// Records in the store that a ceremony starts on `log` as it stands.
 /// A store that cannot keep records is tolerated only for a log it never
 /// kept records of; the returned text goes into "ceremony-started".
-pub fn record_start(store: &KeyStore, log: &AuditLog) -> Result<String, CeremonyError> {
+pub fn record_start(store: &KeyStore, log: &AuditLog, ca_root: Option<&str>) -> Result<String, CeremonyError> {
     let record = AnchorRecord {
         format: ANCHOR_FORMAT.into(),
         origin: log.origin().to_string(),
@@ -371,6 +392,7 @@ pub fn record_start(store: &KeyStore, log: &AuditLog) -> Result<String, Ceremony
         note_sha256: None,
         key_sha256: None,
         ts: now(),
+        ca_root_sha256: ca_root.map(str::to_string),
     };
     add(store, log, &record)
 }
@@ -382,6 +404,7 @@ pub fn record_end(
     kind: AnchorKind,
     cp: &Checkpoint,
     key_sha256: &str,
+    ca_root: Option<&str>,
 ) -> Result<String, CeremonyError> {
     let record = AnchorRecord {
         format: ANCHOR_FORMAT.into(),
@@ -393,6 +416,7 @@ pub fn record_end(
         note_sha256: Some(cp.fingerprint.hex.clone()),
         key_sha256: Some(key_sha256.to_string()),
         ts: now(),
+        ca_root_sha256: ca_root.map(str::to_string),
     };
     add(store, log, &record)
 }

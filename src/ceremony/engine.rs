@@ -69,7 +69,8 @@ pub fn run(
     };
     // Before the first entry: the store records where the log stands as this
     // ceremony starts, so an interruption can be told from lines added later.
-    let anchor_records = continuity::record_start(&preflight.store, &log)?;
+    let ca_root = preflight.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+    let anchor_records = continuity::record_start(&preflight.store, &log, ca_root.as_deref())?;
     let mut s = Session {
         plan,
         log,
@@ -141,7 +142,10 @@ pub fn run(
                         "ABORT audit checkpoint: the ceremony stopped; copy this into the paper log with the reason",
                         &cp,
                     );
-                    if let Err(e2) = continuity::record_end(&s.store, &s.log, AnchorKind::Aborted, &cp, &key) {
+                    let ca_root = s.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+                    if let Err(e2) =
+                        continuity::record_end(&s.store, &s.log, AnchorKind::Aborted, &cp, &key, ca_root.as_deref())
+                    {
                         operator.say(&format!("WARNING: the key store did not record the abort checkpoint: {e2}"));
                     }
                 }
@@ -441,7 +445,7 @@ fn preflight(
     let log = match (&plan.outputs.audit_log, ca_state.dir.as_ref()) {
         (Some(name), _) => {
             let path = out.join(name);
-            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id))?;
+            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id), None)?;
             Some(LogPlan::Create(path))
         }
         // The offline CA keeps one log across its ceremonies: verified, then
@@ -450,7 +454,12 @@ fn preflight(
             Some(LogPlan::Continue(Box::new(continuity::continue_log(plan, &store, dir.audit_log_path(), operator)?)))
         }
         (None, Some(dir)) => {
-            continuity::check_new_log(&store, dir.audit_log_path(), &audit::origin_for(&plan.id))?;
+            continuity::check_new_log(
+                &store,
+                dir.audit_log_path(),
+                &audit::origin_for(&plan.id),
+                Some(&dir.state().root_sha256),
+            )?;
             Some(LogPlan::Create(dir.audit_log_path().to_path_buf()))
         }
         (None, None) => None,
@@ -742,7 +751,8 @@ fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resul
     print_checkpoint(operator, "FINAL audit checkpoint: copy this into the paper log and sign it", &cp);
     // The store's record of the end comes after the log's: a crash between
     // the two leaves the log ahead of the store, which the paper covers.
-    let kept = continuity::record_end(&s.store, &s.log, AnchorKind::Closed, &cp, &key)?;
+    let ca_root = s.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+    let kept = continuity::record_end(&s.store, &s.log, AnchorKind::Closed, &cp, &key, ca_root.as_deref())?;
     operator.say(&format!("Final checkpoint recorded in the key store ({kept})."));
     s.final_checkpoint = Some(cp);
     Ok(())

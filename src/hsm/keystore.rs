@@ -191,6 +191,12 @@ impl KeyStore {
     /// [`crate::audit::anchor::APPLICATION`], or the software store's
     /// records file).
     pub fn records(&self, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
+        Ok(self.labelled_records(Some(label))?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every record the store keeps (or those labelled `label`), as
+    /// (label, value).
+    pub fn labelled_records(&self, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
         match self {
             KeyStore::Pkcs11 { token, .. } => token.data_objects(crate::audit::anchor::APPLICATION, label),
             KeyStore::Soft { store, .. } => store.records(label),

@@ -525,30 +525,34 @@ impl Token {
         &self.session
     }
 
-    /// The values of the public data objects (`CKO_DATA`) of `application`
-    /// labelled `label`, in the order the token lists them.
-    pub fn data_objects(&self, application: &str, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
-        let context = || format!("records {label:?} on token {:?}", self.facts.label);
-        let found = self
-            .session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Application(application.as_bytes().to_vec()),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])
-            .map_err(|e| call("C_FindObjects", e, context()))?;
-        let mut values = Vec::with_capacity(found.len());
+    /// The public data objects (`CKO_DATA`) of `application`, labelled
+    /// `label` (or any label), as (label, value), in the order the token
+    /// lists them.
+    pub fn data_objects(&self, application: &str, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
+        let context = || format!("records of {application:?} on token {:?}", self.facts.label);
+        let mut template =
+            vec![Attribute::Class(ObjectClass::DATA), Attribute::Application(application.as_bytes().to_vec())];
+        template.extend(label.map(|l| Attribute::Label(l.as_bytes().to_vec())));
+        let found = self.session.find_objects(&template).map_err(|e| call("C_FindObjects", e, context()))?;
+        let mut out = Vec::with_capacity(found.len());
         for handle in found {
             let attrs = self
                 .session
-                .get_attributes(handle, &[AttributeType::Value])
+                .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
                 .map_err(|e| call("C_GetAttributeValue", e, context()))?;
-            values.extend(attrs.into_iter().find_map(|a| match a {
-                Attribute::Value(v) => Some(v),
-                _ => None,
-            }));
+            let (mut l, mut v) = (None, None);
+            for a in attrs {
+                match a {
+                    Attribute::Label(x) => l = Some(String::from_utf8_lossy(&x).into_owned()),
+                    Attribute::Value(x) => v = Some(x),
+                    _ => {}
+                }
+            }
+            if let (Some(l), Some(v)) = (l, v) {
+                out.push((l, v));
+            }
         }
-        Ok(values)
+        Ok(out)
     }
 
     /// Creates a public data object that nobody can change (`CKA_MODIFIABLE`

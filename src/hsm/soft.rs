@@ -276,8 +276,9 @@ impl SoftStore {
         self.dir.join("records.jsonl")
     }
 
-    /// The values of the records labelled `label`, oldest first.
-    pub fn records(&self, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
+    /// The records labelled `label` (or all), as (label, value), oldest
+    /// first.
+    pub fn records(&self, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
         let path = self.records_path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -288,8 +289,8 @@ impl SoftStore {
         for (i, line) in text.lines().enumerate() {
             let record: StoreRecord = serde_json::from_str(line)
                 .map_err(|e| SoftError::Corrupt { path: path.clone(), what: format!("line {}: {e}", i + 1) })?;
-            if record.label == label {
-                out.push(record.value.into_bytes());
+            if label.is_none_or(|l| l == record.label) {
+                out.push((record.label, record.value.into_bytes()));
             }
         }
         Ok(out)
