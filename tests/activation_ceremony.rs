@@ -305,3 +305,20 @@ fn activation_is_refused_on_the_software_store() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("the software key store has no PIN"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_root_log_re_signed_under_another_key_does_not_open_the_token() {
+    let (c, o) = Activation::new(false);
+    assert_ok(&o);
+    // The insider rewrites the root ceremony's log under a key of their own,
+    // keeping the card commitments: the cards still check against it.
+    let fresh = keyrite::hsm::soft::SoftKey::generate("forger", keyrite::hsm::KeyAlgorithm::EcdsaP256).expect("key");
+    resign_log(&c.path("out/root-r1-audit.jsonl"), &fresh);
+    // Once the cards have opened the token, the log is checked against the
+    // token's record of the root ceremony (and the audit key on it): refused
+    // before anything is written.
+    let o = c.crl("crl-forged", &[CUSTODIANS[0], CUSTODIANS[2]]);
+    assert_fails_with(&o, "differ from the key store's record of this log");
+    assert!(list(&c.path("crl-forged")).is_empty(), "nothing written");
+    assert!(!c.path("ca/audit.jsonl").exists(), "no CA log started");
+}

@@ -400,3 +400,106 @@ fn swap_word(card: &str, n: usize) -> String {
     let replacement = if word == "academic" { "acid" } else { "academic" };
     format!("{}{}{}", &card[..at], replacement, &card[end..])
 }
+
+#[test]
+fn a_source_log_re_signed_under_another_key_is_refused_by_the_restore_and_by_shares_verify() {
+    let c = Custody::new();
+    let log = c.path("out/root-r1-audit.jsonl");
+    let card = c.card(CUSTODIANS[0]);
+    let verify_card = |pins: &[&str]| {
+        let mut args = vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
+        args.extend_from_slice(pins);
+        c.keyrite(&args)
+    };
+    // Without a pin, `shares verify` says what it could not establish.
+    assert_fails_with(&verify_card(&[]), "nothing ties it to the paper record");
+
+    // The insider rewrites the root ceremony's log under a key of their own,
+    // keeping the share commitments: consistent by itself, cards still match.
+    let fresh = keyrite::hsm::soft::SoftKey::generate("forger", keyrite::hsm::KeyAlgorithm::EcdsaP256).expect("key");
+    resign_log(&log, &fresh);
+    assert_ok(&verify_card(&["--unpinned"]));
+    assert_fails_with(&verify_card(&["--checkpoint", &c.paper()]), "no checkpoint in the log matches the paper log's");
+
+    // The restore's witness types the final checkpoint from the paper log:
+    // the forged log is refused before a PIN is asked for.
+    let o = c.restore("forged", &[CUSTODIANS[0], CUSTODIANS[2]]);
+    assert_fails_with(&o, "no checkpoint in the log matches the paper log's");
+    assert!(list(&c.path("restore-forged")).is_empty(), "nothing written");
+    assert!(!c.token_objects("forged").contains("root-r1\n"), "nothing restored");
+}
+
+#[test]
+fn after_a_restore_the_cas_log_trusts_the_new_audit_key_by_the_custodians_succession() {
+    let c = Custody::new();
+    assert_ok(&c.keyrite(&["ca", "init", "ca", "--root", "out/root-r1.pem"]));
+    // Runs the CRL ceremony on `token`, with the audit key labelled `label`,
+    // the witness typing `paper`; returns the run and its final checkpoint.
+    let crl = |token: &str, label: &str, paper: Option<&str>| -> (Output, Option<String>) {
+        let out = format!("crl-{token}");
+        std::fs::create_dir(c.path(&out)).expect("out");
+        std::fs::write(
+            c.path(&format!("{out}.toml")),
+            format!(
+                "output_dir = \"{out}\"\nca_dir = \"ca\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token}\"\npin = {{ env = \"KEYRITE_TEST_PIN\" }}\n",
+                c.hsm.module.display()
+            ),
+        )
+        .expect("env");
+        let plan = format!("ceremonies/crl-{token}.toml");
+        let text = std::fs::read_to_string(c.path("ceremonies/crl.toml")).expect("plan");
+        std::fs::write(c.path(&plan), text.replace("label = \"root-r1-audit\"", &format!("label = \"{label}\"")))
+            .expect("plan");
+        let words = Fingerprint::sha256(&std::fs::read(c.path(&plan)).expect("plan")).first_words(3);
+        let paper = paper.map(|p| format!("audit-checkpoint = \"{p}\"\n")).unwrap_or_default();
+        std::fs::write(
+            c.path(&format!("{out}-answers.toml")),
+            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\n\n[answers]\nplan-hash = \"{words}\"\n{paper}"),
+        )
+        .expect("answers");
+        let o = c.keyrite(&[
+            "ceremony",
+            "run",
+            &plan,
+            "--env",
+            &format!("{out}.toml"),
+            "--answers",
+            &format!("{out}-answers.toml"),
+            "--allow-network",
+        ]);
+        let printed = o.status.success().then(|| paper_checkpoint(&stdout(&o)));
+        (o, printed)
+    };
+    // The first CRL, on the root token, starts the CA's log with the root's
+    // audit key and the custodians' quorum key the root ceremony left there.
+    let (o, paper) = crl("root", "root-r1-audit", None);
+    assert_ok(&o);
+    let paper = paper.expect("paper");
+    let ca_log = std::fs::read_to_string(c.path("ca/audit.jsonl")).expect("CA log");
+    assert!(ca_log.contains("\"event\":\"audit-quorum-key-announced\""), "{ca_log}");
+    let old_key = {
+        let text = stdout(&o);
+        let at = text.find("in use. Public key SHA-256:\n").expect("audit key") + 28;
+        text[at..].split_whitespace().next().expect("hex").to_string()
+    };
+
+    // The root token is lost; the custodians restore the key into a fresh
+    // one, which makes a new audit key, and authorise it.
+    let o = c.restore("restored", &[CUSTODIANS[1], CUSTODIANS[2]]);
+    assert_ok(&o);
+    assert!(stdout(&o).contains("The custodians' quorum key authorised audit key"), "{}", stdout(&o));
+
+    // The next CRL, on the restored token, continues the CA's log: the new
+    // key is trusted through the succession the custodians signed.
+    let (o, last) = crl("restored", "root-r1-restore-audit", Some(&paper));
+    assert_ok(&o);
+    let last = last.expect("paper");
+    let v = keyrite()
+        .args(["audit", "verify", "--audit-key-sha256", &old_key, "--checkpoint", &last])
+        .arg(c.path("ca/audit.jsonl"))
+        .output()
+        .expect("verify");
+    assert_ok(&v);
+    assert!(stdout(&v).contains("succession   seq"), "{}", stdout(&v));
+    assert!(!stdout(&v).contains("NOT trusted"), "{}", stdout(&v));
+}
