@@ -201,6 +201,9 @@ pub struct AuditLog {
     tree: MerkleTree,
     keys: Vec<AnnouncedKey>,
     quorum_keys: Vec<QuorumKey>,
+    /// Whether each entry is fsynced before `append` returns (the default)
+    /// or only at checkpoints and [`AuditLog::sync`] (bulk export).
+    sync_each: bool,
     poisoned: bool,
 }
 
@@ -241,6 +244,7 @@ impl AuditLog {
             tree: MerkleTree::new(),
             keys: Vec::new(),
             quorum_keys: Vec::new(),
+            sync_each: true,
             poisoned: false,
         })
     }
@@ -277,9 +281,24 @@ impl AuditLog {
             tree: scan.tree,
             keys: scan.report.audit_keys.clone(),
             quorum_keys: scan.report.quorum_keys.clone(),
+            sync_each: true,
             poisoned: false,
         };
         Ok((log, scan.report))
+    }
+
+    /// For writing a whole log in bulk (an export of acme-serve's issuance
+    /// records, a benchmark): entries are no longer fsynced one by one, only
+    /// at each checkpoint and at [`Self::sync`]. A ceremony never uses this;
+    /// an export that fails is discarded and run again.
+    pub fn sync_at_checkpoints_only(mut self) -> Self {
+        self.sync_each = false;
+        self
+    }
+
+    /// Fsyncs what was written.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| FileError::io(&self.path, "fsync", e).into())
     }
 
     pub fn path(&self) -> &Path {
@@ -533,7 +552,12 @@ impl AuditLog {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        if let Err(e) = files::append_line(&mut self.file, &self.path, &bytes) {
+        let written = if self.sync_each || entry.event == EVENT_CHECKPOINT {
+            files::append_line(&mut self.file, &self.path, &bytes)
+        } else {
+            std::io::Write::write_all(&mut self.file, &bytes).map_err(|e| FileError::io(&self.path, "appending", e))
+        };
+        if let Err(e) = written {
             // Part of the line may be on disk: appending more would hide that.
             self.poisoned = true;
             return Err(e.into());
