@@ -43,8 +43,11 @@ impl Ca {
         let plan = "ceremonies/root-init-hsm-only.toml";
         c.answers("root-answers.toml", plan, &[("root-fingerprint", "(as shown)"), ("room-sealed", "true")], None);
         let answers = std::fs::read_to_string(c.path("root-answers.toml")).expect("answers");
-        std::fs::write(c.path("root-answers.toml"), answers.replace("\n\n[answers]", "\nsecurity-officer = [\"Sam Officer\"]\n\n[answers]"))
-            .expect("answers");
+        std::fs::write(
+            c.path("root-answers.toml"),
+            answers.replace("\n\n[answers]", "\nsecurity-officer = [\"Sam Officer\"]\n\n[answers]"),
+        )
+        .expect("answers");
         let o = c.run(plan, "root-env.toml", "root-answers.toml");
         assert_ok(&o);
         let root_pem = std::fs::read(c.path("root/root-r1.pem")).expect("root");
@@ -219,8 +222,7 @@ fn a_laundered_log_is_refused_before_the_token_signs_and_audit_verify_refuses_it
     let log = c.log();
     // The insider deletes the checkpoints, changes the intermediate's
     // subject in its certificate-signed entry, and re-chains seq and prev.
-    let mut forged: Vec<String> =
-        lines(&log).into_iter().filter(|l| !l.contains("\"event\":\"checkpoint\"")).collect();
+    let mut forged: Vec<String> = lines(&log).into_iter().filter(|l| !l.contains("\"event\":\"checkpoint\"")).collect();
     let signed = forged.iter().position(|l| l.contains("\"event\":\"certificate-signed\"")).expect("signed entry");
     forged[signed] = forged[signed].replace("Issuing CA", "Issuing CB");
     rechain(&mut forged);
@@ -343,7 +345,12 @@ fn a_forged_ceremony_under_a_fresh_key_after_the_paper_checkpoint_is_refused() {
         forger.checkpoint(&fresh, "forged-audit").expect("checkpoint");
     }
     let forged_paper = Fingerprint::sha256(
-        audit::verify(&log, &VerifyOptions::unpinned()).expect("consistent").last_checkpoint.expect("cp").note_text.as_bytes(),
+        audit::verify(&log, &VerifyOptions::unpinned())
+            .expect("consistent")
+            .last_checkpoint
+            .expect("cp")
+            .note_text
+            .as_bytes(),
     )
     .hex;
 

@@ -385,7 +385,13 @@ fn the_paper_checkpoint_is_matched_by_note_root_or_fingerprint() {
     let fx = build();
     let report = audit::verify(&fx.path, &closed()).expect("verifies");
     let fingerprint = report.last_checkpoint.expect("cp").fingerprint;
-    let colons = fingerprint.hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":");
+    let colons = fingerprint
+        .hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
     for paper in [
         fx.final_note.replace('\n', "\r\n"),
         fx.final_root.to_uppercase(),
@@ -395,11 +401,13 @@ fn the_paper_checkpoint_is_matched_by_note_root_or_fingerprint() {
         fingerprint.first_words(13),
         fingerprint.words.to_uppercase(),
     ] {
-        let options = VerifyOptions { paper_checkpoints: vec![paper.clone()], expect_closed: true, ..VerifyOptions::default() };
+        let options =
+            VerifyOptions { paper_checkpoints: vec![paper.clone()], expect_closed: true, ..VerifyOptions::default() };
         let report = audit::verify(&fx.path, &options).unwrap_or_else(|e| panic!("{paper}: {e}"));
         assert_eq!(report.trust.paper_matched, vec![TOTAL - 1], "{paper}");
     }
-    let options = VerifyOptions { paper_checkpoints: vec!["00".repeat(32)], expect_closed: true, ..VerifyOptions::default() };
+    let options =
+        VerifyOptions { paper_checkpoints: vec!["00".repeat(32)], expect_closed: true, ..VerifyOptions::default() };
     assert!(matches!(expect_err(&fx.path, &options), AuditError::PaperMismatch { .. }));
     // Twelve words are 120 bits: a forger could grind a checkpoint to match.
     let options = VerifyOptions { paper_checkpoints: vec![fingerprint.first_words(12)], ..VerifyOptions::default() };

@@ -407,7 +407,8 @@ fn a_source_log_re_signed_under_another_key_is_refused_by_the_restore_and_by_sha
     let log = c.path("out/root-r1-audit.jsonl");
     let card = c.card(CUSTODIANS[0]);
     let verify_card = |pins: &[&str]| {
-        let mut args = vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
+        let mut args =
+            vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
         args.extend_from_slice(pins);
         c.keyrite(&args)
     };

@@ -289,7 +289,11 @@ fn an_intermediate_is_signed_from_a_usb_request_then_revoked_and_the_crl_is_hono
     // One log for the CA's ceremonies, verified offline against the paper.
     let paper = c.paper.borrow().clone().expect("paper checkpoint");
     assert_ok(
-        &keyrite().args(["audit", "verify", "--checkpoint", &paper]).arg(c.path("ca/audit.jsonl")).output().expect("verify"),
+        &keyrite()
+            .args(["audit", "verify", "--checkpoint", &paper])
+            .arg(c.path("ca/audit.jsonl"))
+            .output()
+            .expect("verify"),
     );
     keyrite::ca::CaDir::verify(&c.path("ca")).expect("ca verify");
 }

@@ -165,8 +165,7 @@ impl Entry {
         if ["role", "actor"].iter().any(|k| value.get(*k).is_some_and(Value::is_null)) {
             return Err("the line's fields are not in the form keyrite writes (e.g. an explicit null)".into());
         }
-        let entry =
-            Entry::deserialize(&value).map_err(|e| format!("the line is not a keyrite audit entry: {e}"))?;
+        let entry = Entry::deserialize(&value).map_err(|e| format!("the line is not a keyrite audit entry: {e}"))?;
         entry.check_fields()?;
         Ok((entry, value))
     }

@@ -426,8 +426,7 @@ impl AuditLog {
             return Ok(None);
         }
         let spki = key.spki().map_err(|r| self.rejected(r))?;
-        let mut event =
-            Event::new(AUDIT_STEP, EVENT_QUORUM_KEY).output(Artifact::of("audit-quorum-public-key", &spki));
+        let mut event = Event::new(AUDIT_STEP, EVENT_QUORUM_KEY).output(Artifact::of("audit-quorum-public-key", &spki));
         event.details = key.to_details();
         let entry = self.entry_for(event);
         let info = self.write(&entry)?;
@@ -438,11 +437,8 @@ impl AuditLog {
     /// Records a succession statement; refused unless it verifies under a
     /// quorum key this log announced.
     pub fn record_succession(&mut self, succession: &Succession) -> Result<EntryInfo, AuditError> {
-        let quorum = self
-            .quorum_keys
-            .iter()
-            .find(|q| q.public_key_sha256 == succession.quorum_key_sha256)
-            .ok_or_else(|| {
+        let quorum =
+            self.quorum_keys.iter().find(|q| q.public_key_sha256 == succession.quorum_key_sha256).ok_or_else(|| {
                 self.rejected(format!(
                     "the succession is signed by quorum key {}, which this log has not announced",
                     succession.quorum_key_sha256

@@ -193,7 +193,8 @@ mod tests {
     #[test]
     fn hex_is_accepted_in_any_case_with_or_without_colons() {
         let fp = Fingerprint::sha256(b"audit key");
-        let colons: String = fp.hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join(":");
+        let colons: String =
+            fp.hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap_or("")).collect::<Vec<_>>().join(":");
         for text in [fp.hex.clone(), fp.hex.to_uppercase(), colons.to_uppercase(), fp.hex[..32].to_string()] {
             let d = PaperDigest::parse(&text).expect("parses");
             assert!(d.matches_hex(&fp.hex), "{text}");

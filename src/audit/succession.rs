@@ -162,7 +162,10 @@ impl Succession {
             return Err("the statement does not say what its fields say".into());
         }
         if quorum.public_key_sha256 != self.quorum_key_sha256 {
-            return Err(format!("it is signed for quorum key {}, not {}", self.quorum_key_sha256, quorum.public_key_sha256));
+            return Err(format!(
+                "it is signed for quorum key {}, not {}",
+                self.quorum_key_sha256, quorum.public_key_sha256
+            ));
         }
         let spki = quorum.spki()?;
         let raw = ed25519_raw(&spki)?;

@@ -94,16 +94,26 @@ impl VerifyOptions {
 pub enum Ending {
     Empty,
     /// "ceremony-closed" followed by the ceremony's final checkpoint.
-    Closed { ceremony: String },
+    Closed {
+        ceremony: String,
+    },
     /// "ceremony-aborted" followed by the ceremony's abort checkpoint.
-    Aborted { ceremony: String },
+    Aborted {
+        ceremony: String,
+    },
     /// "ceremony-aborted" with no checkpoint after it: the ceremony failed
     /// before it had an audit key, so its entries are not signed.
-    AbortedUnsigned { ceremony: String, from_seq: u64 },
+    AbortedUnsigned {
+        ceremony: String,
+        from_seq: u64,
+    },
     /// Entries after the last ending checkpoint (from `from_seq`, where the
     /// ceremony began) without a closing one: a ceremony still running,
     /// interrupted (a crash), or a tail that was cut.
-    Open { ceremony: String, from_seq: u64 },
+    Open {
+        ceremony: String,
+        from_seq: u64,
+    },
 }
 
 impl Ending {
@@ -209,8 +219,11 @@ pub fn origin_of(path: &Path) -> Result<Option<String>, AuditError> {
     match read_line(&mut reader, &mut line).map_err(|e| FileError::io(path, "reading audit log", e))? {
         LineRead::Eof => Ok(None),
         LineRead::Line | LineRead::Partial | LineRead::TooLong => {
-            let (entry, _) = Entry::parse_line(&line)
-                .map_err(|reason| AuditError::Malformed { path: path.to_path_buf(), line: 1, reason })?;
+            let (entry, _) = Entry::parse_line(&line).map_err(|reason| AuditError::Malformed {
+                path: path.to_path_buf(),
+                line: 1,
+                reason,
+            })?;
             Ok(Some(origin_for(&entry.ceremony_id)))
         }
     }
@@ -299,13 +312,13 @@ pub(crate) fn scan(
                     reason: format!("the line is longer than {MAX_LINE} bytes: this is not an audit log line"),
                 })
             }
-            LineRead::Partial => {
-                return Err(AuditError::Malformed {
-                    path: path.to_path_buf(),
-                    line: n + 1,
-                    reason: "the last line has no newline: the file was cut mid-line (a crash during a write, or a truncation)".into(),
-                })
-            }
+            LineRead::Partial => return Err(AuditError::Malformed {
+                path: path.to_path_buf(),
+                line: n + 1,
+                reason:
+                    "the last line has no newline: the file was cut mid-line (a crash during a write, or a truncation)"
+                        .into(),
+            }),
             LineRead::Line => {}
         }
         n += 1;
@@ -525,10 +538,7 @@ impl<'o> Verifier<'o> {
             return altered(1, "the first entry's prev is not 64 zeros".into());
         }
         let edited_line_before = |note: &str| {
-            altered(
-                n - 1,
-                format!("its SHA-256 is {} but line {n} recorded prev {}{note}", self.prev, entry.prev),
-            )
+            altered(n - 1, format!("its SHA-256 is {} but line {n} recorded prev {}{note}", self.prev, entry.prev))
         };
         if let Some(next) = next {
             let (next_entry, _) = match Entry::parse_line(next) {
@@ -559,7 +569,9 @@ impl<'o> Verifier<'o> {
                 Err(_) => altered(n, "its prev does not match line before it and its seal does not verify".into()),
             };
         }
-        edited_line_before(&format!("; or line {n} (the last line, which nothing after it protects) had its prev edited"))
+        edited_line_before(&format!(
+            "; or line {n} (the last line, which nothing after it protects) had its prev edited"
+        ))
     }
 
     fn announcement(&mut self, n: u64, entry: &Entry) -> Result<(), AuditError> {
@@ -589,8 +601,12 @@ impl<'o> Verifier<'o> {
     }
 
     fn quorum_key(&mut self, n: u64, entry: &Entry) -> Result<(), AuditError> {
-        let key = QuorumKey::from_entry(entry)
-            .map_err(|reason| AuditError::Invalid { path: self.p(), line: n, seq: entry.seq, reason })?;
+        let key = QuorumKey::from_entry(entry).map_err(|reason| AuditError::Invalid {
+            path: self.p(),
+            line: n,
+            seq: entry.seq,
+            reason,
+        })?;
         if self.trust_all() {
             self.trusted_quorum.insert(key.public_key_sha256.clone());
         }
@@ -604,11 +620,8 @@ impl<'o> Verifier<'o> {
     fn succession(&mut self, n: u64, entry: &Entry) -> Result<(), AuditError> {
         let invalid = |reason: String| AuditError::Invalid { path: self.p(), line: n, seq: entry.seq, reason };
         let succession = Succession::from_entry(entry).map_err(invalid)?;
-        let quorum = self
-            .quorum_keys
-            .iter()
-            .find(|q| q.public_key_sha256 == succession.quorum_key_sha256)
-            .ok_or_else(|| {
+        let quorum =
+            self.quorum_keys.iter().find(|q| q.public_key_sha256 == succession.quorum_key_sha256).ok_or_else(|| {
                 invalid(format!(
                     "the succession is signed by quorum key {}, which no earlier entry announced",
                     succession.quorum_key_sha256
@@ -743,7 +756,8 @@ impl<'o> Verifier<'o> {
 
     fn finish(self) -> Result<Scan, AuditError> {
         let total = self.total;
-        if let Some(a) = self.anchors.iter().find(|a| a.size > total || (a.kind != AnchorKind::Started && a.size >= total))
+        if let Some(a) =
+            self.anchors.iter().find(|a| a.size > total || (a.kind != AnchorKind::Started && a.size >= total))
         {
             return Err(AuditError::AnchorAhead {
                 path: self.p(),
@@ -855,13 +869,11 @@ impl<'o> Verifier<'o> {
     fn ending(&self) -> Ending {
         match &self.last_two {
             [_, None] => Ending::Empty,
-            [Some((closing, c1)), Some((last, c2))] if last == EVENT_CHECKPOINT && c1 == c2 => {
-                match closing.as_str() {
-                    EVENT_CEREMONY_CLOSED => Ending::Closed { ceremony: c2.clone() },
-                    EVENT_CEREMONY_ABORTED => Ending::Aborted { ceremony: c2.clone() },
-                    _ => Ending::Open { ceremony: c2.clone(), from_seq: self.tail_from },
-                }
-            }
+            [Some((closing, c1)), Some((last, c2))] if last == EVENT_CHECKPOINT && c1 == c2 => match closing.as_str() {
+                EVENT_CEREMONY_CLOSED => Ending::Closed { ceremony: c2.clone() },
+                EVENT_CEREMONY_ABORTED => Ending::Aborted { ceremony: c2.clone() },
+                _ => Ending::Open { ceremony: c2.clone(), from_seq: self.tail_from },
+            },
             [_, Some((last, c))] if last == EVENT_CEREMONY_ABORTED => {
                 Ending::AbortedUnsigned { ceremony: c.clone(), from_seq: self.tail_from }
             }

@@ -48,7 +48,12 @@ fn witness_title(plan: &Plan) -> String {
 }
 
 /// Asks the witness for a checkpoint from the paper log.
-pub fn ask_paper(plan: &Plan, operator: &mut dyn Operator, key: &str, what: &str) -> Result<PaperAnswer, CeremonyError> {
+pub fn ask_paper(
+    plan: &Plan,
+    operator: &mut dyn Operator,
+    key: &str,
+    what: &str,
+) -> Result<PaperAnswer, CeremonyError> {
     let question = format!(
         "{}: type the {what} from the paper log: its note SHA-256, the first {} words or more (or {} hex digits or more); the screen does not show it",
         witness_title(plan),
@@ -215,7 +220,10 @@ impl Continued {
             );
         }
         if let Some(s) = &self.succession {
-            e = e.detail("audit_key_succession", format!("authorised by the custodians in ceremony {:?}", s.ceremony_id));
+            e = e.detail(
+                "audit_key_succession",
+                format!("authorised by the custodians in ceremony {:?}", s.ceremony_id),
+            );
         }
         e
     }
@@ -276,9 +284,9 @@ pub fn continue_log(
     let interrupted = match &report.ending {
         Ending::Closed { .. } | Ending::Aborted { .. } => None,
         Ending::Open { ceremony, from_seq } | Ending::AbortedUnsigned { ceremony, from_seq } => {
-            let started = records.iter().any(|r| {
-                r.kind == AnchorKind::Started && r.ceremony_id == *ceremony && r.size == *from_seq
-            });
+            let started = records
+                .iter()
+                .any(|r| r.kind == AnchorKind::Started && r.ceremony_id == *ceremony && r.size == *from_seq);
             let ended = records.iter().any(|r| r.kind != AnchorKind::Started && r.size > *from_seq);
             let one_ceremony = report.tail_ceremonies.len() == 1 && report.tail_starts_a_ceremony;
             if !(started && !ended && one_ceremony) {
@@ -298,7 +306,9 @@ pub fn continue_log(
             if !operator.confirm(INTERRUPTED_PROMPT, &question)? {
                 return Err(refused(
                     path,
-                    format!("the witness did not confirm the interruption of ceremony {ceremony:?}; nothing was written"),
+                    format!(
+                        "the witness did not confirm the interruption of ceremony {ceremony:?}; nothing was written"
+                    ),
                 ));
             }
             Some((ceremony.clone(), *from_seq, to))
@@ -428,7 +438,11 @@ fn add(store: &KeyStore, log: &AuditLog, record: &AnchorRecord) -> Result<String
         if last.size > record.size {
             return Err(refused(
                 log.path(),
-                format!("the key store's last record of this log ({}) is ahead of this one at size {}", last.describe(), record.size),
+                format!(
+                    "the key store's last record of this log ({}) is ahead of this one at size {}",
+                    last.describe(),
+                    record.size
+                ),
             ));
         }
     }

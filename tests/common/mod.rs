@@ -147,8 +147,8 @@ pub fn resign_log(path: &Path, key: &keyrite::hsm::soft::SoftKey) {
         let mut log_as = |id: &str| {
             if log.ceremony_id() != id {
                 // One writer per ceremony id, as keyrite writes it.
-                let (next, _) = AuditLog::open_append(path, id, &keyrite::audit::VerifyOptions::unpinned())
-                    .expect("reopen");
+                let (next, _) =
+                    AuditLog::open_append(path, id, &keyrite::audit::VerifyOptions::unpinned()).expect("reopen");
                 log = next;
             }
         };
