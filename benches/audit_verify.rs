@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .detail("names", vec![format!("host-{i}.fleet.example")])
                 .detail("not_after", "2025-03-08T10:00:00Z"),
         )?;
-        if log.len() % every == 0 {
+        if log.len().is_multiple_of(every) {
             last = Some(log.checkpoint(&key, &name)?);
         }
     }

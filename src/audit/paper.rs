@@ -130,7 +130,7 @@ struct BitWriter {
 impl BitWriter {
     fn push(&mut self, value: u32, width: usize) {
         for k in (0..width).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (value >> k) & 1 == 1 {
