@@ -63,6 +63,15 @@ impl Custody {
         self.source_paper.borrow().clone()
     }
 
+    /// `keyrite shares verify` of `card` against `log`, with `pins` (the
+    /// paper log's values, or `--unpinned`).
+    fn shares_verify(&self, log: &Path, card: &Path, pins: &[&str]) -> Output {
+        let mut args =
+            vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
+        args.extend_from_slice(pins);
+        self.keyrite(&args)
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.work.path().join(rel)
     }
@@ -156,16 +165,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
         let words = words.expose_str().expect("utf8").to_string();
         assert_eq!(words.split(' ').count(), 33);
         assert!(!log_text.contains(&words), "the share must not be in the log");
-        let v = c.keyrite(&[
-            "shares",
-            "verify",
-            "--log",
-            log.to_str().expect("utf8"),
-            "--card",
-            c.card(custodian).to_str().expect("utf8"),
-            "--checkpoint",
-            &c.paper(),
-        ]);
+        let v = c.shares_verify(&log, &c.card(custodian), &["--checkpoint", &c.paper()]);
         assert_ok(&v);
         assert!(stdout(&v).contains(&format!("held by {custodian}")), "{}", stdout(&v));
     }
@@ -183,16 +183,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     let card = std::fs::read_to_string(c.card(CUSTODIANS[1])).expect("card");
     let bad = c.path("bad-card.txt");
     std::fs::write(&bad, swap_word(&card, 12)).expect("write");
-    let v = c.keyrite(&[
-        "shares",
-        "verify",
-        "--log",
-        log.to_str().expect("utf8"),
-        "--card",
-        bad.to_str().expect("utf8"),
-        "--checkpoint",
-        &c.paper(),
-    ]);
+    let v = c.shares_verify(&log, &bad, &["--checkpoint", &c.paper()]);
     assert!(!v.status.success());
     assert!(stderr(&v).contains("checksum"), "{}", stderr(&v));
 }
@@ -359,18 +350,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
 
     // A new card checks against the reshare's log; an old one is another set.
     let reshare_paper = paper_checkpoint(&stdout(&o));
-    let check = |card: &Path| {
-        c.keyrite(&[
-            "shares",
-            "verify",
-            "--log",
-            log.to_str().expect("utf8"),
-            "--card",
-            card.to_str().expect("utf8"),
-            "--checkpoint",
-            &reshare_paper,
-        ])
-    };
+    let check = |card: &Path| c.shares_verify(&log, card, &["--checkpoint", &reshare_paper]);
     assert_ok(&check(&c.card(new[3])));
     let old = check(&c.card(CUSTODIANS[2]));
     assert!(!old.status.success() && stderr(&old).contains("from another set"), "{}", stderr(&old));
@@ -406,12 +386,7 @@ fn a_source_log_re_signed_under_another_key_is_refused_by_the_restore_and_by_sha
     let c = Custody::new();
     let log = c.path("out/root-r1-audit.jsonl");
     let card = c.card(CUSTODIANS[0]);
-    let verify_card = |pins: &[&str]| {
-        let mut args =
-            vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
-        args.extend_from_slice(pins);
-        c.keyrite(&args)
-    };
+    let verify_card = |pins: &[&str]| c.shares_verify(&log, &card, pins);
     // Without a pin, `shares verify` says what it could not establish.
     assert_fails_with(&verify_card(&[]), "nothing ties it to the paper record");
 

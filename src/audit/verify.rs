@@ -978,3 +978,120 @@ fn check_checkpoint(
         signer,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::anchor::{AnchorRecord, ANCHOR_FORMAT};
+    use crate::audit::{AuditLog, Event};
+    use crate::hsm::soft::{QuorumKey as QuorumSigner, SoftKey};
+    use crate::hsm::{KeyAlgorithm, Signer};
+    use crate::secret::Secret;
+
+    /// A closed two-ceremony log: "first" under `key`, then "second".
+    fn log_with(dir: &Path, key: &SoftKey) -> (PathBuf, Checkpoint) {
+        let path = dir.join("audit.jsonl");
+        let mut log = AuditLog::create(&path, "first").expect("create");
+        log.append(Event::new("1", "ceremony-started")).expect("append");
+        log.announce_key("audit", key.spki_der(), key.signature_algorithm()).expect("announce");
+        log.append(Event::new("2", "ceremony-closed")).expect("append");
+        log.checkpoint(key, "audit").expect("checkpoint");
+        let (mut log, _) = AuditLog::open_append(&path, "second", &VerifyOptions::unpinned()).expect("open");
+        log.append(Event::new("1", "ceremony-started")).expect("append");
+        log.append(Event::new("2", "ceremony-closed")).expect("append");
+        let cp = log.checkpoint(key, "audit").expect("checkpoint");
+        (path, cp)
+    }
+
+    fn record(origin: &str, size: u64, root: &str, note: Option<&str>) -> AnchorRecord {
+        AnchorRecord {
+            format: ANCHOR_FORMAT.into(),
+            origin: origin.into(),
+            kind: if note.is_some() { AnchorKind::Closed } else { AnchorKind::Started },
+            ceremony_id: "first".into(),
+            size,
+            root: root.into(),
+            note_sha256: note.map(str::to_string),
+            key_sha256: note.map(|_| "00".repeat(32)),
+            ts: "2025-03-01T10:00:00Z".into(),
+            ca_root_sha256: None,
+        }
+    }
+
+    #[test]
+    fn store_records_must_be_met_in_order_and_not_lie_beyond_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SoftKey::generate("audit", KeyAlgorithm::EcdsaP256).expect("key");
+        let (path, cp) = log_with(dir.path(), &key);
+        let good = record("keyrite/first", cp.size, &cp.root_hex, Some(&cp.fingerprint.hex));
+        let options = VerifyOptions { anchors: vec![good.clone()], expect_closed: true, ..VerifyOptions::default() };
+        let report = verify(&path, &options).expect("verifies");
+        assert_eq!(report.trust.anchors_matched, vec![cp.size]);
+        assert_eq!(report.trust.trusted_size, cp.size, "the record vouches for its checkpoint");
+
+        let wrong_root = record("keyrite/first", 3, &"ab".repeat(32), None);
+        let err = verify(&path, &VerifyOptions { anchors: vec![wrong_root], ..VerifyOptions::default() })
+            .expect_err("root differs");
+        assert!(matches!(err, AuditError::Anchor { from_seq: 0, to_seq: 2, .. }), "{err}");
+
+        let ahead = record("keyrite/first", cp.size + 5, &cp.root_hex, Some(&cp.fingerprint.hex));
+        let err =
+            verify(&path, &VerifyOptions { anchors: vec![ahead], ..VerifyOptions::default() }).expect_err("ahead");
+        assert!(matches!(err, AuditError::AnchorAhead { .. }), "{err}");
+    }
+
+    /// A log whose audit key "old" is lost; the custodians' quorum key
+    /// names "new" when `succession` is set, else "new" only announces
+    /// itself. The file is pinned by the old key.
+    fn handover(dir: &Path, succession: bool) -> (PathBuf, VerifyOptions, String) {
+        let old = SoftKey::generate("old", KeyAlgorithm::EcdsaP256).expect("key");
+        let new = SoftKey::generate("new", KeyAlgorithm::EcdsaP256).expect("key");
+        let path = dir.join(format!("audit-{succession}.jsonl"));
+        let quorum = QuorumSigner::derive(&Secret::new(vec![1u8; 32])).expect("quorum");
+        let q = QuorumKey::new(quorum.spki_der(), "first", 7);
+        let mut log = AuditLog::create(&path, "first").expect("create");
+        log.announce_key("old", old.spki_der(), old.signature_algorithm()).expect("announce");
+        log.announce_quorum_key(&q).expect("quorum");
+        log.append(Event::new("2", "ceremony-closed")).expect("append");
+        log.checkpoint(&old, "old").expect("checkpoint");
+        let new_fp = crate::words::sha256_hex(new.spki_der());
+        if succession {
+            let statement = Succession::statement(&q.public_key_sha256, &new_fp, "restore");
+            let signature = quorum.sign(statement.as_bytes());
+            log.record_succession(&Succession::new(&q.public_key_sha256, &new_fp, "restore", &signature))
+                .expect("succession");
+        }
+        log.announce_key("new", new.spki_der(), new.signature_algorithm()).expect("announce");
+        log.append(Event::new("3", "ceremony-closed")).expect("append");
+        log.checkpoint(&new, "new").expect("checkpoint");
+        let pinned = VerifyOptions {
+            pinned_audit_keys: vec![crate::words::sha256_hex(old.spki_der())],
+            expect_closed: true,
+            ..VerifyOptions::default()
+        };
+        (path, pinned, new_fp)
+    }
+
+    #[test]
+    fn a_succession_under_a_trusted_quorum_key_makes_the_new_key_trusted_and_a_self_announced_one_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, pinned, new_fp) = handover(dir.path(), true);
+        let report = verify(&path, &pinned).expect("succession trusted");
+        assert_eq!(report.trust.successions.len(), 1);
+        assert!(report.trust.trusted_keys.contains(&new_fp));
+
+        let (path, pinned, _) = handover(dir.path(), false);
+        let err = verify(&path, &pinned).expect_err("self-announced");
+        assert!(matches!(err, AuditError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("signed by audit key \"new\""), "{err}");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, vec![b'x'; MAX_LINE + 10]).expect("write");
+        let err = verify(&path, &VerifyOptions::unpinned()).expect_err("too long");
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+}
