@@ -388,6 +388,32 @@ fn an_aborted_ceremony_ends_with_a_checkpoint_and_the_next_one_continues_from_it
     assert!(stdout(&o).contains("ending       aborted (ceremony \"root-r1-crl\""), "{}", stdout(&o));
     assert!(!stdout(&o).contains("may have been cut"), "{}", stdout(&o));
     assert!(c.records().contains("keyrite-audit-log-"), "the token keeps the records:\n{}", c.records());
+    let log_text = std::fs::read_to_string(c.log()).expect("log");
+    assert!(
+        log_text.contains("\"anchor_records\":\"token data object, not modifiable, not destroyable\""),
+        "SoftHSM takes CKA_DESTROYABLE false: the records only grow"
+    );
+    let label = keyrite::audit::anchor::anchor_label("keyrite/root-r1-sign-intermediate");
+    let deleted = c.hsm.pkcs11_tool(&[
+        "--token-label",
+        "root",
+        "--login",
+        "--pin",
+        PIN,
+        "--delete-object",
+        "--type",
+        "data",
+        "--label",
+        &label,
+    ]);
+    // The token refuses C_DestroyObject with CKR_ACTION_PROHIBITED (0x1b).
+    assert!(
+        !deleted.status.success() && stderr(&deleted).contains("C_DestroyObject") && stderr(&deleted).contains("0x1b"),
+        "a record cannot be deleted: {}{}",
+        stdout(&deleted),
+        stderr(&deleted)
+    );
+    assert!(c.records().contains(&label));
 
     // The next ceremony continues the aborted log from its abort checkpoint.
     assert_ok(&c.ceremony("crl", "crl3", &[]));
