@@ -1,11 +1,23 @@
 //! Writing files so that a crash leaves the old state or the new, never a torn
 //! one, and so that an output, once written, is never overwritten.
 //!
-//! Every artifact keyrite produces goes through [`write_new`]: the bytes land in
-//! a temporary file in the same directory, are fsynced, and are then
-//! hard-linked to their final name. `link(2)` fails if the name exists, so two
-//! runs racing for one output cannot both win, and a reader never sees a
-//! half-written file. State files that legitimately change (the CA index, the
+//! Every artifact keyrite produces goes through [`write_new`]. Outputs often
+//! land on a USB stick, which is FAT or exFAT: those have no hard links, and
+//! through FUSE no `renameat2(RENAME_NOREPLACE)` either. So the write uses
+//! only what every filesystem keyrite meets supports:
+//!
+//! 1. the final name is **reserved** with `O_CREAT | O_EXCL`, so an existing
+//!    output is never overwritten and two writers cannot both win;
+//! 2. the bytes go to a temporary file in the same directory, which is
+//!    fsynced;
+//! 3. the temporary file is renamed over the (empty) reservation, and the
+//!    directory is fsynced.
+//!
+//! A reader therefore sees no file, an empty reservation, or the whole
+//! output. A crash between 1 and 3 leaves an empty file: outputs are never
+//! empty ([`write_new`] refuses empty bytes), so an empty file is treated as
+//! absent everywhere ([`ensure_absent`], [`read_output`]) and the next run
+//! writes over it. State files that legitimately change (the CA index, the
 //! next CRL number) go through [`replace`], which renames over the old file.
 
 use std::fs::{self, File, OpenOptions};
@@ -35,48 +47,82 @@ impl Mode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
+    /// An output is already there; keyrite never overwrites one.
     #[error("{path}: already exists; keyrite never overwrites an output: move it away or choose another path")]
     Exists { path: PathBuf },
-    #[error("{path}: {action} failed: {source}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: io::Error,
-    },
+    /// An output with no bytes could not be told from a reservation a crash
+    /// left behind, so none is ever written.
+    #[error("{path}: refusing to write an empty output (an empty file means \"not written yet\" to keyrite)")]
+    Empty { path: PathBuf },
+    /// A system call failed. The operating system's reason is part of the
+    /// message and deliberately not a `#[source]`, so it prints once.
+    #[error("{path}: {action} failed: {cause}")]
+    Io { path: PathBuf, action: &'static str, cause: io::Error },
 }
 
 impl FileError {
     pub fn io(path: &Path, action: &'static str, source: io::Error) -> Self {
-        FileError::Io { path: path.to_path_buf(), action, source }
+        FileError::Io { path: path.to_path_buf(), action, cause: source }
     }
 }
 
 /// Fails if `path` exists (used to check every output before a ceremony
-/// touches a token).
+/// touches a token). An empty regular file is a reservation a crash left
+/// behind, not an output, and counts as absent.
 pub fn ensure_absent(path: &Path) -> Result<(), FileError> {
     match fs::symlink_metadata(path) {
+        Ok(m) if is_leftover_reservation(&m) => Ok(()),
         Ok(_) => Err(FileError::Exists { path: path.to_path_buf() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(FileError::io(path, "checking", e)),
     }
 }
 
-/// Writes `bytes` to `path`, which must not exist; atomic and durable.
+/// Reads an output keyrite wrote with [`write_new`]; `None` when it is not
+/// there, or is only the empty reservation of a write a crash cut short.
+pub fn read_output(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
+    match fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => Ok(None),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FileError::io(path, "reading", e)),
+    }
+}
+
+/// Writes `bytes` to `path`, which must not exist; atomic and durable, on
+/// FAT and exFAT media too (see the module documentation for the method).
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError> {
-    ensure_absent(path)?;
+    if bytes.is_empty() {
+        return Err(FileError::Empty { path: path.to_path_buf() });
+    }
     let dir = parent_dir(path);
+    reserve(path, mode)?;
+    crate::faults::point("files:after-reserve");
     let tmp = write_temp(&dir, path, bytes, mode)?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(FileError::Exists { path: path.to_path_buf() })
-        }
-        Err(e) => return Err(FileError::io(path, "linking into place", e)),
+    crate::faults::point("files:after-temp");
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(FileError::io(path, "renaming into place", e));
     }
     sync_dir(&dir)
+}
+
+/// Claims `path` with an exclusive create. An empty file already there is a
+/// reservation whose write a crash cut short: it is taken over.
+fn reserve(path: &Path, mode: Mode) -> Result<(), FileError> {
+    match OpenOptions::new().write(true).create_new(true).mode(mode.bits()).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(path) {
+            Ok(m) if is_leftover_reservation(&m) => Ok(()),
+            Ok(_) => Err(FileError::Exists { path: path.to_path_buf() }),
+            Err(e) => Err(FileError::io(path, "checking", e)),
+        },
+        Err(e) => Err(FileError::io(path, "reserving the output's name", e)),
+    }
+}
+
+fn is_leftover_reservation(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_file() && meta.len() == 0
 }
 
 /// Replaces `path` (or creates it) with `bytes` atomically and durably.
@@ -155,6 +201,26 @@ mod tests {
         assert_eq!(fs::read(&path).expect("read"), b"first");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "no temp file may be left behind");
+    }
+
+    #[test]
+    fn an_empty_file_left_by_a_cut_write_counts_as_absent_and_is_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("crl.pem");
+        fs::write(&path, b"").expect("plant an empty reservation");
+        ensure_absent(&path).expect("an empty file is not an output");
+        assert_eq!(read_output(&path).expect("read"), None);
+        write_new(&path, b"the crl", Mode::Public).expect("write over the reservation");
+        assert_eq!(read_output(&path).expect("read"), Some(b"the crl".to_vec()));
+        assert!(matches!(ensure_absent(&path), Err(FileError::Exists { .. })));
+    }
+
+    #[test]
+    fn an_empty_output_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("empty.pem");
+        assert!(matches!(write_new(&path, b"", Mode::Public), Err(FileError::Empty { .. })));
+        assert!(!path.exists());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! backup and `[activation]` makes the token's PIN random and splits it 2-of-3;
 //! the old PIN no longer logs in; activation cards are their own files; a later
 //! ceremony (a CRL) logs in with `pin = { shares = ... }` from two custodians'
-//! cards; a wrong card is named; one card alone is refused. With `so_pin`,
-//! the security officer's PIN gets the same treatment.
+//! cards; a wrong card is named; one card alone is refused. With a backup the
+//! security officer's PIN gets the same treatment by default; a plan that
+//! keeps it whole says why, and the log records the reason.
 
 mod common;
 
@@ -13,12 +14,12 @@ use std::process::Output;
 
 use common::*;
 use keyrite::secret::Secret;
-use keyrite::words::Fingerprint;
 
 const PIN: &str = "271828";
 const SO_PIN: &str = "14142135";
 const CUSTODIANS: [&str; 3] = ["Alice Custodian", "Bob Custodian", "Carol Custodian"];
 const PLAN: &str = "ceremonies/root-init-activation.toml";
+const KEEP_SO_PIN: &str = "The SO PIN is sealed in the bank vault under two keys";
 
 struct Activation {
     hsm: SoftHsm,
@@ -29,17 +30,24 @@ struct Activation {
 
 impl Activation {
     /// Runs the root ceremony with backup and activation on token "root";
-    /// `so_pin` turns on the SO PIN's set too.
-    fn new(so_pin: bool) -> (Self, Output) {
+    /// `keep_so_pin` keeps the SO PIN whole (with a reason) instead of
+    /// splitting it too.
+    fn new(keep_so_pin: bool) -> (Self, Output) {
         let hsm = SoftHsm::new();
         hsm.init_token("root", SO_PIN, PIN);
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
         std::fs::create_dir(work.path().join("out")).expect("out");
         let c = Activation { hsm, work, paper: Default::default() };
-        if so_pin {
+        if keep_so_pin {
             let text = std::fs::read_to_string(c.path(PLAN)).expect("plan");
-            std::fs::write(c.path(PLAN), text.replace("# so_pin = true", "so_pin = true")).expect("plan");
+            let kept = text.replacen(
+                "custodian_role = \"custodian\"\n",
+                &format!("custodian_role = \"custodian\"\nkeep_so_pin = \"{KEEP_SO_PIN}\"\n"),
+                1,
+            );
+            assert_ne!(kept, text);
+            std::fs::write(c.path(PLAN), kept).expect("plan");
         }
         std::fs::write(
             c.path("env.toml"),
@@ -49,7 +57,7 @@ impl Activation {
             ),
         )
         .expect("env");
-        let words = Fingerprint::sha256(&std::fs::read(c.path(PLAN)).expect("plan")).first_words(3);
+        let words = plan_words(&c.path(PLAN), None);
         std::fs::write(
             c.path("answers.toml"),
             format!(
@@ -112,7 +120,7 @@ impl Activation {
             ),
         )
         .expect("env");
-        let words = Fingerprint::sha256(&std::fs::read(self.path("ceremonies/crl.toml")).expect("plan")).first_words(3);
+        let words = plan_words(&self.path("ceremonies/crl.toml"), None);
         let names = custodians.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let answers = format!("{out}-answers.toml");
         std::fs::write(
@@ -168,12 +176,23 @@ fn swap_word(card: &str, n: usize) -> String {
 
 #[test]
 fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_two_cards() {
-    let (c, o) = Activation::new(false);
+    let (c, o) = Activation::new(true);
     assert_ok(&o);
     let log = c.path("out/root-r1-audit.jsonl");
     let paper = paper_checkpoint(&stdout(&o));
     assert_ok(&c.keyrite(&["audit", "verify", "--checkpoint", &paper, log.to_str().expect("utf8")]));
     let log_text = std::fs::read_to_string(&log).expect("log");
+    // The plan kept the SO PIN whole and said why; the log says so too, and
+    // the SO PIN is unchanged.
+    let started = log_text.lines().find(|l| l.contains("\"event\":\"ceremony-started\"")).expect("started");
+    assert!(
+        started.contains(&format!(
+            "\"security_officer_custody\":\"kept whole, not split among custodians: {KEEP_SO_PIN}\""
+        )),
+        "{started}"
+    );
+    assert!(!log_text.contains("\"purpose\":\"token security officer PIN\""));
+    assert!(c.login(&["--login-type", "so", "--so-pin", SO_PIN, "--session-rw"]).status.success());
     for event in ["activation-card-handed-out", "activation-drill-passed", "token-pin-changed", "restore-drill-passed"]
     {
         assert!(log_text.contains(&format!("\"event\":\"{event}\"")), "log records {event}");
@@ -263,8 +282,8 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
 }
 
 #[test]
-fn with_so_pin_the_security_officer_pin_is_split_as_a_set_of_its_own() {
-    let (c, o) = Activation::new(true);
+fn with_a_backup_the_security_officer_pin_is_split_as_a_set_of_its_own() {
+    let (c, o) = Activation::new(false);
     assert_ok(&o);
     let log_text = std::fs::read_to_string(c.path("out/root-r1-audit.jsonl")).expect("log");
     assert!(log_text.contains("\"purpose\":\"token security officer PIN\""), "SO set recorded");

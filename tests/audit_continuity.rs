@@ -61,7 +61,7 @@ impl Ca {
         let mut w = BundleWriter::create(&c.path("usb/request")).expect("bundle");
         w.add("csr.pem", &csr).expect("add");
         w.finish(BundleKind::IntermediateRequest, "Ivan Intermediate-Host", serde_json::Map::new()).expect("finish");
-        let csr_words = Fingerprint::sha256(&pem_rfc7468::decode_vec(&csr).expect("pem").1).first_words(3);
+        let csr_words = Fingerprint::sha256(&pem_rfc7468::decode_vec(&csr).expect("pem").1).read_back_words();
         let o = c.ceremony("sign-intermediate", "signed", &[("csr-hash", csr_words.as_str())]);
         assert_ok(&o);
         let transcript = stdout(&o);
@@ -93,7 +93,9 @@ impl Ca {
     /// Answers: participants, the plan read-back, `extra`, and the paper
     /// checkpoint the witness types (when the log is continued).
     fn answers(&self, name: &str, plan: &str, extra: &[(&str, &str)], paper: Option<&str>) {
-        let words = Fingerprint::sha256(&std::fs::read(self.path(plan)).expect("plan")).first_words(3);
+        // The plan hash covers the request bundle of a sign-intermediate.
+        let input = plan.contains("sign-intermediate").then(|| self.path("usb"));
+        let words = plan_words(&self.path(plan), input.as_deref());
         let mut text = "[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\n\n[answers]\n".to_string();
         if !extra.iter().any(|(k, _)| *k == "plan-hash") {
             text.push_str(&format!("plan-hash = \"{words}\"\n"));
@@ -168,7 +170,7 @@ fn openssl_ec_csr(dir: &Path) -> Vec<u8> {
         "-new",
         "-nodes",
         "-subj",
-        "/C=DE/O=keyrite Example/CN=Intermediate Request",
+        "/C=DE/O=keyrite Example/CN=keyrite Example Issuing CA E1",
         "-newkey",
         "ec",
         "-pkeyopt",
@@ -378,7 +380,8 @@ fn an_aborted_ceremony_ends_with_a_checkpoint_and_the_next_one_continues_from_it
     let mut c = Ca::new();
     // The witness reads back the wrong plan words: the ceremony stops after
     // the log was opened, and signs an abort checkpoint.
-    let o = c.ceremony("crl", "crl2", &[("plan-hash", "acid acid acid")]);
+    let wrong = near_miss(&plan_words(&c.path("ceremonies/crl.toml"), None), 0);
+    let o = c.ceremony("crl", "crl2", &[("plan-hash", wrong.as_str())]);
     assert_fails_with(&o, "the witness read back");
     assert!(stdout(&o).contains("ABORT audit checkpoint"), "{}", stdout(&o));
     assert!(list(&c.path("crl2")).is_empty(), "no CRL written");

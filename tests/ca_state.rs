@@ -335,6 +335,90 @@ fn crl_numbers_grow_across_restores() {
     assert!(report.notes.iter().any(|n| n.contains("crl-4.der is newer than state.json")), "{:?}", report.notes);
 }
 
+/// The insider's move: put back a `state.json` kept from before a
+/// revocation, so that the next CRL, made from the state alone, quietly
+/// drops it. The audit log and the last CRL both remember; either one alone
+/// is enough to refuse, naming the serial, before anything is reserved or
+/// signed.
+#[test]
+fn a_state_json_put_back_from_before_a_revocation_is_refused_naming_the_serial() {
+    let p = pki(2);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("ca");
+    let mut ca = CaDir::init(&dir, &p.root.der).expect("init");
+    ca.record_issued(&p.ints[0].der).expect("record");
+    ca.record_issued(&p.ints[1].der).expect("record");
+    let kept_aside = fs::read(dir.join(ca::STATE_FILE)).expect("state before the revocation");
+    let log_path = dir.join(ca::AUDIT_LOG);
+    let mut log = AuditLog::create(&log_path, "revoke-test-1").expect("log");
+    let now = OffsetDateTime::now_utc();
+    let revoked = &p.ints[0].serial_hex;
+    let record = ca.revoke(revoked, RevocationReason::KeyCompromise, now).expect("revoke");
+    log.append(ca::certificate_revoked_event(&record)).expect("log the revocation");
+    let crl = ca.issue_crl(&p.root_key, now, now + Duration::days(7), None).expect("crl 1");
+    crl_signed(&mut log, &crl);
+    drop(log);
+    let newest = fs::read(dir.join(ca::STATE_FILE)).expect("the newest state");
+
+    fs::write(dir.join(ca::STATE_FILE), &kept_aside).expect("put the old state back");
+    let refused = |ca: &mut CaDir, anchor: &str| {
+        let e =
+            ca.issue_crl(&p.root_key, now, now + Duration::days(7), None).expect_err("a CRL without the revocation");
+        assert!(matches!(&e, CaError::RevocationLost { serial, .. } if serial == revoked), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(revoked) && text.contains(anchor) && text.contains("shows it valid"), "{text}");
+        assert!(!dir.join("crls/crl-2.der").exists(), "nothing signed");
+        assert_eq!(ca.state().crl.last_reserved, 0, "no number reserved");
+        let e = CaDir::verify(&dir).expect_err("ca verify agrees");
+        assert!(matches!(&e, CaError::RevocationLost { serial, .. } if serial == revoked), "{e}");
+    };
+
+    // The log alone anchors it (the CRL file moved away)...
+    let crl_file = dir.join("crls/crl-1.der");
+    let aside = tmp.path().join("crl-1.der");
+    fs::rename(&crl_file, &aside).expect("move the CRL away");
+    refused(&mut CaDir::open(&dir).expect("open"), "audit log");
+    // ...and the last CRL alone (the log gone).
+    fs::rename(&aside, &crl_file).expect("CRL back");
+    let log_aside = tmp.path().join("audit.jsonl");
+    fs::rename(&log_path, &log_aside).expect("move the log away");
+    refused(&mut CaDir::open(&dir).expect("open"), "CRL number 1");
+    fs::rename(&log_aside, &log_path).expect("log back");
+
+    // A revocation softened in the state (keyCompromise to superseded) is
+    // refused as well.
+    let mut state: serde_json::Value = serde_json::from_slice(&kept_aside).expect("json");
+    let entry = state["certificates"]
+        .as_array_mut()
+        .expect("certificates")
+        .iter_mut()
+        .find(|c| c["serial"] == revoked.as_str())
+        .expect("the revoked certificate");
+    entry["status"] = "revoked".into();
+    entry["reason"] = "superseded".into();
+    entry["revoked_at"] =
+        record.revoked_at.expect("time").format(&time::format_description::well_known::Rfc3339).expect("fmt").into();
+    fs::write(dir.join(ca::STATE_FILE), serde_json::to_vec(&state).expect("json")).expect("write");
+    let e = CaDir::verify(&dir).expect_err("a softer reason");
+    assert!(e.to_string().contains("records it revoked for superseded"), "{e}");
+
+    // The newest state back: the next CRL is made, and still lists it.
+    fs::write(dir.join(ca::STATE_FILE), &newest).expect("the newest state back");
+    let mut ca = CaDir::open(&dir).expect("open");
+    let crl = ca.issue_crl(&p.root_key, now, now + Duration::days(7), None).expect("crl 2");
+    assert_eq!((crl.crl_number, crl.entries), (2, 1));
+
+    // A revocation saved in the state whose log entry was never written
+    // (the ceremony stopped in between) is a note, not an error.
+    ca.revoke(&p.ints[1].serial_hex, RevocationReason::Superseded, now).expect("revoke, not logged");
+    let report = CaDir::verify(&dir).expect("verify");
+    assert!(
+        report.notes.iter().any(|n| n.contains(&p.ints[1].serial_hex) && n.contains("no certificate-revoked entry")),
+        "{:?}",
+        report.notes
+    );
+}
+
 #[test]
 fn a_crash_between_reservation_and_record_loses_and_reuses_nothing() {
     let p = pki(2);

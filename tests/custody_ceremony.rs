@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
-use keyrite::words::Fingerprint;
 
 const PIN: &str = "271828";
 const SO_PIN: &str = "14142135";
@@ -27,6 +26,14 @@ struct Custody {
 impl Custody {
     /// Runs the backup-enabled root ceremony on token "root".
     fn new() -> Self {
+        let c = Custody::prepare();
+        assert_ok(&c.run_root(&[]));
+        c
+    }
+
+    /// Token "root", the plan files, environment and answers for the
+    /// backup-enabled root ceremony, not yet run.
+    fn prepare() -> Self {
         let hsm = SoftHsm::new();
         hsm.init_token("root", SO_PIN, PIN);
         let work = tempfile::tempdir().expect("tempdir");
@@ -34,8 +41,7 @@ impl Custody {
         std::fs::create_dir(work.path().join("out")).expect("out");
         let c = Custody { hsm, work, source_paper: Default::default() };
         c.env("env.toml", "root", "out", "out");
-        let plan = std::fs::read(c.path("ceremonies/root-init.toml")).expect("plan");
-        let words = Fingerprint::sha256(&plan).first_words(3);
+        let words = plan_words(&c.path("ceremonies/root-init.toml"), None);
         std::fs::write(
             c.path("answers.toml"),
             format!(
@@ -44,7 +50,13 @@ impl Custody {
             ),
         )
         .expect("answers");
-        let o = c.keyrite(&[
+        c
+    }
+
+    /// Runs the root ceremony, with extra environment variables.
+    fn run_root(&self, vars: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command();
+        cmd.args([
             "ceremony",
             "run",
             "ceremonies/root-init.toml",
@@ -54,9 +66,12 @@ impl Custody {
             "answers.toml",
             "--allow-network",
         ]);
-        assert_ok(&o);
-        *c.source_paper.borrow_mut() = paper_checkpoint(&stdout(&o));
-        c
+        cmd.envs(vars.iter().copied());
+        let o = cmd.output().expect("keyrite");
+        if o.status.success() {
+            *self.source_paper.borrow_mut() = paper_checkpoint(&stdout(&o));
+        }
+        o
     }
 
     fn paper(&self) -> String {
@@ -87,15 +102,17 @@ impl Custody {
         .expect("env");
     }
 
-    fn keyrite(&self, args: &[&str]) -> Output {
-        keyrite()
-            .current_dir(self.work.path())
+    fn command(&self) -> std::process::Command {
+        let mut cmd = keyrite();
+        cmd.current_dir(self.work.path())
             .env("SOFTHSM2_CONF", &self.hsm.conf)
             .env("KEYRITE_TEST_PIN", PIN)
-            .env("KEYRITE_TEST_SO_PIN", SO_PIN)
-            .args(args)
-            .output()
-            .expect("keyrite")
+            .env("KEYRITE_TEST_SO_PIN", SO_PIN);
+        cmd
+    }
+
+    fn keyrite(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("keyrite")
     }
 
     fn card(&self, custodian: &str) -> PathBuf {
@@ -109,8 +126,7 @@ impl Custody {
         let out = format!("restore-{token}");
         std::fs::create_dir(self.path(&out)).expect("restore out");
         self.env(&format!("{token}.toml"), token, &out, "out");
-        let plan = std::fs::read(self.path("ceremonies/root-restore.toml")).expect("plan");
-        let words = Fingerprint::sha256(&plan).first_words(3);
+        let words = plan_words(&self.path("ceremonies/root-restore.toml"), Some(&self.path("out")));
         let names = custodians.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let answers = format!("{token}-answers.toml");
         std::fs::write(
@@ -133,6 +149,17 @@ impl Custody {
 
     fn token_objects(&self, token: &str) -> String {
         stdout(&self.hsm.pkcs11_tool(&["--token-label", token, "--login", "--pin", PIN, "--list-objects"]))
+    }
+
+    /// Token "root"'s objects as the security officer sees them, logged in
+    /// with the SO PIN the token was made with (an SO login needs a
+    /// read-write session).
+    fn so_objects(&self, extra: &[&str]) -> Output {
+        let mut args =
+            vec!["--token-label", "root", "--login", "--login-type", "so", "--so-pin", SO_PIN, "--session-rw"];
+        args.push("--list-objects");
+        args.extend_from_slice(extra);
+        self.hsm.pkcs11_tool(&args)
     }
 }
 
@@ -178,6 +205,20 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
         objects.split("Private Key Object").skip(1).find(|o| o.contains("label:      root-r1\n")).expect("root key");
     assert!(root.contains("sensitive") && root.contains("always sensitive") && root.contains("local"), "{root}");
     assert!(!objects.contains("keyrite-kek-"), "the KEK must be destroyed on the token: {objects}");
+
+    // Whoever holds both PINs could make a trusted key and export the root:
+    // the security officer PIN is split among the custodians by default.
+    let started = log_text.lines().find(|l| l.contains("\"event\":\"ceremony-started\"")).expect("started");
+    assert!(started.contains("\"security_officer_custody\":\"split 2 of 3 among the custodian role"), "{started}");
+    assert!(log_text.contains("\"purpose\":\"token security officer PIN\""), "the SO PIN's card set is logged");
+    let old_so = c.so_objects(&[]);
+    assert!(!old_so.status.success(), "the old SO PIN must no longer log in: {}", stdout(&old_so));
+    assert!(stderr(&old_so).contains("CKR_PIN_INCORRECT"), "{}", stderr(&old_so));
+    for custodian in CUSTODIANS {
+        let card = c.path(&format!("media/{}.so-activation.card.txt", custodian.to_lowercase().replace(' ', "-")));
+        let text = std::fs::read_to_string(&card).expect("SO activation card");
+        assert!(text.contains("activation (security officer PIN)"), "{text}");
+    }
 
     // A share with one word changed is caught by its checksum, and named.
     let card = std::fs::read_to_string(c.card(CUSTODIANS[1])).expect("card");
@@ -322,8 +363,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     let new = ["Dave Custodian", "Erin Custodian", "Frank Custodian", "Grace Custodian"];
     std::fs::create_dir(c.path("reshare-out")).expect("out");
     c.env("reshare-env.toml", "root", "reshare-out", "out");
-    let plan = std::fs::read(c.path("ceremonies/reshare.toml")).expect("plan");
-    let words = Fingerprint::sha256(&plan).first_words(3);
+    let words = plan_words(&c.path("ceremonies/reshare.toml"), Some(&c.path("out")));
     let names = new.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     std::fs::write(
         c.path("reshare-answers.toml"),
@@ -426,7 +466,7 @@ fn after_a_restore_the_cas_log_trusts_the_new_audit_key_by_the_custodians_succes
         let text = std::fs::read_to_string(c.path("ceremonies/crl.toml")).expect("plan");
         std::fs::write(c.path(&plan), text.replace("label = \"root-r1-audit\"", &format!("label = \"{label}\"")))
             .expect("plan");
-        let words = Fingerprint::sha256(&std::fs::read(c.path(&plan)).expect("plan")).first_words(3);
+        let words = plan_words(&c.path(&plan), None);
         let paper = paper.map(|p| format!("audit-checkpoint = \"{p}\"\n")).unwrap_or_default();
         std::fs::write(
             c.path(&format!("{out}-answers.toml")),
@@ -478,4 +518,22 @@ fn after_a_restore_the_cas_log_trusts_the_new_audit_key_by_the_custodians_succes
     assert_ok(&v);
     assert!(stdout(&v).contains("succession   seq"), "{}", stdout(&v));
     assert!(!stdout(&v).contains("NOT trusted"), "{}", stdout(&v));
+}
+
+#[test]
+fn a_backup_that_dies_holding_its_trusted_key_leaves_no_key_on_the_token() {
+    let c = Custody::prepare();
+    let o = c.run_root(&[("KEYRITE_CRASH_AT", "backup:kek-created")]);
+    assert!(!o.status.success(), "the process must die: {}", stdout(&o));
+    assert!(stderr(&o).contains("crash point backup:kek-created"), "{}", stderr(&o));
+    // The trusted key existed on the token when keyrite died; as a session
+    // object it died with it. Listed by another tool, as the SO and as the
+    // user (the SO PIN is still the old one: the split comes later).
+    let so = c.so_objects(&["--type", "secrkey"]);
+    assert!(so.status.success(), "{}", stderr(&so));
+    let user = c.token_objects("root");
+    assert!(user.contains("root-r1"), "the root key itself is there: {user}");
+    for listing in [stdout(&so), user] {
+        assert!(!listing.contains("keyrite-kek-") && !listing.contains("Secret Key Object"), "{listing}");
+    }
 }

@@ -255,8 +255,11 @@ fn softhsm_request_sign_install_round_trip() {
     let spki_hash = printed(&text, "public key SHA-256");
     assert_eq!(spki_hash, sha256sum(&pubkey));
     assert_eq!(extra["spki_sha256"], spki_hash.as_str());
-    // Both digests are also spelled in words.
-    assert!(text.matches("  words").count() >= 3, "{text}");
+    // Both digests are also spelled in the 13 words a witness reads back.
+    let csr_words = keyrite::words::Fingerprint::of_digest(&hex::decode(&csr_hash).expect("hex")).read_back_grouped();
+    let spki_words = keyrite::words::Fingerprint::of_digest(&hex::decode(&spki_hash).expect("hex")).read_back_grouped();
+    assert!(text.contains(&format!("  read-back         {csr_words}\n")), "{text}");
+    assert!(text.contains(&format!("  read-back         {spki_words}\n")), "{text}");
 
     // The key is on the token, not extractable.
     let objs = host.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--token-label", "int-hsm", "--list-objects"]);

@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use keyrite::words::Fingerprint;
 
 const PLAN: &str = "ceremonies/root-init-hsm-only.toml";
 const PIN: &str = "314159";
@@ -49,11 +48,10 @@ impl Setup {
         .expect("env");
     }
 
-    /// Answers with the real plan read-back (the first three words of the
-    /// plan hash), or `plan_words` to simulate a witness misreading.
-    fn write_answers(&self, plan_words: Option<&str>) {
-        let plan = std::fs::read(self.path(PLAN)).expect("plan");
-        let words = plan_words.map(str::to_string).unwrap_or_else(|| Fingerprint::sha256(&plan).first_words(3));
+    /// Answers with the real plan read-back (the 13 read-back words of the
+    /// plan hash), or `read` to simulate a witness misreading.
+    fn write_answers(&self, read: Option<&str>) {
+        let words = read.map(str::to_string).unwrap_or_else(|| plan_words(&self.path(PLAN), None));
         std::fs::write(
             self.path("answers.toml"),
             format!(
@@ -75,6 +73,26 @@ impl Setup {
 
     fn out(&self) -> PathBuf {
         self.path("out")
+    }
+
+    /// Runs the ceremony into an empty output directory, the witness
+    /// reading `plan_read_back` at the plan-hash step.
+    fn run_reading(&self, plan_read_back: &str) -> std::process::Output {
+        let _ = std::fs::remove_dir_all(self.out());
+        std::fs::create_dir(self.out()).expect("out");
+        self.write_answers(Some(plan_read_back));
+        self.run(PIN)
+    }
+
+    /// The ceremony stopped at the plan read-back: the log keeps the
+    /// deviation as evidence; no certificate, no key on the token.
+    fn assert_stopped_before_any_key(&self, o: &std::process::Output, needle: &str) {
+        assert_fails_with(o, needle);
+        assert_eq!(list(&self.out()), vec!["root-r1-audit.jsonl"], "only the log");
+        let log = std::fs::read_to_string(self.out().join("root-r1-audit.jsonl")).expect("log");
+        assert!(log.contains("\"event\":\"deviation\"") && log.contains("\"event\":\"ceremony-aborted\""), "{log}");
+        let objects = stdout(&self.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]));
+        assert!(!objects.contains("root-r1"), "no key was made: {objects}");
     }
 }
 
@@ -266,16 +284,58 @@ fn an_unsupported_algorithm_is_refused_by_name() {
 
 #[test]
 fn a_witness_who_reads_back_the_wrong_plan_words_stops_the_ceremony_before_any_key_exists() {
+    let s = Setup::new("wrong-token");
+    let o = s.run_reading("zero zero zero");
+    s.assert_stopped_before_any_key(&o, "the witness read back \"zero zero zero\"");
+}
+
+#[test]
+fn a_plan_hash_read_back_sharing_its_first_30_or_80_bits_stops_the_ceremony_before_any_key_exists() {
     let s = Setup::new("readback-token");
-    s.write_answers(Some("zero zero zero"));
-    let o = s.run(PIN);
-    assert_fails_with(&o, "the witness read back \"zero zero zero\"");
-    // The log keeps the deviation as evidence; no certificate, no key.
-    assert_eq!(list(&s.out()), vec!["root-r1-audit.jsonl"]);
-    let log = std::fs::read_to_string(s.out().join("root-r1-audit.jsonl")).expect("log");
-    assert!(log.contains("\"event\":\"deviation\"") && log.contains("\"event\":\"ceremony-aborted\""), "{log}");
-    let objects = stdout(&s.hsm.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]));
-    assert!(!objects.contains("root-r1"), "{objects}");
+    let printed = print_script(s.work.path(), &[PLAN]);
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let words = printed_row(&stdout(&printed), "Plan read-back").replace(" · ", " ");
+    assert_eq!(words.split(' ').count(), 13, "13 words, 130 bits: {words}");
+    assert_eq!(words, plan_words(&s.path(PLAN), None), "the paper shows what the ceremony compares");
+
+    // A second plan ground to share the first 30, or 80, bits.
+    for same in [3, 8] {
+        let o = s.run_reading(&near_miss(&words, same));
+        s.assert_stopped_before_any_key(&o, "the witness read back");
+    }
+    // Three right words were the whole check before; now they are 30 bits too few.
+    let o = s.run_reading(&words.split(' ').take(3).collect::<Vec<_>>().join(" "));
+    s.assert_stopped_before_any_key(&o, "carries only 30 bits");
+
+    // The full read-back passes, and the log says how many bits were confirmed.
+    let o = s.run_reading(&words);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let log = std::fs::read_to_string(s.path("out/root-r1-audit.jsonl")).expect("log");
+    let confirmed = log.lines().find(|l| l.contains("\"event\":\"witness-confirmed\"")).expect("confirmed");
+    assert!(confirmed.contains("\"bits_confirmed\":130"), "{confirmed}");
+}
+
+#[test]
+fn a_template_changed_after_printing_is_refused_at_the_plan_read_back() {
+    let s = Setup::new("readback-token");
+    let printed = print_script(s.work.path(), &[PLAN]);
+    let words = printed_row(&stdout(&printed), "Plan read-back").replace(" · ", " ");
+    let script = stdout(&printed);
+    let template = s.path("templates/root-ca.toml");
+    let text = std::fs::read_to_string(&template).expect("template");
+    assert!(
+        script.contains(&format!("{}  ../templates/root-ca.toml", keyrite::words::sha256_hex(text.as_bytes()))),
+        "the template is listed with its SHA-256:\n{script}"
+    );
+
+    // After the script was approved, the root's validity is stretched to the
+    // template's ceiling; the ceremony file itself is untouched.
+    let edited = text.replacen("validity = \"7305d\"", "validity = \"9000d\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&template, edited).expect("write");
+    assert!(keyrite::config::Plan::load(&s.path(PLAN)).is_ok(), "the edited template is a valid template");
+    let o = s.run_reading(&words);
+    s.assert_stopped_before_any_key(&o, "the witness read back");
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub mod anchor;
 pub mod canonical;
 pub mod checkpoint;
 pub mod entry;
+pub mod grade;
 pub mod merkle;
 pub mod paper;
 pub mod succession;
@@ -39,6 +40,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 pub use entry::{Artifact, Entry, Event, Outcome};
+pub use grade::{RehearsalReason, REHEARSAL_GRADE};
 pub use verify::{origin_of, verify, verify_visiting, Ending, Trust, VerifyOptions, VerifyReport, MAX_LINE};
 
 use crate::files::{self, FileError};

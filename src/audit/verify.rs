@@ -191,6 +191,9 @@ pub struct VerifyReport {
     pub tail_ceremonies: Vec<String>,
     pub tail_starts_a_ceremony: bool,
     pub trust: Trust,
+    /// The rehearsal aids the log records (see [`super::grade`]); empty when
+    /// it records none. Any reason makes the log rehearsal-grade.
+    pub rehearsal_grade: Vec<super::RehearsalReason>,
 }
 
 /// Verifies the audit log at `path` offline. See the module documentation
@@ -378,6 +381,7 @@ struct Verifier<'o> {
     tail_from: u64,
     tail_ceremonies: Vec<String>,
     tail_starts: bool,
+    rehearsal_grade: Vec<super::RehearsalReason>,
 }
 
 impl<'o> Verifier<'o> {
@@ -428,6 +432,7 @@ impl<'o> Verifier<'o> {
             tail_from: 0,
             tail_ceremonies: Vec::new(),
             tail_starts: false,
+            rehearsal_grade: Vec::new(),
         })
     }
 
@@ -513,6 +518,12 @@ impl<'o> Verifier<'o> {
                 self.tail_ceremonies.push(entry.ceremony_id.clone());
             }
         }
+        super::grade::add_reasons(&mut self.rehearsal_grade, &entry).map_err(|reason| AuditError::Invalid {
+            path: self.p(),
+            line: n,
+            seq: i,
+            reason,
+        })?;
         self.last_two = [self.last_two[1].take(), Some((entry.event.clone(), entry.ceremony_id.clone()))];
         self.tree.push_leaf_hash(leaf_hash(line));
         self.prev = hex::encode(hash);
@@ -862,6 +873,7 @@ impl<'o> Verifier<'o> {
             tail_ceremonies: self.tail_ceremonies,
             tail_starts_a_ceremony: self.tail_starts,
             trust,
+            rehearsal_grade: self.rehearsal_grade,
         };
         Ok(Scan { report, tree: self.tree, prev: self.prev, origin: self.origin })
     }

@@ -16,9 +16,12 @@
 //! is skipped, never one that is used twice. `docs/ca-state.md` walks through
 //! each crash point.
 //!
-//! [`crl`] builds the CRLs.
+//! [`crl`] builds the CRLs; `records` holds the state against what the
+//! audit log and the last CRL say was revoked, so a restored `state.json`
+//! cannot quietly undo a revocation.
 
 pub mod crl;
+mod records;
 
 use std::fs;
 use std::io;
@@ -40,10 +43,18 @@ pub const ROOT_FILE: &str = "root.der";
 pub const CERTS_DIR: &str = "certs";
 pub const CRLS_DIR: &str = "crls";
 /// The CA's audit log, by convention inside the CA directory; its
-/// "crl-signed" entries take part in [`CaDir::next_crl_number`].
+/// "crl-signed" entries take part in [`CaDir::next_crl_number`], its
+/// "certificate-revoked" entries in [`CaDir::check_revocations`].
 pub const AUDIT_LOG: &str = "audit.jsonl";
 /// The audit event a ceremony records after each CRL (see [`crl_signed_event`]).
 pub const EVENT_CRL_SIGNED: &str = "crl-signed";
+/// The audit event a ceremony records after each revocation (see
+/// [`certificate_revoked_event`]).
+pub const EVENT_CERTIFICATE_REVOKED: &str = "certificate-revoked";
+/// The audit event a ceremony records after each certificate it signs;
+/// its `details.serial` and `details.not_after` say when an entry may leave
+/// the CRL.
+pub const EVENT_CERTIFICATE_SIGNED: &str = "certificate-signed";
 const STATE_FORMAT: &str = "keyrite-ca-state-v1";
 /// A root's state stays small (it issues a handful of intermediates); a
 /// state file larger than this is not one keyrite wrote.
@@ -275,6 +286,8 @@ pub enum CaError {
     AlreadyRevoked { dir: PathBuf, serial: String, at: OffsetDateTime, reason: RevocationReason },
     #[error("{dir}: serial {serial}: {problem}")]
     BadRevocation { dir: PathBuf, serial: String, problem: String },
+    #[error("{dir}: serial {serial} was revoked ({anchor}), but state.json {problem}: state.json was restored from an older copy or edited, and a CRL made from it would quietly drop the revocation. Nothing was signed; put back the newest state.json (a `keyrite ca backup` bundle holds one) and check it with `keyrite ca verify`")]
+    RevocationLost { dir: PathBuf, serial: String, anchor: String, problem: String },
     #[error("{dir}: certificate refused for the index: {problem}")]
     BadCertificate { dir: PathBuf, problem: String },
     #[error("{path}: {problem}; run `keyrite audit verify` on it, restore it from a backup, and try again")]
@@ -529,10 +542,14 @@ impl CaDir {
     /// from an older backup: the CRLs and the log written since still hold
     /// the higher numbers.
     pub fn next_crl_number(&self) -> Result<u64, CaError> {
+        self.next_crl_number_with(&records::LogRecords::read(&self.audit_log)?)
+    }
+
+    fn next_crl_number_with(&self, log: &records::LogRecords) -> Result<u64, CaError> {
         let mut max = self.state.crl.last_reserved;
         max = max.max(self.state.crl.issued.iter().map(|c| c.number).max().unwrap_or(0));
         max = max.max(crl_files(&self.dir)?.into_iter().map(|(n, _)| n).max().unwrap_or(0));
-        max = max.max(logged_crl_numbers(&self.audit_log)?.unwrap_or(0));
+        max = max.max(log.max_crl_number.unwrap_or(0));
         max.checked_add(1).ok_or_else(|| CaError::CrlNumber {
             dir: self.dir.clone(),
             number: max,
@@ -543,7 +560,11 @@ impl CaDir {
     /// Step 1 of a CRL: writes the number into `state.json` before anything
     /// is signed.
     pub fn reserve_crl_number(&mut self) -> Result<u64, CaError> {
-        let n = self.next_crl_number()?;
+        self.reserve_crl_number_with(&records::LogRecords::read(&self.audit_log)?)
+    }
+
+    fn reserve_crl_number_with(&mut self, log: &records::LogRecords) -> Result<u64, CaError> {
+        let n = self.next_crl_number_with(log)?;
         self.state.crl.last_reserved = n;
         self.save()?;
         Ok(n)
@@ -593,9 +614,11 @@ impl CaDir {
         Ok(path)
     }
 
-    /// Reserve, build and sign, record: a complete CRL of every revoked
-    /// certificate. The caller then appends [`crl_signed_event`] to the
-    /// audit log.
+    /// Check, reserve, build and sign, record: a complete CRL of every
+    /// revoked certificate. Nothing is reserved or signed unless the state
+    /// holds every revocation the audit log and the last CRL hold
+    /// ([`CaDir::check_revocations`]). The caller then appends
+    /// [`crl_signed_event`] to the audit log.
     pub fn issue_crl(
         &mut self,
         signer: &dyn Signer,
@@ -603,8 +626,10 @@ impl CaDir {
         next_update: OffsetDateTime,
         issuing_distribution_point: Option<String>,
     ) -> Result<SignedCrl, CaError> {
+        let log = records::LogRecords::read(&self.audit_log)?;
+        self.check_revocations_with(&log, this_update)?;
         let previous = self.last_crl_number();
-        let number = self.reserve_crl_number()?;
+        let number = self.reserve_crl_number_with(&log)?;
         let entries = self.revoked_entries();
         let crl = build_crl(
             CrlParams {
@@ -623,10 +648,11 @@ impl CaDir {
     }
 
     /// Checks a CA directory without changing it: the state parses, the
-    /// root matches, serials are unique, revocations are complete, CRL
-    /// numbers grow, and every recorded file that is present has its
-    /// recorded hash. Leftovers of an interrupted step are reported as
-    /// notes, not errors.
+    /// root matches, serials are unique, revocations are complete and hold
+    /// every revocation the audit log and the last CRL record
+    /// ([`CaDir::check_revocations`]), CRL numbers grow, and every recorded
+    /// file that is present has its recorded hash. Leftovers of an
+    /// interrupted step are reported as notes, not errors.
     pub fn verify(dir: &Path) -> Result<CaVerifyReport, CaError> {
         let ca = CaDir::open(dir)?;
         let state = &ca.state;
@@ -687,7 +713,9 @@ impl CaDir {
                 format!("crls/crl-{n}.der is newer than state.json (restored from an older backup?); the next CRL number accounts for it")
             });
         }
-        let next = ca.next_crl_number()?;
+        let log = records::LogRecords::read(&ca.audit_log)?;
+        notes.extend(ca.check_revocations_with(&log, OffsetDateTime::now_utc())?);
+        let next = ca.next_crl_number_with(&log)?;
         Ok(CaVerifyReport {
             certificates: state.certificates.len(),
             revoked: state.certificates.iter().filter(|c| c.status == CertStatus::Revoked).count(),
@@ -766,6 +794,18 @@ pub fn backup(dir: &Path, out_bundle: &Path, identity: &str) -> Result<Manifest,
     Ok(w.finish(BundleKind::CaBackup, identity, extra)?)
 }
 
+/// The audit event a ceremony appends after [`CaDir::revoke`], from the
+/// record it returned; [`CaDir::check_revocations`] reads back
+/// `details.serial`, `details.reason` and `details.revocation_time`.
+pub fn certificate_revoked_event(record: &IssuedRecord) -> Event {
+    let time = record.revoked_at.map(|t| t.format(&time::format_description::well_known::Rfc3339));
+    Event::new("revoke", EVENT_CERTIFICATE_REVOKED)
+        .detail("serial", record.serial.as_str())
+        .detail("subject", record.subject.as_str())
+        .detail("reason", record.reason.map_or("", RevocationReason::name))
+        .detail("revocation_time", time.and_then(Result::ok).unwrap_or_default())
+}
+
 /// The audit event a ceremony appends after [`CaDir::record_crl`]; its
 /// `details.crl_number` is what [`CaDir::next_crl_number`] reads back.
 pub fn crl_signed_event(crl: &SignedCrl) -> Event {
@@ -777,8 +817,9 @@ pub fn crl_signed_event(crl: &SignedCrl) -> Event {
         .detail("next_update", crl.next_update.unix_timestamp())
 }
 
-/// Whether `cert_der`'s signature, in one of the schemes keyrite signs
-/// with, verifies under `spki`.
+/// Whether the signature of `cert_der` (a certificate or a CRL: both are
+/// SEQUENCE { tbs, algorithm, signature }), in one of the schemes keyrite
+/// signs with, verifies under `spki`.
 pub(crate) fn signed_by(cert_der: &[u8], spki: &[u8]) -> bool {
     use crate::hsm::SignatureAlgorithm::*;
     use der::asn1::BitStringRef;
@@ -872,48 +913,6 @@ fn crl_files(dir: &Path) -> Result<Vec<(u64, String)>, CaError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// The largest `details.crl_number` of a "crl-signed" event in the log.
-///
-/// Only the numbers are read here; the chain and checkpoints are the audit
-/// verifier's job. A last line without its newline is a torn append and is
-/// skipped; any other unreadable line is an error, because it could hide a
-/// number.
-fn logged_crl_numbers(path: &Path) -> Result<Option<u64>, CaError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FileError::io(path, "reading audit log", e).into()),
-    };
-    let complete = bytes.ends_with(b"\n");
-    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-    let mut max = None;
-    for (i, line) in lines.iter().enumerate() {
-        let torn = !complete && i + 1 == lines.len();
-        let value: serde_json::Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(_) if torn => continue,
-            Err(e) => {
-                return Err(CaError::AuditLog {
-                    path: path.to_path_buf(),
-                    problem: format!("line {} is not JSON: {e}", i + 1),
-                })
-            }
-        };
-        if value.get("event").and_then(|e| e.as_str()) != Some(EVENT_CRL_SIGNED) {
-            continue;
-        }
-        let n = value.pointer("/details/crl_number");
-        let n = n.and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok()))).ok_or_else(|| {
-            CaError::AuditLog {
-                path: path.to_path_buf(),
-                problem: format!("line {}: a crl-signed event without a numeric details.crl_number", i + 1),
-            }
-        })?;
-        max = max.max(Some(n));
-    }
-    Ok(max)
 }
 
 /// Lower-case hex of the value, without leading zero octets.

@@ -2,7 +2,11 @@
 //!
 //! With `[activation]` in a root ceremony, the token's user PIN (and, with
 //! `so_pin = true`, the security officer's PIN, as a set of its own) becomes
-//! random and is never shown: a 16-byte seed from the token's RNG is split
+//! random and is never shown. A root ceremony with `[backup]` splits the SO
+//! PIN this way by default, `[activation]` or not: the backed-up key leaves
+//! the token under any key the SO marks trusted, so the SO PIN must not be
+//! one person's (the plan may keep it whole only by saying why, in
+//! `backup.keep_so_pin`). Each PIN: a 16-byte seed from the token's RNG is split
 //! T-of-N with SLIP-0039, each custodian receives an *activation card*
 //! (distinct from their backup card: its own file name, and it says what it
 //! opens), the log records one commitment per card and a `shares-issued`
@@ -175,9 +179,22 @@ pub fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -
     }
     let spec = s.plan.activation.clone().ok_or_else(|| step_error(step, "the plan has no [activation] table"))?;
     if !matches!(s.store, KeyStore::Pkcs11 { .. }) {
-        return Err(step_error(step, "activation splits a token's PIN; the software key store has none (use a PKCS#11 token, or remove [activation])"));
+        if spec.user_pin {
+            return Err(step_error(step, "activation splits a token's PIN; the software key store has none (use a PKCS#11 token, or remove [activation])"));
+        }
+        // A backed-up root's SO PIN split, on a store without one: the
+        // software root is sealed under the backup KEK itself, which only a
+        // quorum of the custodians' cards rebuilds.
+        s.log.append(s.event(step, "so-pin-not-split").detail(
+            "reason",
+            "the software key store has no security officer PIN; the root is sealed under the backup key-encryption key, which only a quorum of the custodians rebuilds",
+        ))?;
+        operator.say("The software key store has no security officer PIN to split: the custodians' backup cards already guard the root.");
+        return Ok(());
     }
-    activate(step, s, operator, &spec, Which::User)?;
+    if spec.user_pin {
+        activate(step, s, operator, &spec, Which::User)?;
+    }
     if spec.so_pin {
         activate(step, s, operator, &spec, Which::So)?;
     }

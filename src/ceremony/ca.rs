@@ -2,14 +2,16 @@
 //! revoke, publish a CRL. They sign with the existing root key and keep
 //! their state and their audit log in the CA directory.
 //!
-//! Everything that can be checked is checked in [`preflight`], before the
-//! CA's log is touched: the request bundle (manifest, hashes, no extra or
-//! escaping files), the CSR (strict encoding, proof of possession, key
-//! quality, nothing asked beyond the template), the serial to revoke, and
+//! Everything that can be checked is checked before the CA's log is
+//! touched: [`read_request`] checks the request bundle (manifest, hashes, no
+//! extra or escaping files), the CSR (strict encoding, proof of possession,
+//! key quality, nothing asked beyond the template) and its subject against
+//! the template's; [`preflight`] the serial to revoke, that `state.json`
+//! still holds every revocation the CA's audit log and last CRL record, and
 //! that the outputs are absent. A bad bundle therefore leaves nothing signed
 //! and nothing written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use time::Duration;
 
@@ -17,11 +19,11 @@ use super::engine::{display_name, now_seconds, rfc3339, witness_read_back, Sessi
 use super::{CeremonyError, Operator};
 use crate::audit::Artifact;
 use crate::ca::{self, CaDir};
-use crate::config::{Environment, Plan, Step, StepKind};
+use crate::config::{Environment, InputBase, Plan, PlanInput, Step, StepKind};
 use crate::faults;
 use crate::files;
 use crate::hsm::RandomSource;
-use crate::profile::{self, IssueRequest, IssuerRef};
+use crate::profile::{self, DistinguishedName, IssueRequest, IssuerRef};
 use crate::transfer::csr::{parse_csr, Csr};
 use crate::transfer::{Bundle, BundleKind, BundleWriter, Limits};
 use crate::words::{self, Fingerprint};
@@ -37,15 +39,74 @@ pub struct State {
     pub crl_bundle: Option<PathBuf>,
 }
 
-struct Request {
+/// A request bundle read and checked, before any PIN is asked for.
+pub struct Request {
     csr: Csr,
     manifest_sha256: Fingerprint,
     requester: String,
     bundle_dir: PathBuf,
+    /// What will be signed: the template's subject, or the CSR's when the
+    /// template names none.
+    subject_to_sign: DistinguishedName,
+    /// The bundle's files for the plan digest: the manifest, then each
+    /// listed file, named `<bundle>/<file>` in the input directory.
+    inputs: Vec<PlanInput>,
 }
 
-/// Opens the CA directory and checks the kind's inputs; writes nothing.
-pub fn preflight(plan: &Plan, env: &Environment) -> Result<State, CeremonyError> {
+impl Request {
+    pub fn plan_inputs(&self) -> &[PlanInput] {
+        &self.inputs
+    }
+
+    fn subject_differs(&self) -> bool {
+        self.subject_to_sign != *self.csr.subject()
+    }
+}
+
+/// Reads a sign-intermediate plan's request bundle from `input_dir` and
+/// checks it all: the bundle, the CSR, and the CSR's subject against the
+/// template's. `None` for other kinds.
+pub fn read_request(plan: &Plan, input_dir: &Path) -> Result<Option<Request>, CeremonyError> {
+    let Some(spec) = &plan.intermediate else { return Ok(None) };
+    let bundle_dir = input_dir.join(&spec.request_bundle);
+    let bundle = Bundle::open(&bundle_dir, BundleKind::IntermediateRequest, &Limits::default())?;
+    let csr = parse_csr(bundle.file("csr.pem")?)?;
+    let cert = plan
+        .certificate
+        .as_ref()
+        .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan names no intermediate template".into() })?;
+    csr.check_against(&cert.template)?;
+    let subject_to_sign = cert.template.subject().cloned().unwrap_or_else(|| csr.subject().clone());
+    if subject_to_sign != *csr.subject() && !cert.replace_csr_subject {
+        return Err(CeremonyError::SubjectMismatch {
+            bundle: bundle_dir,
+            csr: csr.subject().to_string(),
+            template: cert.template_path.clone(),
+            signed: subject_to_sign.to_string(),
+        });
+    }
+    let name = |file: &str| format!("{}/{file}", spec.request_bundle);
+    let mut inputs = vec![PlanInput {
+        base: InputBase::InputDir,
+        name: name(crate::transfer::MANIFEST),
+        sha256: bundle.manifest_sha256().hex.clone(),
+    }];
+    for file in bundle.file_names() {
+        inputs.push(PlanInput::of(InputBase::InputDir, name(file), bundle.file(file)?));
+    }
+    Ok(Some(Request {
+        requester: bundle.manifest().identity.clone(),
+        manifest_sha256: bundle.manifest_sha256().clone(),
+        csr,
+        bundle_dir,
+        subject_to_sign,
+        inputs,
+    }))
+}
+
+/// Opens the CA directory and checks the kind's inputs (`request`, read by
+/// [`read_request`]); writes nothing.
+pub fn preflight(plan: &Plan, env: &Environment, request: Option<Request>) -> Result<State, CeremonyError> {
     let dir = env.ca_dir.as_ref().ok_or_else(|| CeremonyError::Step {
         step: 0,
         message: format!(
@@ -54,24 +115,11 @@ pub fn preflight(plan: &Plan, env: &Environment) -> Result<State, CeremonyError>
         ),
     })?;
     let ca = CaDir::open(dir)?;
-    let mut state = State::default();
-    if let Some(spec) = &plan.intermediate {
-        let bundle_dir = env.input_dir.join(&spec.request_bundle);
-        let bundle = Bundle::open(&bundle_dir, BundleKind::IntermediateRequest, &Limits::default())?;
-        let csr = parse_csr(bundle.file("csr.pem")?)?;
-        let template = &plan
-            .certificate
-            .as_ref()
-            .ok_or_else(|| CeremonyError::Step { step: 0, message: "the plan names no intermediate template".into() })?
-            .template;
-        csr.check_against(template)?;
-        state.request = Some(Request {
-            requester: bundle.manifest().identity.clone(),
-            manifest_sha256: bundle.manifest_sha256().clone(),
-            csr,
-            bundle_dir,
-        });
-    }
+    // A state.json put back from an older copy would let the next CRL drop
+    // a revocation; it is refused here, before the CA's log is touched, and
+    // again by `issue_crl` itself before anything is signed.
+    ca.check_revocations(time::OffsetDateTime::now_utc())?;
+    let mut state = State { request, ..State::default() };
     if let Some(r) = &plan.revocation {
         match ca.certificates().iter().find(|c| c.serial == r.serial) {
             None => {
@@ -97,8 +145,16 @@ pub fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -
     match step.kind {
         StepKind::ImportRequest => import(step, s, operator),
         StepKind::WitnessRequest => {
+            // One value binds both: the CSR's DER holds its public key, so
+            // 130 bits of the CSR's hash confirm the key as well as the rest.
             let fp = s.ca.request.as_ref().map(|r| r.csr.sha256().clone()).ok_or_else(|| no_request(step))?;
-            witness_read_back(step, s, operator, "CSR SHA-256 on the requester's sheet", &fp)
+            witness_read_back(
+                step,
+                s,
+                operator,
+                "CSR SHA-256 (it covers the CSR's public key) on the requester's sheet",
+                &fp,
+            )
         }
         StepKind::SignIntermediate => sign_intermediate(step, s, operator),
         StepKind::Revoke => revoke(step, s, operator),
@@ -120,15 +176,15 @@ fn ca_dir<'a>(step: &Step, s: &'a mut Session<'_>) -> Result<&'a mut CaDir, Cere
 fn import(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
     let r = s.ca.request.as_ref().ok_or_else(|| no_request(step))?;
     let mut text = format!(
-        "Request from {} ({})\n  manifest SHA-256 {}\n  CSR SHA-256      {}\n  CSR words        {}\n  public key SHA-256 {}\n  public key words   {}\n  subject          {}",
+        "Request from {} ({})\n  manifest SHA-256     {}\n  CSR SHA-256          {}\n  CSR read-back        {}\n  public key SHA-256   {}\n  public key read-back {}\n{}",
         r.requester,
         r.bundle_dir.display(),
         r.manifest_sha256.hex,
         r.csr.sha256().hex,
-        r.csr.sha256().words,
+        r.csr.sha256().read_back_grouped(),
         r.csr.spki_sha256().hex,
-        r.csr.spki_sha256().words,
-        r.csr.subject(),
+        r.csr.spki_sha256().read_back_grouped(),
+        subjects(r, s.plan),
     );
     for line in r.csr.summary() {
         text.push_str(&format!("\n  {line}"));
@@ -141,10 +197,23 @@ fn import(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resu
         .input(Artifact { name: "csr.pem".into(), sha256: r.csr.sha256().hex.clone() })
         .detail("requester", r.requester.as_str())
         .detail("subject", r.csr.subject().to_string())
+        .detail("subject_to_sign", r.subject_to_sign.to_string())
         .detail("public_key_sha256", r.csr.spki_sha256().hex.as_str())
         .detail("csr_summary", r.csr.summary());
     s.log.append(event)?;
     Ok(())
+}
+
+/// The subject the CSR asks for beside the one that will be signed, and
+/// why they differ when they do.
+fn subjects(r: &Request, plan: &Plan) -> String {
+    let template = plan.certificate.as_ref().map_or_else(String::new, |c| c.template_path.display().to_string());
+    let why = if !r.subject_differs() {
+        "the same as the CSR's".to_string()
+    } else {
+        format!("from template {template}; DIFFERS from the CSR's: the plan accepts it (replace_csr_subject = true)")
+    };
+    format!("  CSR subject          {}\n  subject to sign      {} ({why})", r.csr.subject(), r.subject_to_sign)
 }
 
 fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
@@ -157,10 +226,18 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
     let key =
         plan.key.as_ref().ok_or_else(|| CeremonyError::Step { step: step.number, message: "no root [key]".into() })?;
     let response_dir = s.output(&spec.response_bundle);
-    let (csr_der, csr_spki, csr_subject, csr_sha) = {
+    let (csr_der, csr_spki, csr_subject, subject_to_sign, csr_sha) = {
         let r = s.ca.request.as_ref().ok_or_else(|| no_request(step))?;
-        (r.csr.der().to_vec(), r.csr.spki_der().to_vec(), r.csr.subject().clone(), r.csr.sha256().hex.clone())
+        operator.say(&subjects(r, plan));
+        (
+            r.csr.der().to_vec(),
+            r.csr.spki_der().to_vec(),
+            r.csr.subject().clone(),
+            r.subject_to_sign.clone(),
+            r.csr.sha256().hex.clone(),
+        )
     };
+    let subject_replaced = subject_to_sign != csr_subject;
     // The serial, made positive exactly as the profile will, is reserved in
     // the CA directory before anything is signed: a crash after this point
     // can skip the number, never reuse it.
@@ -183,8 +260,9 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
         let request = IssueRequest {
             profile: &cert.template,
             // The template's subject when it has one: the PKI team names
-            // its intermediates, not the requester.
-            subject: if cert.template.subject().is_some() { None } else { Some(csr_subject) },
+            // its intermediates, not the requester. read_request refused a
+            // CSR asking for another unless the plan accepts the change.
+            subject: if cert.template.subject().is_some() { None } else { Some(subject_to_sign) },
             subject_spki: &csr_spki,
             sans: Vec::new(),
             serial,
@@ -215,13 +293,15 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
 
     let warnings: Vec<String> = issued.findings.iter().map(|f| f.to_string()).collect();
     s.log.append(
-        s.event(step, "certificate-signed")
+        s.event(step, ca::EVENT_CERTIFICATE_SIGNED)
             .input(Artifact { name: "csr.pem".into(), sha256: csr_sha })
             .input(Artifact::of("csr.der", &csr_der))
             .output(Artifact::of("intermediate.der", &issued.der))
             .output(Artifact::of("intermediate.pem", issued.pem.as_bytes()))
             .detail("serial", issued.serial_hex.as_str())
             .detail("subject", record.subject.as_str())
+            .detail("csr_subject", csr_subject.to_string())
+            .detail("subject_replaced", subject_replaced)
             .detail("not_before", rfc3339(not_before))
             .detail("not_after", rfc3339(not_after))
             .detail("tbs_sha256", issued.tbs_sha256_hex.as_str())
@@ -231,8 +311,9 @@ fn sign_intermediate(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operat
             .detail("lint_warnings", warnings),
     )?;
     operator.say(&format!(
-        "Intermediate signed, linted and verified.\n  serial      {}\n  SHA-256     {}\n  words       {}\n  bundle      {}",
+        "Intermediate signed, linted and verified.\n  serial      {}\n  subject     {}\n  SHA-256     {}\n  words       {}\n  bundle      {}",
         issued.serial_hex,
+        record.subject,
         issued.fingerprint.hex,
         issued.fingerprint.words,
         response_dir.display()
@@ -254,13 +335,9 @@ fn revoke(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resu
     };
     let record = ca_dir(step, s)?.revoke(&spec.serial, spec.reason, time)?;
     faults::point("revoke:after-record");
-    s.log.append(
-        s.event(step, "certificate-revoked")
-            .detail("serial", spec.serial.as_str())
-            .detail("subject", record.subject.as_str())
-            .detail("reason", spec.reason.name())
-            .detail("revocation_time", rfc3339(time)),
-    )?;
+    let mut event = ca::certificate_revoked_event(&record);
+    event.step = step.id.clone();
+    s.log.append(event.role(step.role.as_str()).actor(s.actor_of(&step.role)))?;
     operator.say(&format!("Revoked serial {} ({}), reason {}.", spec.serial, record.subject, spec.reason.name()));
     Ok(())
 }

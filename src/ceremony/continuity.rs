@@ -39,6 +39,22 @@ pub const INTERRUPTED_PROMPT: &str = "audit-interrupted";
 /// reads (the ceremony that issued the shares).
 pub const SOURCE_PAPER_PROMPT: &str = "source-log-checkpoint";
 
+/// The rehearsal-grade reason of an anchor `keyrite rehearse` passed in
+/// memory instead of a witness reading it from paper.
+pub const REHEARSAL_ANCHOR: &str =
+    "a paper checkpoint passed in memory by keyrite rehearse, not read from paper by a witness";
+
+/// Marks an entry that used a paper answer as rehearsal-grade when the
+/// rehearsal, not a witness, gave it.
+fn grade(event: Event, paper: Option<&PaperAnswer>) -> Event {
+    match paper {
+        Some(p) if p.answered_by == super::operator::ANSWERED_BY_REHEARSAL => {
+            event.detail(crate::audit::REHEARSAL_GRADE, vec![REHEARSAL_ANCHOR])
+        }
+        _ => event,
+    }
+}
+
 fn refused(log: &Path, message: String) -> CeremonyError {
     CeremonyError::Continuity { log: log.to_path_buf(), message }
 }
@@ -88,23 +104,32 @@ pub fn records_of(store: &KeyStore, origin: &str) -> Result<Vec<AnchorRecord>, C
     Ok(records)
 }
 
-/// A new log must not take the name of one the store already holds
-/// records of, and a CA directory (`ca_root`: its root certificate's
-/// SHA-256) must not start a second log: that log's file is missing, and
-/// starting afresh would hide everything it held.
+/// A CA directory (`ca_root`: its root certificate's SHA-256) must not
+/// start a log while the store holds records of one, of this name or of this
+/// CA: that log's file is missing, and starting afresh would hide everything
+/// it held. Any other new log must not take the name of one the store holds
+/// a signed (closed or aborted) record of; an earlier attempt that stopped
+/// before its audit key existed left only a start record and may be run
+/// again.
 pub fn check_new_log(store: &KeyStore, path: &Path, origin: &str, ca_root: Option<&str>) -> Result<(), CeremonyError> {
     let missing = |last: &AnchorRecord, count: usize| {
         refused(
             path,
             format!(
-                "this would start a new log {origin:?}, but the key store holds {count} record(s) of {} (the last: {}): that log's file is missing. Restore it (e.g. from `keyrite ca backup`) instead of starting a new one",
+                "this would start a new log {origin:?}, but the key store holds {count} record(s) of {} (the last: {}): {}",
                 if last.origin == origin { "a log of that name".to_string() } else { format!("this CA's log {:?}", last.origin) },
-                last.describe()
+                last.describe(),
+                if ca_root.is_some() {
+                    "that log's file is missing. Restore it (e.g. from `keyrite ca backup`) instead of starting a new one"
+                } else {
+                    "an earlier run of this ceremony signed it. Keep that log, and give this run a new id in the ceremony file"
+                }
             ),
         )
     };
     let records = records_of(store, origin)?;
-    if let Some(last) = records.last() {
+    let blocking = ca_root.is_some() || records.iter().any(|r| r.kind != AnchorKind::Started);
+    if let (true, Some(last)) = (blocking, records.last()) {
         return Err(missing(last, records.len()));
     }
     if let Some(root) = ca_root {
@@ -225,7 +250,7 @@ impl Continued {
                 format!("authorised by the custodians in ceremony {:?}", s.ceremony_id),
             );
         }
-        e
+        grade(e, self.paper.as_ref())
     }
 }
 
@@ -374,13 +399,14 @@ pub fn check_with_store(plan: &Plan, store: &KeyStore, path: &Path) -> Result<Ev
 
 /// The event that records a source log checked against the paper.
 pub fn paper_checked_event(path: &Path, report: &VerifyReport, paper: &PaperAnswer) -> Result<Event, CeremonyError> {
-    Ok(Event::new("preflight", "source-log-verified")
+    let event = Event::new("preflight", "source-log-verified")
         .input(Artifact { name: super::engine::display_name(path), sha256: file_sha256(path)? })
         .detail("origin", report.origin.clone().unwrap_or_default())
         .detail("entries", report.entries)
         .detail("anchored_by", "its final checkpoint, typed from the paper log")
         .detail("paper_checkpoint", paper.text.as_str())
-        .detail("answered_by", paper.answered_by))
+        .detail("answered_by", paper.answered_by);
+    Ok(grade(event, Some(paper)))
 }
 
 fn file_sha256(path: &Path) -> Result<String, CeremonyError> {

@@ -124,6 +124,7 @@ pub struct RestoreInputs {
     pub source_ceremony: String,
     pub set: ShareSet,
     artifacts: Vec<Artifact>,
+    log_path: PathBuf,
 }
 
 /// A root key backup, by backend.
@@ -152,11 +153,7 @@ impl RestoreInputs {
 /// must verify, end with the checkpoint the witness typed from the paper
 /// log, and record the share set). Returns the entry that records the
 /// log's check.
-pub fn read_restore_inputs(
-    spec: &RestoreSpec,
-    input_dir: &Path,
-    paper: &PaperAnswer,
-) -> Result<(RestoreInputs, audit::Event), CeremonyError> {
+pub fn read_restore_inputs(spec: &RestoreSpec, input_dir: &Path) -> Result<RestoreInputs, CeremonyError> {
     let read = |name: &str, cap: u64| -> Result<(PathBuf, Vec<u8>), CeremonyError> {
         let path = input_dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| files::FileError::io(&path, "reading restore input", e))?;
@@ -198,25 +195,42 @@ pub fn read_restore_inputs(
         None => None,
     };
 
-    let report = audit::verify(
-        &log_path,
-        &VerifyOptions { paper_checkpoints: vec![paper.text.clone()], expect_closed: true, ..VerifyOptions::default() },
-    )?;
-    let last = report.last_checkpoint.as_ref().map_or(0, |c| c.size);
-    if report.trust.paper_matched.first() != Some(&last) {
-        return Err(CeremonyError::Continuity {
-            log: log_path.clone(),
-            message: format!(
-                "the paper checkpoint is not this log's final checkpoint (over {last} entries): type the FINAL checkpoint of {} from its paper log",
-                spec.ceremony_log
-            ),
-        });
-    }
-    let quorum_key =
-        report.quorum_keys.iter().find(|q| report.trust.quorum_keys.contains(&q.public_key_sha256)).cloned();
+    // The log's own consistency here (this also serves `ceremony print`);
+    // what the paper says of it is checked in the preflight
+    // ([`RestoreInputs::check_source_log`]).
+    audit::verify(&log_path, &VerifyOptions { expect_closed: true, ..VerifyOptions::unpinned() })?;
     let (source_ceremony, set) = share_set_from_log(&log_path, &log_bytes)?;
-    let event = super::continuity::paper_checked_event(&log_path, &report, paper)?;
-    Ok((RestoreInputs { backup, quorum_key, root, source_ceremony, set, artifacts }, event))
+    Ok(RestoreInputs { backup, quorum_key: None, root, source_ceremony, set, artifacts, log_path })
+}
+
+impl RestoreInputs {
+    /// Checks the source log against its final checkpoint as the witness
+    /// typed it from the paper log, and takes the custodians' quorum key it
+    /// announces (trusted through that checkpoint). Returns the entry that
+    /// records the check.
+    pub fn check_source_log(&mut self, paper: &PaperAnswer) -> Result<audit::Event, CeremonyError> {
+        let report = audit::verify(
+            &self.log_path,
+            &VerifyOptions {
+                paper_checkpoints: vec![paper.text.clone()],
+                expect_closed: true,
+                ..VerifyOptions::default()
+            },
+        )?;
+        let last = report.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        if report.trust.paper_matched.first() != Some(&last) {
+            return Err(CeremonyError::Continuity {
+                log: self.log_path.clone(),
+                message: format!(
+                    "the paper checkpoint is not this log's final checkpoint (over {last} entries): type the FINAL checkpoint of {} from its paper log",
+                    display_name(&self.log_path)
+                ),
+            });
+        }
+        self.quorum_key =
+            report.quorum_keys.iter().find(|q| report.trust.quorum_keys.contains(&q.public_key_sha256)).cloned();
+        super::continuity::paper_checked_event(&self.log_path, &report, paper)
+    }
 }
 
 fn parse_backup(path: &Path, bytes: &[u8]) -> Result<Backup, CeremonyError> {
@@ -351,7 +365,7 @@ fn backup_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
             s.custody.kek = Some(kek);
             (
                 wrapped.to_file_bytes(),
-                "CKM_AES_KEY_WRAP_PAD under a trusted KEK from the token's RNG, destroyed on the token after",
+                "CKM_AES_KEY_WRAP_PAD under a trusted KEK from the token's RNG, a session object destroyed on the token after",
             )
         }
         KeyStore::Soft { .. } => {
@@ -365,13 +379,16 @@ fn backup_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
         }
     };
     files::write_new(&blob_path, &bytes, Mode::Public)?;
-    s.log.append(
-        s.event(step, "key-backed-up")
-            .output(Artifact::of(display_name(&blob_path), &bytes))
-            .detail("label", key.label.as_str())
-            .detail("method", how)
-            .detail("kek_bits", 256),
-    )?;
+    let event = s
+        .event(step, "key-backed-up")
+        .output(Artifact::of(display_name(&blob_path), &bytes))
+        .detail("label", key.label.as_str())
+        .detail("method", how)
+        .detail("kek_bits", 256);
+    s.log.append(match s.plan.security_officer_custody() {
+        Some(custody) => event.detail("security_officer_custody", custody),
+        None => event,
+    })?;
     operator.say(&format!(
         "Root key wrapped for backup: {}\n  SHA-256 {}",
         blob_path.display(),

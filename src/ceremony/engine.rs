@@ -11,21 +11,17 @@
 
 use std::path::{Path, PathBuf};
 
-use super::operator::same_words;
-use super::{activation, airgap, ca, continuity, custody, root, CeremonyError, Operator, RunOptions};
+use super::aids::{self, Aid};
+use super::{activation, airgap, ca, continuity, custody, inputs, root, CeremonyError, Operator, RunOptions};
 use crate::audit::anchor::AnchorKind;
-use crate::audit::{self, Artifact, AuditLog, Checkpoint, Event, Outcome};
-use crate::config::{Backend, CeremonyKind, Environment, Plan, SecretSource, Step, StepKind};
+use crate::audit::{self, Artifact, AuditLog, Checkpoint, Event, Outcome, REHEARSAL_GRADE};
+use crate::config::{Backend, CeremonyKind, Environment, Plan, PlanDigest, SecretSource, Step, StepKind};
 use crate::files;
 use crate::hsm::keystore::{KeyStore, StoreFacts};
 use crate::hsm::soft::SealingKey;
 use crate::hsm::RandomSource;
 use crate::secret::Secret;
-use crate::words::Fingerprint;
-
-/// Words a witness reads back: three words are 30 bits, enough to catch a
-/// wrong page or a substituted file, short enough to say aloud.
-pub const READ_BACK_WORDS: usize = 3;
+use crate::words::{Fingerprint, ReadBackCheck, READ_BACK_WORDS};
 
 /// What a finished ceremony produced. Fields a kind does not produce are
 /// empty.
@@ -73,6 +69,7 @@ pub fn run(
     let anchor_records = continuity::record_start(&preflight.store, &log, ca_root.as_deref())?;
     let mut s = Session {
         plan,
+        digest: preflight.digest,
         log,
         output_dir: preflight.output_dir,
         store: preflight.store,
@@ -85,8 +82,13 @@ pub fn run(
         ca: preflight.ca,
         final_checkpoint: None,
     };
-    let started = Event::new("preflight", "ceremony-started")
-        .input(Artifact::of(display_name(&plan.path), plan.text.as_bytes()))
+    // The plan digest and every file it covers: an auditor recomputes the
+    // digest from these inputs' names and hashes alone.
+    let started = s.digest.inputs().iter().fold(Event::new("preflight", "ceremony-started"), |e, i| {
+        e.input(Artifact { name: i.name.clone(), sha256: i.sha256.clone() })
+    });
+    let started = started
+        .detail("plan_sha256", s.digest.fingerprint().hex.as_str())
         .detail("kind", plan.kind.name())
         .detail("title", plan.title.as_str())
         .detail("keyrite_version", env!("CARGO_PKG_VERSION"))
@@ -94,14 +96,13 @@ pub fn run(
         .detail("network_interfaces_up", preflight.interfaces_up.clone())
         .detail("network_allowed", options.allow_network)
         .detail("operator_interactive", operator.is_interactive())
+        .detail("grade", plan.grade.name())
+        .detail(REHEARSAL_GRADE, aids::reasons(&preflight.aids))
         .detail("anchor_records", anchor_records);
-    let started = match &plan.certificate {
-        Some(c) => {
-            started.input(Artifact { name: display_name(&c.template_path), sha256: c.template_fingerprint.hex.clone() })
-        }
+    let started = match plan.security_officer_custody() {
+        Some(custody) => started.detail("security_officer_custody", custody),
         None => started,
     };
-    let started = preflight.inputs.iter().fold(started, |e, a| e.input(a.clone()));
     s.log.append(started)?;
     // Who opened the token with their activation cards: recorded first, as
     // the login itself happened in the preflight.
@@ -134,8 +135,7 @@ pub fn run(
             // abort checkpoint (so the log ends as a closed one does and the
             // next ceremony can continue it), then stop. If any of that
             // fails, the original error is the one to report.
-            let _ = s.log.append(aborted);
-            match abort_checkpoint(&mut s) {
+            match abort_checkpoint(&mut s, aborted) {
                 Ok(Some((cp, key))) => {
                     print_checkpoint(
                         operator,
@@ -185,6 +185,9 @@ pub fn run(
 /// the steps have produced so far.
 pub struct Session<'p> {
     pub plan: &'p Plan,
+    /// The plan digest over the plan's files and its inputs, as read in the
+    /// preflight: what the witness reads back.
+    pub digest: PlanDigest,
     pub log: AuditLog,
     pub output_dir: PathBuf,
     pub store: KeyStore,
@@ -234,12 +237,14 @@ enum LogPlan {
 
 /// What the preflight established; nothing has been written yet.
 struct Preflight {
+    /// The rehearsal aids this run uses (none, for a real plan).
+    aids: Vec<Aid>,
     output_dir: PathBuf,
     store: KeyStore,
     user_pin: Option<Secret>,
     so_pin: Option<Secret>,
     interfaces_up: Vec<String>,
-    inputs: Vec<Artifact>,
+    digest: PlanDigest,
     custody: custody::State,
     ca: ca::State,
     /// Tokens opened with custodians' activation cards, for the log.
@@ -256,6 +261,8 @@ fn preflight(
     operator: &mut dyn Operator,
     options: &RunOptions,
 ) -> Result<Preflight, CeremonyError> {
+    let aids = aids::in_use(env, operator, options);
+    aids::refuse_for_real(plan, &aids)?;
     let out = &env.output_dir;
     if !out.is_dir() {
         return Err(CeremonyError::Step {
@@ -272,23 +279,22 @@ fn preflight(
         return Err(CeremonyError::NetworkUp { interfaces: interfaces_up.join(", ") });
     }
 
-    // Inputs of a restore are read and checked before any PIN is asked for;
-    // the log of the ceremony that issued the shares against the paper.
+    // Inputs (a restore's, a request bundle) are read and checked before any
+    // PIN is asked for, and the plan digest is taken from the bytes read.
+    let mut input_files = inputs::read(plan, &env.input_dir)?;
+    let digest = input_files.digest(plan);
+    // The log of the ceremony that issued a restore's shares, against its
+    // final checkpoint as the witness types it from the paper log.
     let mut checked = Vec::new();
-    let restore_inputs = match &plan.restore {
-        Some(spec) => {
-            let paper = continuity::ask_paper(
-                plan,
-                operator,
-                continuity::SOURCE_PAPER_PROMPT,
-                &format!("final checkpoint of {} (the ceremony that issued the shares)", spec.ceremony_log),
-            )?;
-            let (inputs, event) = custody::read_restore_inputs(spec, &env.input_dir, &paper)?;
-            checked.push(event);
-            Some(inputs)
-        }
-        None => None,
-    };
+    if let (Some(spec), Some(restore)) = (&plan.restore, input_files.restore.as_mut()) {
+        let paper = continuity::ask_paper(
+            plan,
+            operator,
+            continuity::SOURCE_PAPER_PROMPT,
+            &format!("final checkpoint of {} (the ceremony that issued the shares)", spec.ceremony_log),
+        )?;
+        checked.push(restore.check_source_log(&paper)?);
+    }
     // Logs of root ceremonies whose custodians' cards open the store: each
     // is checked against the store once it is open.
     let mut card_logs: Vec<PathBuf> = Vec::new();
@@ -338,7 +344,7 @@ fn preflight(
             user_pin = Some(pin);
             store
         }
-        Backend::Soft { .. } if plan.activation.is_some() => {
+        Backend::Soft { .. } if plan.activation.as_ref().is_some_and(|a| a.user_pin) => {
             return Err(CeremonyError::Step {
                 step: 0,
                 message: "[activation] splits a PKCS#11 token's PINs among custodians; the software key store has no PIN: run this ceremony on a token, or remove [activation]".into(),
@@ -388,8 +394,33 @@ fn preflight(
             KeyStore::open_soft(dir, sealing)?
         }
     };
+    // The CA's log is continued only as far as the paper and the store
+    // vouch for it, and a CA directory never starts a second log. Checked
+    // before anything reads the CA's records (its revocations, its CRL
+    // numbers) from that log.
+    let ca_dir = match (&env.ca_dir, plan.kind.uses_ca_dir()) {
+        (Some(dir), true) => Some(crate::ca::CaDir::open(dir)?),
+        _ => None,
+    };
+    let ca_log = match ca_dir.as_ref() {
+        // The offline CA keeps one log across its ceremonies: verified, then
+        // continued, so CRL numbers and issued serials have one history.
+        Some(dir) if dir.audit_log_path().exists() => {
+            Some(LogPlan::Continue(Box::new(continuity::continue_log(plan, &store, dir.audit_log_path(), operator)?)))
+        }
+        Some(dir) => {
+            continuity::check_new_log(
+                &store,
+                dir.audit_log_path(),
+                &audit::origin_for(&plan.id),
+                Some(&dir.state().root_sha256),
+            )?;
+            Some(LogPlan::Create(dir.audit_log_path().to_path_buf()))
+        }
+        None => None,
+    };
     let ca_state = if plan.kind.uses_ca_dir() {
-        let state = ca::preflight(plan, env)?;
+        let state = ca::preflight(plan, env, input_files.request)?;
         // The root key and the audit key exist already; the root key must be
         // the CA's root certificate's key.
         let key = plan
@@ -417,12 +448,20 @@ fn preflight(
         }
         ca::State::default()
     };
-    let mut inputs = Vec::new();
-    if let Some(r) = restore_inputs {
+    // A ceremony's own log must not take the name of one the store holds a
+    // signed record of.
+    let log = match (&plan.outputs.audit_log, ca_log) {
+        (Some(name), _) => {
+            let path = out.join(name);
+            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id), None)?;
+            Some(LogPlan::Create(path))
+        }
+        (None, ca_log) => ca_log,
+    };
+    if let Some(r) = input_files.restore {
         if plan.kind == CeremonyKind::RootRestore {
             store.check_restore_label(&r.key_label())?;
         }
-        inputs = r.artifacts();
         custody.restore = Some(r);
     }
     if let (Some(c), Some(nb)) = (&plan.certificate, plan.certificate.as_ref().and_then(|c| c.not_before)) {
@@ -439,38 +478,14 @@ fn preflight(
     for log in &card_logs {
         checked.push(continuity::check_with_store(plan, &store, log)?);
     }
-    // The log this ceremony writes: a new one must not take the name of a
-    // log the store knows; the CA's log is continued only as far as the
-    // paper and the store vouch for it.
-    let log = match (&plan.outputs.audit_log, ca_state.dir.as_ref()) {
-        (Some(name), _) => {
-            let path = out.join(name);
-            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id), None)?;
-            Some(LogPlan::Create(path))
-        }
-        // The offline CA keeps one log across its ceremonies: verified, then
-        // continued, so CRL numbers and issued serials have one history.
-        (None, Some(dir)) if dir.audit_log_path().exists() => {
-            Some(LogPlan::Continue(Box::new(continuity::continue_log(plan, &store, dir.audit_log_path(), operator)?)))
-        }
-        (None, Some(dir)) => {
-            continuity::check_new_log(
-                &store,
-                dir.audit_log_path(),
-                &audit::origin_for(&plan.id),
-                Some(&dir.state().root_sha256),
-            )?;
-            Some(LogPlan::Create(dir.audit_log_path().to_path_buf()))
-        }
-        (None, None) => None,
-    };
     Ok(Preflight {
+        aids,
         output_dir: out.clone(),
         store,
         user_pin,
         so_pin,
         interfaces_up,
-        inputs,
+        digest,
         custody,
         ca: ca_state,
         activated,
@@ -524,6 +539,11 @@ fn show_plan(plan: &Plan, preflight: &Preflight, operator: &mut dyn Operator) {
     for (k, v) in plan.summary() {
         text.push_str(&format!("  {k:<13} {v}\n"));
     }
+    text.push_str(&format!("  {:<13} {}\n", "Plan SHA-256", preflight.digest.fingerprint().hex));
+    text.push_str(&format!("  {:<13} {}\n", "Plan read-back", preflight.digest.fingerprint().read_back_grouped()));
+    for input in preflight.digest.inputs() {
+        text.push_str(&format!("    {}", input.sha256sum_line()));
+    }
     text.push_str(&format!("  {:<13} {store}\n  {:<13} {}", "Key store", "Output dir", preflight.output_dir.display()));
     operator.say(&text);
     if !preflight.interfaces_up.is_empty() {
@@ -551,16 +571,20 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
             Ok(())
         }
         StepKind::WitnessPlan => {
-            let fp = s.plan.fingerprint.clone();
+            let fp = s.digest.fingerprint().clone();
             witness_read_back(step, s, operator, "plan SHA-256", &fp)
         }
         StepKind::OpenToken => {
             // The login happened in the preflight, so that a wrong PIN stopped
             // the ceremony before anything was written; this records it.
             let facts = s.store.facts();
-            s.log.append(
-                s.event(step, "token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default()),
-            )?;
+            let opened =
+                s.event(step, "token-opened").detail("store", serde_json::to_value(&facts).unwrap_or_default());
+            let opened = match facts {
+                StoreFacts::Soft { .. } => opened.detail(REHEARSAL_GRADE, aids::reasons(&[Aid::SoftwareKeyStore])),
+                StoreFacts::Pkcs11(_) => opened,
+            };
+            s.log.append(opened)?;
             Ok(())
         }
         StepKind::GenerateAuditKey => {
@@ -661,8 +685,10 @@ fn attendance(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
     Ok(())
 }
 
-/// A witness reads the first words of `fp` back from paper; a mismatch is
-/// logged as a deviation and stops the ceremony.
+/// A witness reads `fp` back from paper, at full strength (13 words or 32
+/// hex digits, see [`crate::words::READ_BACK_BITS`]); a mismatch, or a
+/// read-back too short to be a real check, is logged as a deviation and
+/// stops the ceremony.
 pub fn witness_read_back(
     step: &Step,
     s: &mut Session<'_>,
@@ -671,14 +697,24 @@ pub fn witness_read_back(
     fp: &Fingerprint,
 ) -> Result<(), CeremonyError> {
     let witness = step.witness.clone().unwrap_or_default();
-    operator.say(&format!("{what} on screen:\n  {}\n  {}", fp.hex, fp.words));
-    let expected = fp.first_words(READ_BACK_WORDS);
+    operator.say(&format!("{what} on screen:\n  {}\n  read-back: {}", fp.hex, fp.read_back_grouped()));
+    let expected = fp.read_back_words();
     let question = format!(
-        "{}: read the first {READ_BACK_WORDS} words of the {what} from the printed record",
+        "{}: read the {READ_BACK_WORDS} read-back words of the {what} from the paper (or its first 32 hex digits)",
         s.role_title(&witness)
     );
     let read = operator.read_back(&step.id, &question, &expected)?;
-    let matched = same_words(&read.text, &expected);
+    let check = fp.check_read_back(&read.text);
+    let matched = matches!(check, ReadBackCheck::Confirmed { .. });
+    let bits = match check {
+        ReadBackCheck::Confirmed { bits } | ReadBackCheck::TooShort { bits } => bits,
+        ReadBackCheck::Mismatch => 0,
+    };
+    let aid = match (read.echoed, operator.is_interactive()) {
+        (true, _) => Some(Aid::EchoedReadBacks),
+        (false, false) => Some(Aid::AnswersFile),
+        (false, true) => None,
+    };
     let event = Event::new(&step.id, if matched { "witness-confirmed" } else { "deviation" })
         .role(witness.as_str())
         .actor(s.actor_of(&witness))
@@ -687,6 +723,15 @@ pub fn witness_read_back(
         .detail("value_sha256", fp.hex.as_str())
         .detail("read_back", read.text.as_str())
         .detail(
+            "read_back_result",
+            match check {
+                ReadBackCheck::Confirmed { .. } => "confirmed",
+                ReadBackCheck::TooShort { .. } => "too short: fewer than 128 bits read",
+                ReadBackCheck::Mismatch => "differs from the value on screen",
+            },
+        )
+        .detail("bits_confirmed", bits)
+        .detail(
             "answered_by",
             match (operator.is_interactive(), read.echoed) {
                 (true, _) => "person",
@@ -694,16 +739,27 @@ pub fn witness_read_back(
                 (false, true) => "answers file, echoing the screen (rehearsal: not a real comparison)",
             },
         );
+    let event = match aid {
+        Some(aid) => event.detail(REHEARSAL_GRADE, aids::reasons(&[aid])),
+        None => event,
+    };
     s.log.append(event)?;
-    if !matched {
-        return Err(CeremonyError::ReadBackMismatch {
+    match check {
+        ReadBackCheck::Confirmed { .. } => Ok(()),
+        ReadBackCheck::TooShort { bits } => Err(CeremonyError::ReadBackTooShort {
             step: step.number,
             title: step.title.clone(),
             expected,
             got: read.text,
-        });
+            bits,
+        }),
+        ReadBackCheck::Mismatch => Err(CeremonyError::ReadBackMismatch {
+            step: step.number,
+            title: step.title.clone(),
+            expected,
+            got: read.text,
+        }),
     }
-    Ok(())
 }
 
 /// Signs a checkpoint with the audit key (found afresh: a backup may have
@@ -718,19 +774,27 @@ pub fn checkpoint(s: &mut Session<'_>) -> Result<(Checkpoint, String), CeremonyE
     Ok((cp, crate::words::sha256_hex(spki)))
 }
 
-/// After a failure: signs the log with the audit key if it exists yet
-/// (announcing it first if this log has not), so an aborted ceremony ends
-/// with a checkpoint like a closed one. `None` before the key exists.
-fn abort_checkpoint(s: &mut Session<'_>) -> Result<Option<(Checkpoint, String)>, CeremonyError> {
+/// After a failure: records `aborted` and signs the log with the audit key
+/// if it exists yet (announced first if this log has not announced it), so
+/// an aborted ceremony ends, like a closed one, with its closing entry and
+/// a checkpoint. `None` before the key exists: the abort entry stays
+/// unsigned.
+fn abort_checkpoint(s: &mut Session<'_>, aborted: Event) -> Result<Option<(Checkpoint, String)>, CeremonyError> {
     let spec = s.plan.audit_key.clone();
-    let (spki, sig) = match s.store.find(&spec.label, Some(spec.signature)) {
-        Ok(key) => (key.signer.spki_der().to_vec(), key.signer.signature_algorithm()),
-        Err(_) => return Ok(None),
+    let key = match s.store.find(&spec.label, Some(spec.signature)) {
+        Ok(key) => Some((key.signer.spki_der().to_vec(), key.signer.signature_algorithm())),
+        Err(_) => None,
     };
-    if !s.log.audit_keys().iter().any(|k| k.spki_der == spki) {
-        s.log.announce_key(&spec.label, &spki, sig)?;
+    if let Some((spki, sig)) = &key {
+        if !s.log.audit_keys().iter().any(|k| k.spki_der == *spki) {
+            s.log.announce_key(&spec.label, spki, *sig)?;
+        }
     }
-    checkpoint(s).map(Some)
+    s.log.append(aborted)?;
+    match key {
+        Some(_) => checkpoint(s).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {

@@ -7,11 +7,13 @@
 //! One file per ceremony kind, written top-down in the order things happen.
 
 pub mod activation;
+pub mod aids;
 pub mod airgap;
 pub mod ca;
 pub mod continuity;
 pub mod custody;
 pub mod engine;
+pub mod inputs;
 pub mod operator;
 pub mod print;
 pub mod rehearse;
@@ -58,12 +60,18 @@ pub enum CeremonyError {
     Csr(#[from] crate::transfer::csr::CsrError),
     #[error("network interfaces are up: {interfaces}. A ceremony runs air-gapped: take them down (or unplug), or pass --allow-network for a rehearsal")]
     NetworkUp { interfaces: String },
+    #[error("{plan}: this plan declares grade = \"real\", and this run uses rehearsal aids it refuses: {aids}. A real ceremony is answered by the people in the room at a terminal, on an air-gapped laptop, with its keys in an HSM, and its witnesses read values back from paper. Nothing was written; run without them, or rehearse with a plan that does not say grade = \"real\"")]
+    RehearsalAids { plan: PathBuf, aids: String },
     #[error(
         "step {step} ({title}): the {role} declined: {question}. The ceremony stopped; nothing further was signed"
     )]
     Declined { step: usize, title: String, role: String, question: String },
     #[error("step {step} ({title}): the witness read back {got:?}, but the value on screen begins {expected:?}. The ceremony stopped; compare the printed script with the file (`keyrite ceremony print`)")]
     ReadBackMismatch { step: usize, title: String, expected: String, got: String },
+    #[error("step {step} ({title}): the witness read back {got:?}, which agrees with the value on screen but carries only {bits} bits; a read-back must carry at least {} bits: the first {} words ({expected:?}) or 32 hex digits. The ceremony stopped; run it again and read the whole read-back value", crate::words::READ_BACK_BITS, crate::words::READ_BACK_WORDS)]
+    ReadBackTooShort { step: usize, title: String, expected: String, got: String, bits: usize },
+    #[error("{bundle}: the CSR asks for subject {csr:?}, but template {template} signs {signed:?}, and the plan refuses a difference. Ask the requester for a CSR with the template's subject, or accept the change in the witnessed plan: replace_csr_subject = true under [certificate] (then print the script again: its plan hash changes). Nothing was signed")]
+    SubjectMismatch { bundle: PathBuf, csr: String, template: PathBuf, signed: String },
     #[error("step {step}: role {role:?} needs at least {min} participant(s), {got} recorded")]
     TooFewParticipants { step: usize, role: String, min: usize, got: usize },
     #[error("no answer for prompt {key:?} in the answers file {file}; add it (see docs/ceremony-files.md)")]

@@ -83,6 +83,13 @@ pub trait Operator {
         })
     }
 
+    /// Whether a read-back may be answered by echoing what the screen
+    /// shows instead of what a witness read (a rehearsal aid; a person at
+    /// the terminal never can).
+    fn echoes_read_backs(&self) -> bool {
+        false
+    }
+
     /// Unattended runs: the people the answers file lists for `role`, who
     /// bring their cards when a token is activated in the preflight (before
     /// attendance is taken). `None` when a person answers: then
@@ -308,10 +315,8 @@ impl Operator for ScriptedOperator {
     fn is_interactive(&self) -> bool {
         false
     }
-}
 
-/// Normalises a read-back for comparison: case and spacing do not matter.
-pub fn same_words(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.split_whitespace().map(str::to_ascii_lowercase).collect::<Vec<_>>();
-    norm(a) == norm(b)
+    fn echoes_read_backs(&self) -> bool {
+        self.echo_read_backs || self.answers.answers.values().any(|a| matches!(a, Answer::Text(t) if t == AS_SHOWN))
+    }
 }

@@ -1,12 +1,15 @@
 //! `keyrite ceremony print`: the script as a paper document, in the manner
 //! of IANA's annotated ceremony scripts. Each step has a box for the
-//! performer's initials and the time; the plan hash is printed so the witness
-//! can read it back at the witness-plan step; the last page has lines for
-//! every participant's signature and for the final checkpoint.
+//! performer's initials and the time; the plan hash (the digest over the
+//! ceremony file, its template and its input files, each listed with its
+//! SHA-256 and the recipe to recompute it with `sha256sum`) is printed so
+//! the witness can read it back at the witness-plan step; the last page has
+//! lines for every participant's signature and for the final checkpoint.
 
 use std::fmt::Write;
 
-use crate::config::{Plan, StepKind};
+use crate::config::{InputBase, Plan, PlanDigest, StepKind};
+use crate::words::READ_BACK_WORDS;
 
 /// Output format of the printable script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,15 +18,72 @@ pub enum Format {
     Html,
 }
 
-/// Renders the script.
-pub fn render(plan: &Plan, format: Format) -> String {
+/// Renders the script; `digest` is the plan digest over the plan's files
+/// and its inputs (see [`super::inputs::plan_digest`]).
+pub fn render(plan: &Plan, digest: &PlanDigest, format: Format) -> String {
     match format {
-        Format::Markdown => markdown(plan),
-        Format::Html => html(plan),
+        Format::Markdown => markdown(plan, digest),
+        Format::Html => html(plan, digest),
     }
 }
 
-fn markdown(plan: &Plan) -> String {
+/// The summary rows with the plan hash.
+fn rows(plan: &Plan, digest: &PlanDigest) -> Vec<(&'static str, String)> {
+    let mut rows = plan.summary();
+    rows.push(("Plan SHA-256", digest.fingerprint().hex.clone()));
+    rows.push(("Plan read-back", digest.fingerprint().read_back_grouped()));
+    rows
+}
+
+/// The inputs as `sha256sum` prints them, one block per directory, and
+/// the commands that recompute the plan hash without keyrite.
+struct InputsSection {
+    /// (what the names are relative to, the `sha256sum` lines)
+    blocks: Vec<(String, String)>,
+    recipe: String,
+}
+
+fn inputs_section(plan: &Plan, digest: &PlanDigest) -> InputsSection {
+    let ceremony_dir = plan.path.parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty());
+    let ceremony_dir = ceremony_dir.unwrap_or_else(|| ".".into());
+    let mut blocks = Vec::new();
+    let mut recipe = String::new();
+    for (base, dir, label) in [
+        (
+            InputBase::CeremonyDir,
+            ceremony_dir.as_str(),
+            format!("Relative to the ceremony file's directory (`{ceremony_dir}`):"),
+        ),
+        (
+            InputBase::InputDir,
+            "INPUT_DIR",
+            "Relative to the input directory (INPUT_DIR below: the medium that holds them):".to_string(),
+        ),
+    ] {
+        let inputs: Vec<_> = digest.inputs_in(base).collect();
+        if inputs.is_empty() {
+            continue;
+        }
+        blocks.push((label, inputs.iter().map(|i| i.sha256sum_line()).collect()));
+        let names: Vec<String> = inputs.iter().map(|i| shell_quote(&i.name)).collect();
+        let redirect = if recipe.is_empty() { ">" } else { ">>" };
+        let _ = writeln!(recipe, "(cd {} && sha256sum {}) {redirect} inputs.sha256", shell_quote(dir), names.join(" "));
+    }
+    let _ = writeln!(recipe, "sha256sum inputs.sha256   # prints the plan SHA-256");
+    InputsSection { blocks, recipe }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./+:,=@".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+const INPUTS_INTRO: &str = "The plan hash covers every file that decides what this ceremony does: the ceremony file, its template and the files it reads from the input directory. It is the SHA-256 of exactly the lines `sha256sum` prints for these files, in this order, named as listed.";
+
+fn markdown(plan: &Plan, digest: &PlanDigest) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {}\n", plan.title);
     let _ = writeln!(s, "Ceremony `{}` ({}), script `{}`.\n", plan.id, plan.kind.name(), plan.path.display());
@@ -31,10 +91,16 @@ fn markdown(plan: &Plan) -> String {
         let _ = writeln!(s, "{}\n", plan.description.trim());
     }
     let _ = writeln!(s, "| | |\n|---|---|");
-    for (k, v) in plan.summary() {
+    for (k, v) in rows(plan, digest) {
         let _ = writeln!(s, "| {k} | {v} |");
     }
     let _ = writeln!(s);
+    let inputs = inputs_section(plan, digest);
+    let _ = writeln!(s, "## Inputs\n\n{INPUTS_INTRO}\n");
+    for (label, lines) in &inputs.blocks {
+        let _ = writeln!(s, "{label}\n\n```\n{lines}```\n");
+    }
+    let _ = writeln!(s, "To recompute it without keyrite:\n\n```\n{}```\n", inputs.recipe);
     let _ = writeln!(s, "## Participants\n\n| Role | Name | Signature |\n|---|---|---|");
     for role in &plan.roles {
         for _ in 0..role.min {
@@ -59,13 +125,17 @@ fn markdown(plan: &Plan) -> String {
             StepKind::WitnessPlan => {
                 let _ = writeln!(
                     s,
-                    "Witness reads aloud the first three plan words: **{}**\n",
-                    plan.fingerprint.first_words(3)
+                    "Witness reads aloud the {READ_BACK_WORDS} read-back words of the plan hash: **{}**\n",
+                    digest.fingerprint().read_back_grouped()
                 );
             }
             StepKind::WitnessRoot => {
                 let _ =
                     writeln!(s, "Root certificate SHA-256 (write it here): ______________________________________\n");
+                let _ = writeln!(s, "Its {READ_BACK_WORDS} read-back words: ______________________________________\n");
+            }
+            StepKind::WitnessRequest => {
+                let _ = writeln!(s, "Witness reads the CSR's {READ_BACK_WORDS} read-back words (or the first 32 hex digits of its SHA-256) from the requester's signed sheet; they cover the CSR's public key too. Copy them here: ______________________________________\n");
             }
             StepKind::Checkpoint | StepKind::Close => {
                 let _ = writeln!(s, "Checkpoint tree size: ______  root: ________________________________________\n");
@@ -95,7 +165,7 @@ fn markdown(plan: &Plan) -> String {
     s
 }
 
-fn html(plan: &Plan) -> String {
+fn html(plan: &Plan, digest: &PlanDigest) -> String {
     // A self-contained page that prints on any machine in the room: no
     // scripts, no external assets, one step per block, boxes as table cells.
     let e = escape;
@@ -121,13 +191,20 @@ fn html(plan: &Plan) -> String {
         let _ = writeln!(s, "<p>{}</p>", e(plan.description.trim()));
     }
     let _ = writeln!(s, "<table>");
-    for (k, v) in plan.summary() {
-        let v = if k.contains("SHA-256") || k.contains("words") { format!("<code>{}</code>", e(&v)) } else { e(&v) };
+    for (k, v) in rows(plan, digest) {
+        let v =
+            if k.contains("SHA-256") || k.contains("read-back") { format!("<code>{}</code>", e(&v)) } else { e(&v) };
         let _ = writeln!(s, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
+    let inputs = inputs_section(plan, digest);
+    let _ = writeln!(s, "</table>\n<h2>Inputs</h2>\n<p>{}</p>", e(INPUTS_INTRO));
+    for (label, lines) in &inputs.blocks {
+        let _ = writeln!(s, "<p>{}</p>\n<pre>{}</pre>", e(&label.replace('`', "")), e(lines));
+    }
+    let _ = writeln!(s, "<p>To recompute it without keyrite:</p>\n<pre>{}</pre>", e(&inputs.recipe));
     let _ = writeln!(
         s,
-        "</table>\n<h2>Participants</h2>\n<table class=\"box\"><tr><th>Role</th><th>Name</th><th>Signature</th></tr>"
+        "<h2>Participants</h2>\n<table class=\"box\"><tr><th>Role</th><th>Name</th><th>Signature</th></tr>"
     );
     for role in &plan.roles {
         for _ in 0..role.min {
@@ -155,12 +232,15 @@ fn html(plan: &Plan) -> String {
             StepKind::WitnessPlan => {
                 let _ = writeln!(
                     s,
-                    "<p>Witness reads aloud the first three plan words: <strong class=\"words\">{}</strong></p>",
-                    plan.fingerprint.first_words(3)
+                    "<p>Witness reads aloud the {READ_BACK_WORDS} read-back words of the plan hash: <strong class=\"words\">{}</strong></p>",
+                    digest.fingerprint().read_back_grouped()
                 );
             }
             StepKind::WitnessRoot => {
-                let _ = writeln!(s, "<table class=\"box\"><tr><th>Root certificate SHA-256 (write it here)</th></tr><tr><td></td></tr></table>");
+                let _ = writeln!(s, "<table class=\"box\"><tr><th>Root certificate SHA-256 (write it here)</th></tr><tr><td></td></tr><tr><th>Its {READ_BACK_WORDS} read-back words</th></tr><tr><td></td></tr></table>");
+            }
+            StepKind::WitnessRequest => {
+                let _ = writeln!(s, "<p>Witness reads the CSR's {READ_BACK_WORDS} read-back words (or the first 32 hex digits of its SHA-256) from the requester's signed sheet; they cover the CSR's public key too.</p><table class=\"box\"><tr><th>CSR read-back words, as read from the sheet</th></tr><tr><td></td></tr></table>");
             }
             StepKind::Checkpoint | StepKind::Close => {
                 let _ = writeln!(s, "<table class=\"box\"><tr><th>Checkpoint tree size</th><th>Root (first words)</th></tr><tr><td></td><td></td></tr></table>");
@@ -214,12 +294,17 @@ mod tests {
     }
 
     #[test]
-    fn the_printed_script_has_the_plan_hash_a_box_per_step_and_signature_lines() {
+    fn the_printed_script_has_the_plan_hash_its_inputs_a_box_per_step_and_signature_lines() {
         let plan = plan();
+        let digest = plan.digest_with(Vec::new());
         for format in [Format::Markdown, Format::Html] {
-            let text = render(&plan, format);
-            assert!(text.contains(&plan.fingerprint.hex), "plan hash printed");
-            assert!(text.contains(&plan.fingerprint.first_words(3)), "read-back words printed");
+            let text = render(&plan, &digest, format);
+            assert!(text.contains(&digest.fingerprint().hex), "plan hash printed");
+            assert!(text.contains(&digest.fingerprint().read_back_grouped()), "read-back words printed");
+            for input in digest.inputs() {
+                assert!(text.contains(input.sha256sum_line().trim_end()), "{} listed", input.name);
+            }
+            assert!(text.contains("../templates/root-ca.toml"), "the template is an input");
             let boxes = text.matches("Initials (").count();
             assert_eq!(boxes, plan.steps.len() * 2, "two initials boxes per step ({format:?})");
             for role in &plan.roles {
@@ -227,9 +312,9 @@ mod tests {
             }
         }
         for format in [Format::Markdown, Format::Html] {
-            assert!(render(&plan, format).contains(AUDIT_KEY_BOX), "a box for the audit key ({format:?})");
+            assert!(render(&plan, &digest, format).contains(AUDIT_KEY_BOX), "a box for the audit key ({format:?})");
         }
-        let html = render(&plan, Format::Html);
+        let html = render(&plan, &digest, Format::Html);
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
         assert!(!html.contains("<script"), "a printable page runs nothing");
     }

@@ -297,9 +297,12 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         let opts = crate::intermediate::RequestOptions {
             label: "issuing-e1".into(),
             algorithm: crate::hsm::KeyAlgorithm::EcdsaP256,
+            // The name templates/intermediate-ca.toml gives it: the plan
+            // refuses a CSR that asks for another subject.
             subject: crate::profile::DistinguishedName {
-                common_name: Some("keyrite Rehearsal Issuing CA".into()),
+                common_name: Some("keyrite Example Issuing CA E1".into()),
                 organization: Some("keyrite Example".into()),
+                country: Some("DE".into()),
                 ..Default::default()
             },
             requester: "Rehearsal intermediate host".into(),

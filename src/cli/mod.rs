@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit::{self, VerifyOptions};
-use crate::ceremony::{engine, print, rehearse, Operator, RunOptions, ScriptedOperator};
+use crate::ceremony::{engine, inputs, print, rehearse, Operator, RunOptions, ScriptedOperator};
 use crate::config::{Answers, Environment, Plan};
 use crate::files::{self, Mode};
 
@@ -379,10 +379,18 @@ enum BackendArg {
 #[derive(Subcommand)]
 enum CeremonyCommand {
     /// Validate a ceremony file and its template, and show the plan hash
-    Check { ceremony: PathBuf },
+    Check {
+        ceremony: PathBuf,
+        /// The input directory (request bundle, restore inputs): the plan hash covers its files too
+        #[arg(long)]
+        input_dir: Option<PathBuf>,
+    },
     /// Render the script as a printable document with initials boxes and signature lines
     Print {
         ceremony: PathBuf,
+        /// The input directory (request bundle, restore inputs): the plan hash covers its files too
+        #[arg(long)]
+        input_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = PrintFormat::Markdown)]
         format: PrintFormat,
         /// Write to this file (never overwritten) instead of standard output
@@ -423,6 +431,9 @@ enum AuditCommand {
         /// Accept a log whose ceremony is still open (no closing checkpoint)
         #[arg(long)]
         allow_open: bool,
+        /// Fail (exit 1) when the log records rehearsal aids (answers file, --allow-network, software key store, echoed read-backs)
+        #[arg(long)]
+        require_real: bool,
     },
 }
 
@@ -477,21 +488,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let r = rehearse::run(&dir, &options, Box::new(std::io::stdout())).context("rehearsal failed")?;
             println!("Rehearsal complete on {}: root certificate {}", r.backend, r.root_cert);
         }
-        Command::Ceremony(CeremonyCommand::Check { ceremony }) => {
+        Command::Ceremony(CeremonyCommand::Check { ceremony, input_dir }) => {
             let plan = Plan::load(&ceremony)?;
+            let digest = match (&input_dir, plan.reads_input_dir()) {
+                (None, true) => None,
+                _ => Some(inputs::plan_digest(&plan, input_dir.as_deref())?),
+            };
             println!("{}: {} ceremony {:?} is valid", ceremony.display(), plan.kind.name(), plan.id);
             for (k, v) in plan.summary() {
-                println!("{k:<13} {v}");
+                println!("{k:<14} {v}");
             }
-            println!("{:<13} {}", "Steps", plan.steps.len());
+            println!("{:<14} {}", "Steps", plan.steps.len());
+            match digest {
+                Some(d) => {
+                    println!("{:<14} {}", "Plan SHA-256", d.fingerprint().hex);
+                    println!("{:<14} {}", "Plan read-back", d.fingerprint().read_back_grouped());
+                    for input in d.inputs() {
+                        print!("  {}", input.sha256sum_line());
+                    }
+                }
+                None => println!(
+                    "{:<14} covers {} from the input directory too: pass --input-dir DIR to show it",
+                    "Plan SHA-256",
+                    plan.input_dir_description()
+                ),
+            }
         }
-        Command::Ceremony(CeremonyCommand::Print { ceremony, format, output }) => {
+        Command::Ceremony(CeremonyCommand::Print { ceremony, input_dir, format, output }) => {
             let plan = Plan::load(&ceremony)?;
+            let digest = inputs::plan_digest(&plan, input_dir.as_deref())?;
             let format = match format {
                 PrintFormat::Markdown => print::Format::Markdown,
                 PrintFormat::Html => print::Format::Html,
             };
-            let text = print::render(&plan, format);
+            let text = print::render(&plan, &digest, format);
             match output {
                 Some(path) => files::write_new(&path, text.as_bytes(), Mode::Public)?,
                 None => print!("{text}"),
@@ -540,9 +570,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("audit log        {}", done.audit_log.display());
         }
-        Command::Audit(AuditCommand::Verify { log, pins, allow_open }) => {
+        Command::Audit(AuditCommand::Verify { log, pins, allow_open, require_real }) => {
             let report = audit::verify(&log, &pins.options(!allow_open)?)?;
             print_report(&log, &report);
+            if report.rehearsal_grade.is_empty() {
+                println!("grade        no rehearsal aids recorded");
+            } else {
+                println!("grade        REHEARSAL-GRADE: evidence of a rehearsal, not of a real ceremony, because:");
+                for r in &report.rehearsal_grade {
+                    let seqs = r.seqs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+                    println!("  {}: {} (seq {seqs})", r.ceremony_id, r.reason);
+                }
+                if require_real {
+                    eprintln!(
+                        "keyrite: error: {}: the log is rehearsal-grade and --require-real was given",
+                        log.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Shares(SharesCommand::Verify { log, card, pins }) => {
             let options = pins.options(true)?;
@@ -718,13 +764,7 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             println!("request bundle   {}", done.bundle_dir.display());
             println!("request record   {}", done.record_path.display());
             println!("key              {}", done.key_uri);
-            println!("CSR SHA-256      {}", done.csr_sha256.hex);
-            println!("  words          {}", done.csr_sha256.words);
-            println!("csr.pem SHA-256  {}", done.csr_file_sha256.hex);
-            println!("  words          {}", done.csr_file_sha256.words);
-            println!("public key SHA-256 {}", done.spki_sha256.hex);
-            println!("  words          {}", done.spki_sha256.words);
-            println!("Read the CSR and public-key hashes to the root ceremony out of band; they must match what the ceremony shows.");
+            print!("\n{}", intermediate::requester_sheet(&opts, &done));
         }
         IntermediateCommand::Install { response, env, root_sha256, out, key_label } => {
             let env = Environment::load(&env)?;

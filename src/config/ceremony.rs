@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::digest::{check_listable, InputBase, PlanDigest, PlanInput};
 use super::{read_toml, ConfigError};
 use crate::hsm::{KeyAlgorithm, SignatureAlgorithm};
 use crate::profile::{CertKind, Profile};
-use crate::words::Fingerprint;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +25,8 @@ struct RawCeremony {
     title: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    grade: Grade,
     roles: Vec<RawRole>,
     key: Option<RawKey>,
     audit_key: RawKey,
@@ -47,6 +49,9 @@ struct RawBackup {
     shares: u8,
     #[serde(default = "custodian_role")]
     custodian_role: String,
+    /// Why the security officer PIN is not split among the custodians; its
+    /// absence splits it.
+    keep_so_pin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,8 +61,8 @@ struct RawActivation {
     shares: u8,
     #[serde(default = "custodian_role")]
     custodian_role: String,
-    #[serde(default)]
-    so_pin: bool,
+    /// Default: true with `[backup]` (unless it keeps the SO PIN), else false.
+    so_pin: Option<bool>,
 }
 
 fn custodian_role() -> String {
@@ -132,8 +137,10 @@ struct RawKey {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCertificate {
-    template: PathBuf,
+    template: String,
     not_before: Option<String>,
+    #[serde(default)]
+    replace_csr_subject: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +259,31 @@ impl CeremonyKind {
                 RestoreDrill,
                 Close,
             ],
+        }
+    }
+}
+
+/// Whether a plan is for the real ceremony or for rehearsing it.
+///
+/// A plan that says `grade = "real"` refuses every rehearsal aid (an answers
+/// file, `--allow-network`, the software key store, a read-back that echoes
+/// the screen) in the preflight. It says so in the ceremony file, whose hash
+/// the witness reads back from paper, so the operator's environment file
+/// cannot take it away. Rehearsal plans (the default) accept the aids, and
+/// the log marks each one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grade {
+    #[default]
+    Rehearsal,
+    Real,
+}
+
+impl Grade {
+    pub fn name(self) -> &'static str {
+        match self {
+            Grade::Rehearsal => "rehearsal",
+            Grade::Real => "real",
         }
     }
 }
@@ -453,9 +485,12 @@ impl Outputs {
 #[derive(Debug, Clone)]
 pub struct CertificateSpec {
     pub template_path: PathBuf,
-    pub template_fingerprint: Fingerprint,
     pub template: Profile,
     pub not_before: Option<OffsetDateTime>,
+    /// sign-intermediate: whether the template's subject may replace a CSR
+    /// subject that differs from it. By default a difference is refused, so
+    /// what the requester asked for is what is signed, or nothing is.
+    pub replace_csr_subject: bool,
 }
 
 /// The intermediate a sign-intermediate ceremony signs.
@@ -492,17 +527,24 @@ pub struct BackupSpec {
     pub threshold: u8,
     pub shares: u8,
     pub custodian_role: String,
+    /// Why the security officer PIN stays whole, when the plan says so; a
+    /// root backup otherwise splits it among the custodians (see
+    /// [`ActivationSpec`]), because whoever holds both of a token's PINs can
+    /// make a trusted key and export the backed-up root under it.
+    pub keep_so_pin: Option<String>,
 }
 
-/// Activation (dual control of the token's login): the user PIN is a
-/// random seed split `threshold`-of-`shares` among the custodians of
-/// `custodian_role`; with `so_pin`, the security officer's PIN too, as a set
-/// of its own.
+/// Activation (dual control of the token's login): each PIN it names
+/// becomes a random seed split `threshold`-of-`shares` among the custodians
+/// of `custodian_role`, a set of its own per PIN. `[activation]` splits the
+/// user PIN (and, with `so_pin`, the security officer's); a root backup
+/// without `[activation]` splits the SO PIN alone, among its own custodians.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationSpec {
     pub threshold: u8,
     pub shares: u8,
     pub custodian_role: String,
+    pub user_pin: bool,
     pub so_pin: bool,
 }
 
@@ -523,14 +565,18 @@ pub struct RestoreSpec {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub path: PathBuf,
-    /// SHA-256 of the ceremony file's bytes, the value witnesses read back.
-    pub fingerprint: Fingerprint,
+    /// The files next to the ceremony file that the plan digest covers: the
+    /// ceremony file itself, then its template, each hashed from the very
+    /// bytes that were parsed. Files from the input directory are added
+    /// when they are read (see [`Plan::digest_with`]).
+    pub inputs: Vec<PlanInput>,
     /// The ceremony file's text, kept so `ceremony print` shows what was hashed.
     pub text: String,
     pub kind: CeremonyKind,
     pub id: String,
     pub title: String,
     pub description: String,
+    pub grade: Grade,
     pub roles: Vec<Role>,
     /// The CA key a root-init ceremony generates.
     pub key: Option<KeySpec>,
@@ -604,8 +650,18 @@ impl Plan {
             ));
         }
 
+        let ceremony_name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: "the ceremony file needs a UTF-8 file name".into(),
+        })?;
+        check_listable(ceremony_name).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+        let mut inputs = vec![PlanInput::of(InputBase::CeremonyDir, ceremony_name, text.as_bytes())];
         let certificate = match raw.certificate {
-            Some(c) => Some(certificate_spec(c, kind, path)?),
+            Some(c) => {
+                let (spec, template) = certificate_spec(c, kind, path)?;
+                inputs.push(template);
+                Some(spec)
+            }
             None => None,
         };
         let intermediate = raw
@@ -682,8 +738,12 @@ impl Plan {
             if r.old_custodian_role == r.new_custodian_role {
                 return Err(invalid("reshare.new_custodian_role", "must differ from old_custodian_role: the old and new custodians are recorded apart, even when the same people hold both".into()));
             }
-            raw_backup =
-                Some(RawBackup { threshold: r.threshold, shares: r.shares, custodian_role: r.new_custodian_role });
+            raw_backup = Some(RawBackup {
+                threshold: r.threshold,
+                shares: r.shares,
+                custodian_role: r.new_custodian_role,
+                keep_so_pin: None,
+            });
             raw_restore = Some(RawRestore {
                 backup_blob: r.backup_blob,
                 root_certificate: None,
@@ -697,10 +757,27 @@ impl Plan {
             Some(b) => {
                 let split = Split { table: "backup", cards: "shares", never: "hold the key" };
                 split.check(b.threshold, b.shares, &b.custodian_role, &roles, path)?;
-                Some(BackupSpec { threshold: b.threshold, shares: b.shares, custodian_role: b.custodian_role })
+                if b.keep_so_pin.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                    return Err(invalid(
+                        "backup.keep_so_pin",
+                        "is the reason the security officer PIN is not split among the custodians: say why (who guards the SO PIN instead), or remove it to split the PIN".into(),
+                    ));
+                }
+                Some(BackupSpec {
+                    threshold: b.threshold,
+                    shares: b.shares,
+                    custodian_role: b.custodian_role,
+                    keep_so_pin: b.keep_so_pin.map(|r| r.trim().to_string()),
+                })
             }
             None => None,
         };
+        // A root key backed up under wrap-with-trusted can be exported by
+        // whoever holds both of the token's PINs (the SO makes a trusted key,
+        // the user wraps); splitting the SO PIN among the custodians is what
+        // keeps that from one person. It is the default, and keeping the PIN
+        // whole takes a reason the script states and the log records.
+        let split_so_pin = kind == CeremonyKind::RootInit && backup.as_ref().is_some_and(|b| b.keep_so_pin.is_none());
         let activation = match raw.activation {
             Some(a) => {
                 if kind != CeremonyKind::RootInit {
@@ -711,14 +788,33 @@ impl Plan {
                 }
                 let split = Split { table: "activation", cards: "activation cards", never: "log in" };
                 split.check(a.threshold, a.shares, &a.custodian_role, &roles, path)?;
+                if split_so_pin && a.so_pin == Some(false) {
+                    return Err(invalid(
+                        "activation.so_pin",
+                        "with [backup] the security officer PIN is split among the custodians: remove so_pin = false, or keep the PIN whole by saying why in backup.keep_so_pin".into(),
+                    ));
+                }
+                if backup.as_ref().is_some_and(|b| b.keep_so_pin.is_some()) && a.so_pin == Some(true) {
+                    return Err(invalid(
+                        "activation.so_pin",
+                        "splits the security officer PIN that backup.keep_so_pin keeps whole: choose one".into(),
+                    ));
+                }
                 Some(ActivationSpec {
                     threshold: a.threshold,
                     shares: a.shares,
                     custodian_role: a.custodian_role,
-                    so_pin: a.so_pin,
+                    user_pin: true,
+                    so_pin: a.so_pin.unwrap_or(split_so_pin),
                 })
             }
-            None => None,
+            None => backup.as_ref().filter(|_| split_so_pin).map(|b| ActivationSpec {
+                threshold: b.threshold,
+                shares: b.shares,
+                custodian_role: b.custodian_role.clone(),
+                user_pin: false,
+                so_pin: true,
+            }),
         };
         let restore = match raw_restore {
             Some(r) => {
@@ -842,12 +938,13 @@ impl Plan {
         let steps = steps(raw.steps, &role_ids, kind, backup.is_some(), activation.is_some(), path)?;
         Ok(Plan {
             path: path.to_path_buf(),
-            fingerprint: Fingerprint::sha256(text.as_bytes()),
+            inputs,
             text,
             kind,
             id: raw.id,
             title: raw.title,
             description: raw.description,
+            grade: raw.grade,
             roles,
             key,
             audit_key,
@@ -867,18 +964,77 @@ impl Plan {
         self.roles.iter().find(|r| r.id == id)
     }
 
+    /// The plan digest over the plan's own files and `from_input_dir`, the
+    /// files read from the input directory (in the order the reader lists
+    /// them).
+    pub fn digest_with(&self, from_input_dir: Vec<PlanInput>) -> PlanDigest {
+        PlanDigest::new(self.inputs.iter().cloned().chain(from_input_dir).collect())
+    }
+
+    /// Whether the plan reads files from the environment's input directory
+    /// (a restore's inputs, a request bundle): the plan digest covers them
+    /// too, so they must be at hand to print the script.
+    pub fn reads_input_dir(&self) -> bool {
+        self.restore.is_some() || self.intermediate.is_some()
+    }
+
+    /// What the plan reads from the input directory, for messages: "the
+    /// request bundle request/", or a restore's file names.
+    pub fn input_dir_description(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.restore {
+            let names = [Some(&r.backup_blob), Some(&r.ceremony_log), r.root_certificate.as_ref()];
+            parts.extend(names.into_iter().flatten().cloned());
+        }
+        if let Some(i) = &self.intermediate {
+            parts.push(format!("the request bundle {}/", i.request_bundle));
+        }
+        parts.join(", ")
+    }
+
+    /// How a root ceremony's backup leaves the token's security officer
+    /// PIN, for the log: split (and how), or kept whole and why. `None` for
+    /// plans that back nothing up.
+    pub fn security_officer_custody(&self) -> Option<String> {
+        let backup = self.backup.as_ref().filter(|_| self.kind == CeremonyKind::RootInit)?;
+        if let Some(why) = &backup.keep_so_pin {
+            return Some(format!("kept whole, not split among custodians: {why}"));
+        }
+        let a = self.activation.as_ref().filter(|a| a.so_pin)?;
+        Some(format!(
+            "split {} of {} among the {} role at the activate-token step",
+            a.threshold, a.shares, a.custodian_role
+        ))
+    }
+
     /// The plan at a glance, as (label, value) rows: shown on screen at the
     /// start of a run and printed at the top of the paper script, so both
     /// say the same thing.
     pub fn summary(&self) -> Vec<(&'static str, String)> {
         let mut rows = vec![
             ("Ceremony", format!("{} ({})", self.id, self.kind.name())),
+            (
+                "Grade",
+                match self.grade {
+                    Grade::Real => {
+                        "real: answers files, --allow-network, the software key store and echoed read-backs are refused"
+                            .into()
+                    }
+                    Grade::Rehearsal => "rehearsal: rehearsal aids are accepted and marked in the log".into(),
+                },
+            ),
             ("Script", self.path.display().to_string()),
-            ("Plan SHA-256", self.fingerprint.hex.clone()),
-            ("Plan words", self.fingerprint.words.clone()),
         ];
         if let Some(c) = &self.certificate {
-            rows.push(("Template", format!("{} (SHA-256 {})", c.template_path.display(), c.template_fingerprint.hex)));
+            rows.push(("Template", c.template_path.display().to_string()));
+            if self.kind == CeremonyKind::SignIntermediate {
+                let subject = match (c.template.subject(), c.replace_csr_subject) {
+                    (None, _) => "the CSR's, as requested".to_string(),
+                    (Some(dn), false) => format!("{dn} (a CSR asking for another is refused)"),
+                    (Some(dn), true) => format!("{dn} (replaces the CSR's if it differs)"),
+                };
+                rows.push(("Subject", subject));
+            }
         }
         if let Some(k) = &self.key {
             rows.push(("Key", format!("{} ({}, signing {})", k.label, k.algorithm, k.signature)));
@@ -896,16 +1052,18 @@ impl Plan {
             ));
         }
         if let Some(a) = &self.activation {
+            let pins = match (a.user_pin, a.so_pin) {
+                (true, true) => "user PIN and SO PIN each",
+                (true, false) => "user PIN",
+                _ => "SO PIN",
+            };
             rows.push((
                 "Activation",
-                format!(
-                    "user PIN{} random, split {} of {} among the {} role",
-                    if a.so_pin { " and SO PIN each" } else { "" },
-                    a.threshold,
-                    a.shares,
-                    a.custodian_role
-                ),
+                format!("{pins} random, split {} of {} among the {} role", a.threshold, a.shares, a.custodian_role),
             ));
+        }
+        if let Some(why) = self.backup.as_ref().and_then(|b| b.keep_so_pin.as_ref()) {
+            rows.push(("SO PIN", format!("kept whole, not split: {why}")));
         }
         if let Some(r) = &self.restore {
             let inputs: Vec<&str> = [Some(&r.backup_blob), r.root_certificate.as_ref(), Some(&r.ceremony_log)]
@@ -920,12 +1078,21 @@ impl Plan {
     }
 }
 
-fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Result<CertificateSpec, ConfigError> {
+/// The certificate to sign, and its template as a plan input (hashed from
+/// the bytes that were parsed, so what is hashed is what is used).
+fn certificate_spec(
+    raw: RawCertificate,
+    kind: CeremonyKind,
+    path: &Path,
+) -> Result<(CertificateSpec, PlanInput), ConfigError> {
+    check_listable(&raw.template).map_err(|m| ConfigError::invalid(path, "certificate.template", m))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let template_path = base.join(&raw.template);
     let template_bytes =
         std::fs::read(&template_path).map_err(|source| ConfigError::Read { path: template_path.clone(), source })?;
-    let template = Profile::load(&template_path)
+    let template_text = std::str::from_utf8(&template_bytes)
+        .map_err(|_| ConfigError::Template { path: template_path.clone(), message: "not UTF-8 text".into() })?;
+    let template = Profile::from_toml_str(template_text, &template_path.display().to_string())
         .map_err(|e| ConfigError::Template { path: template_path.clone(), message: e.to_string() })?;
     let wanted = match kind {
         CeremonyKind::SignIntermediate => CertKind::IntermediateCa,
@@ -949,12 +1116,16 @@ fn certificate_spec(raw: RawCertificate, kind: CeremonyKind, path: &Path) -> Res
         })?),
         None => None,
     };
-    Ok(CertificateSpec {
-        template_path,
-        template_fingerprint: Fingerprint::sha256(&template_bytes),
-        template,
-        not_before,
-    })
+    if raw.replace_csr_subject && kind != CeremonyKind::SignIntermediate {
+        return Err(ConfigError::invalid(
+            path,
+            "certificate.replace_csr_subject",
+            format!("a {} ceremony signs no CSR: remove replace_csr_subject", kind.name()),
+        ));
+    }
+    let input = PlanInput::of(InputBase::CeremonyDir, raw.template, &template_bytes);
+    let spec = CertificateSpec { template_path, template, not_before, replace_csr_subject: raw.replace_csr_subject };
+    Ok((spec, input))
 }
 
 fn revocation_spec(r: RawRevocation, path: &Path) -> Result<RevocationSpec, ConfigError> {
@@ -983,7 +1154,7 @@ fn check_file_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
         return Err(format!("{name:?} must be a plain file name; the environment file says which directory"));
     }
-    Ok(())
+    check_listable(name)
 }
 
 fn key_spec(raw: RawKey, field: &str, path: &Path) -> Result<KeySpec, ConfigError> {
@@ -1107,7 +1278,16 @@ fn steps(
                 return Err(ConfigError::invalid(
                     path,
                     "steps",
-                    format!("a {} ceremony needs a {} step", kind.name(), need.name()),
+                    format!(
+                        "a {} ceremony needs a {} step{}",
+                        kind.name(),
+                        need.name(),
+                        if *need == StepKind::ActivateToken {
+                            " before close: it splits the token's PINs among the custodians ([activation], and with [backup] the security officer PIN unless backup.keep_so_pin says why not)"
+                        } else {
+                            ""
+                        }
+                    ),
                 ))
             }
             _ => {
@@ -1177,10 +1357,10 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
     }
 
-    /// Loads `ceremonies/root-init-activation.toml` edited by `edit`, from a
-    /// copy whose template path points back into the repository.
-    fn load_edited(edit: impl Fn(String) -> String) -> Result<Plan, ConfigError> {
-        let text = std::fs::read_to_string(repo("ceremonies/root-init-activation.toml")).expect("plan");
+    /// Loads `ceremonies/<plan>` edited by `edit`, from a copy whose
+    /// template path points back into the repository.
+    fn load_plan(plan: &str, edit: impl Fn(String) -> String) -> Result<Plan, ConfigError> {
+        let text = std::fs::read_to_string(repo(&format!("ceremonies/{plan}"))).expect("plan");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plan.toml");
         let template = repo("templates/root-ca.toml");
@@ -1189,20 +1369,109 @@ mod tests {
         Plan::load(&path)
     }
 
+    fn load_edited(edit: impl Fn(String) -> String) -> Result<Plan, ConfigError> {
+        load_plan("root-init-activation.toml", edit)
+    }
+
+    #[test]
+    fn replace_csr_subject_belongs_to_a_signing_plan() {
+        let load = |plan: &str, template: &str, edit: &dyn Fn(String) -> String| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let text = std::fs::read_to_string(repo(plan)).expect("plan");
+            let t = std::fs::read_to_string(repo(template)).expect("template");
+            let name = Path::new(template).file_name().expect("name").to_string_lossy().into_owned();
+            std::fs::write(dir.path().join(&name), edit(t)).expect("write");
+            let text = text.replace(&format!("../{template}"), &name);
+            let path = dir.path().join("plan.toml");
+            std::fs::write(&path, text.replace("replace_csr_subject = false", "replace_csr_subject = true"))
+                .expect("write");
+            Plan::load(&path)
+        };
+        let same = |t: String| t;
+        let plan = load("ceremonies/sign-intermediate.toml", "templates/intermediate-ca.toml", &same).expect("plan");
+        assert!(plan.certificate.as_ref().is_some_and(|c| c.replace_csr_subject));
+        // A root signs no CSR.
+        let err = load_edited(|t| t.replace("[certificate]\n", "[certificate]\nreplace_csr_subject = true\n"))
+            .expect_err("root");
+        assert!(err.to_string().contains("a root-init ceremony signs no CSR"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_inputs_are_the_ceremony_file_then_its_template_as_written() {
+        let plan = load_edited(|t| t).expect("plan");
+        let names: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["plan.toml", repo("templates/root-ca.toml").to_str().expect("utf8")]);
+        assert_eq!(plan.inputs[0].sha256, crate::words::sha256_hex(plan.text.as_bytes()));
+        let err =
+            load_edited(|t| t.replace("../templates/root-ca.toml", "..\\templates\\root-ca.toml")).expect_err("bs");
+        assert!(err.to_string().contains("backslash"), "{err}");
+    }
+
     #[test]
     fn activation_needs_its_step_before_close_and_the_step_needs_the_table() {
         let plan = load_edited(|t| t).expect("bundled activation plan");
         let a = plan.activation.as_ref().expect("activation");
-        assert_eq!((a.threshold, a.shares, a.custodian_role.as_str(), a.so_pin), (2, 3, "custodian", false));
+        assert_eq!(
+            (a.threshold, a.shares, a.custodian_role.as_str(), a.user_pin, a.so_pin),
+            (2, 3, "custodian", true, true),
+            "with [backup], [activation] splits the SO PIN too"
+        );
         let kinds: Vec<StepKind> = plan.steps.iter().map(|s| s.kind).collect();
         assert_eq!(&kinds[kinds.len() - 2..], &[StepKind::ActivateToken, StepKind::Close]);
 
         let no_step = load_edited(|t| t.replace("kind = \"activate-token\"", "kind = \"confirm\""));
         assert!(no_step.expect_err("missing step").to_string().contains("needs a activate-token step"));
-        let no_table =
-            load_edited(|t| t.replace("[activation]\nthreshold = 2\nshares = 3\ncustodian_role = \"custodian\"\n", ""));
-        assert!(no_table.expect_err("no table").to_string().contains("without [activation]"));
+        let without_backup_or_table =
+            load_plan("root-init-hsm-only.toml", |t| t.replace("kind = \"checkpoint\"", "kind = \"activate-token\""));
+        assert!(without_backup_or_table.expect_err("no table").to_string().contains("without [activation]"));
         let too_low = load_edited(|t| t.replace("[activation]\nthreshold = 2", "[activation]\nthreshold = 1"));
         assert!(too_low.expect_err("1-of-3").to_string().contains("one custodian alone must never log in"));
+        let so_pin_off = load_edited(|t| {
+            t.replace(
+                "custodian_role = \"custodian\"\n# The security",
+                "custodian_role = \"custodian\"\nso_pin = false\n# The security",
+            )
+        });
+        assert!(so_pin_off.expect_err("so_pin = false").to_string().contains("keep the PIN whole by saying why"));
+    }
+
+    #[test]
+    fn a_backed_up_root_splits_the_so_pin_unless_the_plan_says_why_not() {
+        let plan = load_plan("root-init.toml", |t| t).expect("bundled root plan");
+        let a = plan.activation.as_ref().expect("the SO PIN split");
+        assert_eq!((a.threshold, a.shares, a.user_pin, a.so_pin), (2, 3, false, true));
+        assert!(plan.security_officer_custody().expect("custody").contains("split 2 of 3 among the custodian role"));
+
+        // Without the step that splits it, the plan is refused and says how to opt out.
+        let no_step = load_plan("root-init.toml", |t| t.replace("kind = \"activate-token\"", "kind = \"confirm\""));
+        let err = no_step.expect_err("no activate-token step").to_string();
+        assert!(err.contains("needs a activate-token step") && err.contains("backup.keep_so_pin"), "{err}");
+
+        // Opting out takes a reason, which the plan then states.
+        let keep = |reason: &str| {
+            let reason = reason.to_string();
+            load_plan("root-init.toml", move |t| {
+                t.replace("kind = \"activate-token\"", "kind = \"confirm\"")
+                    .replace("# keep_so_pin = \"The HSM", &format!("keep_so_pin = \"{reason}\"\n# \"The HSM"))
+            })
+        };
+        let kept = keep("The SO PIN is sealed in the bank vault under two locks").expect("opt-out with a reason");
+        assert!(kept.activation.is_none());
+        let custody = kept.security_officer_custody().expect("custody");
+        assert!(custody.contains("kept whole") && custody.contains("bank vault"), "{custody}");
+        assert!(kept.summary().iter().any(|(k, v)| *k == "SO PIN" && v.contains("bank vault")));
+        let err = keep("   ").expect_err("a blank reason").to_string();
+        assert!(err.contains("backup.keep_so_pin") && err.contains("say why"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_declares_its_grade_in_the_witnessed_file() {
+        let rehearsal = load_plan("root-init.toml", |t| t).expect("default");
+        assert_eq!(rehearsal.grade, Grade::Rehearsal);
+        let real = load_plan("root-init.toml", |t| t.replace("# grade = \"real\"", "grade = \"real\"")).expect("real");
+        assert_eq!(real.grade, Grade::Real);
+        assert!(real.summary().iter().any(|(k, v)| *k == "Grade" && v.starts_with("real")));
+        let bogus = load_plan("root-init.toml", |t| t.replace("# grade = \"real\"", "grade = \"production\""));
+        assert!(bogus.expect_err("unknown grade").to_string().contains("production"));
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod answers;
 pub mod ceremony;
+pub mod digest;
 pub mod environment;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub use ceremony::{
     BackupSpec, CeremonyKind, CertificateSpec, CrlSpec, IntermediateSpec, KeySpec, Plan, RestoreSpec, RevocationSpec,
     Role, Step, StepKind,
 };
+pub use digest::{InputBase, PlanDigest, PlanInput};
 pub use environment::{Backend, Environment, SecretSource};
 
 /// Errors reading or validating configuration. Every message names the file

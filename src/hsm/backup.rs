@@ -5,7 +5,11 @@
 //! key-encryption key (KEK) that the security officer marked `CKA_TRUSTED`.
 //! The KEK is 32 bytes drawn from the token's RNG by the caller and split
 //! among custodians with [`crate::shares::split`]; it exists on the token only
-//! for the few calls a backup or restore takes, and is destroyed after.
+//! for the few calls a backup or restore takes, as a session object
+//! (`CKA_TOKEN` false), and is destroyed after. Being a session object, it
+//! never reaches the token's storage: if keyrite dies between creating and
+//! destroying it, the token drops it with the session, so no trusted key is
+//! left behind for anyone to wrap the root with later.
 //! The wrapped blob is ciphertext: it can be copied freely, and is useless
 //! without a quorum of shares.
 //!
@@ -47,8 +51,8 @@ pub const KEK_LEN: usize = 32;
 pub const WRAP_MECHANISM: &str = "CKM_AES_KEY_WRAP_PAD";
 /// The backup file's format name; a new layout gets a new name.
 pub const FORMAT: &str = "keyrite-wrapped-key-v1";
-/// Every KEK keyrite puts on a token carries this label prefix, so one left
-/// behind by a crash can be found and removed ([`remove_leftover_keks`]).
+/// Every KEK keyrite puts on a token carries this label prefix, so an
+/// auditor listing a token's objects can tell one apart.
 pub const KEK_LABEL_PREFIX: &str = "keyrite-kek-";
 /// The length of an activation PIN seed (the secret custodians share).
 pub const PIN_SEED_LEN: usize = 16;
@@ -189,8 +193,8 @@ pub fn kek_check(kek: &Secret) -> Result<String, BackupError> {
 /// which is why it takes `&mut Token`: no [`TokenKey`] of the token can be
 /// alive across the call; find the key again afterwards.
 ///
-/// The KEK is destroyed on every path once created, and its absence checked;
-/// if it cannot be removed the error says how to remove it by hand.
+/// The KEK is a session object, destroyed on every path once created and
+/// its absence checked; a crash in between takes it away with the session.
 pub fn backup_key(
     token: &mut Token,
     user_pin: &Secret,
@@ -229,6 +233,8 @@ pub fn backup_key(
     }
     created?;
     relogin?;
+    // Tests kill the process here to show the trusted key dies with it.
+    crate::faults::point("backup:kek-created");
 
     let wrapped = wrap_with(session, &kek_label, key_label, &key_id, &token_label);
     let cleanup = destroy_kek(session, &kek_label, &token_label);
@@ -288,14 +294,17 @@ fn create_trusted_kek(
     session
         .login(UserType::So, Some(so_auth))
         .map_err(|e| call("C_Login", e, format!("security officer of token {token:?}")))?;
-    // A public token object: SO sessions cannot create private ones, and the
-    // user session must see it. Sensitive, unextractable and unmodifiable,
+    // A public session object: SO sessions cannot create private objects,
+    // the user, logged in on the same session after the SO logs out, must
+    // see it (logging out destroys only private session objects), and as a
+    // session object it never reaches the token's storage, so no crash can
+    // leave a trusted key behind. Sensitive, unextractable and unmodifiable,
     // it can wrap and do nothing else while it exists.
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Value(kek.expose().to_vec()),
-        Attribute::Token(true),
+        Attribute::Token(false),
         Attribute::Private(false),
         Attribute::Trusted(true),
         Attribute::Wrap(true),
@@ -387,32 +396,6 @@ fn destroy_kek(session: &Session, kek_label: &str, token: &str) -> Result<(), Hs
         return Err(left(format!("{} object(s) still carry the label after C_DestroyObject", after.len())).into());
     }
     Ok(())
-}
-
-/// Removes KEKs that an interrupted backup left on the token (secret keys
-/// labelled [`KEK_LABEL_PREFIX`]…) and returns their labels, for the log.
-/// A ceremony calls it when it opens a backup-capable token.
-pub fn remove_leftover_keks(token: &Token) -> Result<Vec<String>, HsmError> {
-    let session = token.session();
-    let token_label = &token.facts().label;
-    let keys = session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-        .map_err(|e| call("C_FindObjects", e, format!("secret keys on token {token_label:?}")))?;
-    let mut removed = Vec::new();
-    for handle in keys {
-        let attrs = session
-            .get_attributes(handle, &[AttributeType::Label])
-            .map_err(|e| call("C_GetAttributeValue", e, format!("a secret key on token {token_label:?}")))?;
-        let text = attrs.iter().find_map(|a| match a {
-            Attribute::Label(l) => Some(String::from_utf8_lossy(l).into_owned()),
-            _ => None,
-        });
-        if let Some(text) = text.filter(|t| t.starts_with(KEK_LABEL_PREFIX)) {
-            destroy_kek(session, &text, token_label)?;
-            removed.push(text);
-        }
-    }
-    Ok(removed)
 }
 
 /// How [`restore_key`] makes the restored key.
@@ -762,7 +745,7 @@ pub enum BackupError {
     WrongKek { label: String },
     #[error("key {label:?} on token {token:?} cannot be backed up: {why}. Only a key generated as wrap-with-trusted (a backup-enabled ceremony) can be; this one stays on its token")]
     NotBackupable { label: String, token: String, why: String },
-    #[error("the key-encryption key {kek_label:?} may still be on token {token:?} ({detail}): remove it before the token leaves the ceremony, e.g. `pkcs11-tool --login --login-type so --delete-object --type secrkey --label {kek_label}`")]
+    #[error("the key-encryption key {kek_label:?} could not be removed from token {token:?} ({detail}); it is a session object and goes with keyrite's session: stop here, and check with `pkcs11-tool --list-objects --type secrkey` that no object labelled {kek_label} remains before the token leaves the ceremony")]
     KekLeftOnToken { kek_label: String, token: String, detail: String },
     #[error("token {token:?} is logged out after the backup KEK was created and removed ({detail}); log in again before using it")]
     Relogin { token: String, detail: String },

@@ -181,7 +181,8 @@ pub struct RequestOptions {
     /// The new key's label in the key store (must be free).
     pub label: String,
     pub algorithm: KeyAlgorithm,
-    /// The subject the host asks for; the offline template may replace it.
+    /// The subject the host asks for: the signing ceremony refuses one that
+    /// differs from its template's, unless its plan accepts the change.
     pub subject: DistinguishedName,
     /// Who asks: the manifest's identity (an operator or host name).
     pub requester: String,
@@ -313,6 +314,37 @@ pub fn request(
         spki_sha256: csr.spki_sha256().clone(),
         csr_file_sha256: Fingerprint::sha256(pem.as_bytes()),
     })
+}
+
+/// The requester's sheet: printed on the intermediate host, signed, and
+/// carried to the root ceremony apart from the USB stick. The request
+/// bundle's manifest is unsigned, so this sheet is what binds the CSR on the
+/// stick to the requester: the witness reads the CSR's read-back words (the
+/// same [`crate::words::READ_BACK_WORDS`] words the ceremony asks for, 130
+/// bits) from it. The CSR's DER holds its public key, so they confirm the
+/// key too; the key's own hash is printed for the install and the records.
+pub fn requester_sheet(opts: &RequestOptions, done: &RequestOutcome) -> String {
+    format!(
+        "Requester's sheet: print it, sign it, and bring it to the root ceremony.\n\
+         requester           {}\n\
+         subject requested   {}\n\
+         CSR SHA-256         {}\n\
+         \x20 read-back         {}\n\
+         public key SHA-256  {}\n\
+         \x20 read-back         {}\n\
+         csr.pem SHA-256     {}\n\
+         At the sign-intermediate ceremony the Internal Witness reads the CSR's read-back words\n\
+         (or the first 32 hex digits of its SHA-256) from this sheet; the CSR holds the public key,\n\
+         so they confirm both. `sha256sum csr.pem` prints the csr.pem line.\n\
+         Signed (requester): ______________________   Date: __________\n",
+        opts.requester,
+        opts.subject,
+        done.csr_sha256.hex,
+        done.csr_sha256.read_back_grouped(),
+        done.spki_sha256.hex,
+        done.spki_sha256.read_back_grouped(),
+        done.csr_file_sha256.hex,
+    )
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), IntermediateError> {

@@ -177,3 +177,45 @@ pub fn resign_log(path: &Path, key: &keyrite::hsm::soft::SoftKey) {
         }
     }
 }
+
+/// The plan hash's read-back words, as `keyrite ceremony print` shows them
+/// to the witness; `input_dir` holds the files the plan reads (a request
+/// bundle, a restore's inputs), which the plan hash covers.
+pub fn plan_words(plan: &Path, input_dir: Option<&Path>) -> String {
+    let plan = keyrite::config::Plan::load(plan).expect("plan");
+    let digest = keyrite::ceremony::inputs::plan_digest(&plan, input_dir).expect("plan digest");
+    digest.fingerprint().read_back_words()
+}
+
+/// A read-back that agrees with `words` (the value on screen) on its first
+/// `same` words, each 10 bits, and differs in every word after: what an
+/// insider who ground a second value to match a prefix would have printed.
+pub fn near_miss(words: &str, same: usize) -> String {
+    words
+        .split(' ')
+        .enumerate()
+        .map(|(i, w)| {
+            if i < same {
+                w
+            } else {
+                keyrite::words::wordlist()[(usize::from(keyrite::words::index_of(w).expect("a list word")) + 1) % 1024]
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `Plan SHA-256` and `Plan read-back` rows of a printed script.
+pub fn printed_row(script: &str, row: &str) -> String {
+    let prefix = format!("| {row} | ");
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.trim_end_matches(" |").to_string())
+        .unwrap_or_else(|| panic!("no {row:?} row in the printed script:\n{script}"))
+}
+
+/// Runs `keyrite ceremony print` in `dir`.
+pub fn print_script(dir: &Path, args: &[&str]) -> Output {
+    keyrite().current_dir(dir).args(["ceremony", "print"]).args(args).output().expect("keyrite")
+}
