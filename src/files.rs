@@ -95,10 +95,23 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError>
     if bytes.is_empty() {
         return Err(FileError::Empty { path: path.to_path_buf() });
     }
+    write_new_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// Like [`write_new`], for an output too large to hold in memory (an
+/// export of tens of millions of lines): `write` streams the bytes into
+/// the temporary file, which is fsynced and renamed over the reservation
+/// only if it succeeds and wrote something. An error it returns is
+/// reported as the write's failure.
+pub fn write_new_with(
+    path: &Path,
+    mode: Mode,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), FileError> {
     let dir = parent_dir(path);
     reserve(path, mode)?;
     crate::faults::point("files:after-reserve");
-    let tmp = write_temp(&dir, path, bytes, mode)?;
+    let tmp = write_temp(&dir, path, write, mode)?;
     crate::faults::point("files:after-temp");
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
@@ -128,7 +141,7 @@ fn is_leftover_reservation(meta: &fs::Metadata) -> bool {
 /// Replaces `path` (or creates it) with `bytes` atomically and durably.
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), FileError> {
     let dir = parent_dir(path);
-    let tmp = write_temp(&dir, path, bytes, mode)?;
+    let tmp = write_temp(&dir, path, |w| w.write_all(bytes), mode)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(FileError::io(path, "renaming into place", e));
@@ -161,7 +174,13 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<PathBuf, FileError> {
+fn write_temp(
+    dir: &Path,
+    target: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    mode: Mode,
+) -> Result<PathBuf, FileError> {
+    let mut write = Some(write);
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for attempt in 0..16u32 {
         let mut nonce = [0u8; 6];
@@ -173,10 +192,19 @@ fn write_temp(dir: &Path, target: &Path, bytes: &[u8], mode: Mode) -> Result<Pat
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(FileError::io(target, "creating temp file", e)),
         };
-        let result = file.write_all(bytes).and_then(|()| file.sync_all());
+        let Some(write) = write.take() else { break };
+        let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut file);
+        let result = write(&mut buffered).and_then(|()| buffered.flush());
+        drop(buffered);
+        let result = result.and_then(|()| file.sync_all());
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(FileError::io(target, "writing temp file", e));
+        }
+        // An empty output could not be told from a reservation a crash left.
+        if file.metadata().map(|m| m.len() == 0).unwrap_or(true) {
+            let _ = fs::remove_file(&tmp);
+            return Err(FileError::Empty { path: target.to_path_buf() });
         }
         return Ok(tmp);
     }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod ca;
 pub mod ceremony;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod faults;
 pub mod files;

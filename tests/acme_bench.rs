@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use acme_support::*;
-use keyrite::acme::bench::{self, BenchConfig, Percentiles, StopAfter};
+use keyrite::client::bench::{self, BenchConfig, Percentiles, StopAfter};
 
 const ZONE: &str = "bench.acme.test";
 

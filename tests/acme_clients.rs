@@ -18,141 +18,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use acme_support::{free_port, template, LoopbackDns, TEST_INTERMEDIATE};
-use common::{keyrite, openssl, p, require_tool, stderr, stdout, SoftHsm};
-use keyrite::hsm::soft::SoftKey;
-use keyrite::hsm::{KeyAlgorithm, Signer};
-use keyrite::profile::{issue, IssueRequest, Issued, IssuerRef, Profile};
-use keyrite::transfer::csr::parse_csr;
-use keyrite::transfer::{BundleKind, BundleWriter};
-use time::OffsetDateTime;
+use acme_support::{free_port, kill_if_running, terminate, AcmeServeProcess, LoopbackDns, TEST_INTERMEDIATE};
+use common::{keyrite, openssl, p, require_tool, stderr, stdout, IntermediateHost};
+use keyrite::profile::Profile;
 
 const PIN_VAR: &str = "KEYRITE_TEST_ACME_PIN";
 const PIN: &str = "acme-user-pin-2718";
 
-fn serial() -> Vec<u8> {
-    let mut s = vec![0u8; 16];
-    aws_lc_rs::rand::fill(&mut s).expect("rng");
-    s
-}
-
 // ------------------------------------------------------------------ the CA
 
-/// A SoftHSM token holding the intermediate key, the issuer directory the
-/// binary installed, and the root that signed it.
-struct Ca {
-    hsm: SoftHsm,
-    work: tempfile::TempDir,
-}
+/// A SoftHSM token holding the intermediate key and its audit key, the
+/// issuer directory the binary installed, and the root that signed it.
+type Ca = IntermediateHost;
 
-impl Ca {
-    fn new() -> Ca {
-        require_tool("openssl", "openssl");
-        let hsm = SoftHsm::new();
-        hsm.init_token("acme-hsm", "acme-so-pin-1414", PIN);
-        let work = tempfile::tempdir().expect("work");
-        let env = format!(
-            "output_dir = \"issuer\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"acme-hsm\"\npin = {{ env = \"{PIN_VAR}\" }}\n",
-            hsm.module.display()
-        );
-        std::fs::write(work.path().join("env.toml"), env).expect("env");
-        let ca = Ca { hsm, work };
-
-        let out = ca.run(&[
-            "intermediate",
-            "request",
-            "--env",
-            "env.toml",
-            "--out",
-            "usb-request",
-            "--label",
-            "acme-e1",
-            "--subject-cn",
-            "keyrite ACME Clients Test Issuing CA",
-            "--subject-o",
-            "keyrite Test",
-            "--requester",
-            "ops@acme-host",
-        ]);
-        assert!(out.status.success(), "intermediate request: {}{}", stdout(&out), stderr(&out));
-
-        // The offline side, with the library.
-        let root_key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
-        let root_t = template("root-ca.toml");
-        let nb = OffsetDateTime::now_utc().replace_nanosecond(0).expect("whole second") - time::Duration::hours(1);
-        let root = issue(
-            &IssueRequest {
-                profile: &root_t,
-                subject: None,
-                subject_spki: root_key.spki_der(),
-                sans: vec![],
-                serial: serial(),
-                not_before: nb,
-                not_after: root_t.not_after_for(nb),
-                issuer: IssuerRef::SelfSigned,
-            },
-            &root_key,
-        )
-        .expect("root");
-        let csr = parse_csr(&std::fs::read(ca.path("usb-request/csr.pem")).expect("csr")).expect("parse csr");
-        let int_t = Profile::from_toml_str(TEST_INTERMEDIATE, "test-intermediate").expect("test template");
-        csr.check_against(&int_t).expect("csr fits");
-        let int: Issued = issue(
-            &IssueRequest {
-                profile: &int_t,
-                subject: Some(csr.subject().clone()),
-                subject_spki: csr.spki_der(),
-                sans: vec![],
-                serial: serial(),
-                not_before: nb,
-                not_after: int_t.not_after_for(nb),
-                issuer: IssuerRef::Certificate { der: &root.der },
-            },
-            &root_key,
-        )
-        .expect("intermediate");
-        let mut w = BundleWriter::create(&ca.path("usb-response")).expect("bundle");
-        w.add("intermediate.pem", int.pem.as_bytes()).expect("int");
-        w.add("chain.pem", format!("{}{}", int.pem, root.pem).as_bytes()).expect("chain");
-        w.add("root.pem", root.pem.as_bytes()).expect("root");
-        w.finish(BundleKind::IntermediateResponse, "acme clients test root", Default::default()).expect("finish");
-
-        let out = ca.run(&[
-            "intermediate",
-            "install",
-            "usb-response",
-            "--env",
-            "env.toml",
-            "--root-sha256",
-            &root.fingerprint.hex,
-            "--out",
-            "issuer",
-        ]);
-        assert!(out.status.success(), "intermediate install: {}{}", stdout(&out), stderr(&out));
-        ca
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.work.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        keyrite()
-            .current_dir(self.work.path())
-            .env("SOFTHSM2_CONF", &self.hsm.conf)
-            .env(PIN_VAR, PIN)
-            .args(args)
-            .output()
-            .expect("run keyrite")
-    }
-
-    fn root_pem(&self) -> PathBuf {
-        self.path("issuer/root.pem")
-    }
-
-    fn intermediate_pem(&self) -> PathBuf {
-        self.path("issuer/intermediate.pem")
-    }
+fn new_ca() -> Ca {
+    require_tool("openssl", "openssl");
+    let template = Profile::from_toml_str(TEST_INTERMEDIATE, "test-intermediate").expect("test template");
+    IntermediateHost::installed("acme-hsm", PIN_VAR, PIN, "acme-e1", "keyrite ACME Clients Test Issuing CA", &template)
+        .0
 }
 
 // ------------------------------------------------------------------ DNS
@@ -178,10 +61,10 @@ impl Dns {
 
 // ------------------------------------------------------------------ the server
 
-/// `keyrite acme-serve` as a child process; killed on drop.
+/// `keyrite acme-serve` as a child process (killed on drop), with the DNS
+/// server it resolves through and the ports clients answer on.
 struct Server {
-    child: Child,
-    log: PathBuf,
+    process: AcmeServeProcess,
     directory: String,
     tls_ca: PathBuf,
     http01: u16,
@@ -217,11 +100,8 @@ impl Server {
         let resolver = opts.dns.unwrap_or(dns.addr);
         let ready = dir.path().join("ready.json");
         let log = dir.path().join("acme-serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyrite"))
-            .current_dir(ca.work.path())
-            .env("SOFTHSM2_CONF", &ca.hsm.conf)
-            .env(PIN_VAR, PIN)
-            .env("KEYRITE_LOG", "info,keyrite=debug")
+        let mut cmd = ca.keyrite();
+        cmd.env("KEYRITE_LOG", "info,keyrite=debug")
             .args(["acme-serve", "--issuer", "issuer/issuer.toml", "--env", "env.toml"])
             .args(["--db", p(&dir.path().join("acme.sqlite"))])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -231,39 +111,15 @@ impl Server {
             .args(["--allow-dns-suffix", "acme.test", "--allow-ip-range", "127.0.0.0/8"])
             .args(["--lifetime", "24h", "--max-identifiers", "10"])
             .args(["--ready-file", p(&ready)])
-            .args(&opts.extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn keyrite acme-serve");
-        let mut server =
-            Server { child, log, directory: String::new(), tls_ca: PathBuf::new(), http01, tlsalpn01, dns, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    server.directory = v["directory"].as_str().expect("directory").to_string();
-                    server.tls_ca = PathBuf::from(v["tls_ca"].as_str().expect("tls_ca"));
-                    assert_eq!(v["listen"].as_str(), Some(format!("127.0.0.1:{port}").as_str()));
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("acme-serve exited with {status} before it was ready:\n{}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "acme-serve not ready after 20 s (ready file: {:?}):\n{}",
-                std::fs::read_to_string(&ready),
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+            .args(&opts.extra);
+        let process = AcmeServeProcess::spawn(cmd, &ready, &log).unwrap_or_else(|log| panic!("{log}"));
+        assert_eq!(process.listen.to_string(), format!("127.0.0.1:{port}"));
+        let (directory, tls_ca) = (process.directory.clone(), process.tls_ca.clone());
+        Server { process, directory, tls_ca, http01, tlsalpn01, dns, dir }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// A client's working directory.
@@ -275,40 +131,9 @@ impl Server {
 
     /// Stops the server with SIGTERM and expects a clean exit.
     fn stop(mut self) {
-        terminate(&mut self.child, "acme-serve", &self.log);
+        self.process.stop();
         let log = self.log();
         assert!(!log.contains(PIN), "the PIN leaked into the log");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        kill_if_running(&mut self.child);
-    }
-}
-
-/// Sends SIGTERM to `child` and expects a clean exit within 20 s; `log` is
-/// shown when it does not.
-fn terminate(child: &mut Child, what: &str, log: &Path) {
-    let log = || std::fs::read_to_string(log).unwrap_or_default();
-    let k = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(k.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "{what} exit {status}:\n{}", log());
-            break;
-        }
-        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM:\n{}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// For `Drop`: a child a failed test left running is killed and reaped.
-fn kill_if_running(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -381,7 +206,7 @@ fn certbot_from(program: &Path, server: &Server, dir: &Path) -> Command {
 #[test]
 fn certbot_http01_issue_renew_revoke() {
     require_tool("certbot", "certbot");
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start(&ca);
     let dir = server.client_dir("certbot");
     let name = "certbot.acme.test";
@@ -443,7 +268,7 @@ fn certbot_ari() -> PathBuf {
 #[test]
 fn certbot_from_pypi_renews_when_ari_says_so() {
     let bin = certbot_ari();
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start(&ca);
     let dir = server.client_dir("certbot-ari");
     let name = "ari.acme.test";
@@ -528,7 +353,7 @@ fn eab_create(server: &Server, audit: &Path, extra: &[&str]) -> (String, String)
 fn lego_and_certbot_with_managed_eab() {
     require_tool("lego", "lego");
     require_tool("certbot", "certbot");
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start_with(&ca, ServerOpts { extra: vec!["--require-eab".into()], ..ServerOpts::default() });
     let audit = server.dir.path().join("eab-audit.jsonl");
     let http = format!("127.0.0.1:{}", server.http01);
@@ -645,7 +470,7 @@ fn lego_cert(dir: &Path, name: &str) -> PathBuf {
 
 fn lego_round_trip(challenge: &str, name: &str) {
     require_tool("lego", "lego");
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start(&ca);
     let dir = server.client_dir("lego");
     let challenge_args: Vec<String> = match challenge {
@@ -691,7 +516,7 @@ fn lego_tlsalpn01_issue_renew_revoke() {
 fn lego_revocation_reaches_the_served_crl() {
     require_tool("lego", "lego");
     require_tool("curl", "curl");
-    let ca = Ca::new();
+    let ca = new_ca();
     let crl_port = free_port();
     let crl_url = format!("http://127.0.0.1:{crl_port}/issuing-e1.crl");
     let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/tls-leaf.toml"))
@@ -771,7 +596,7 @@ fn lego_revocation_reaches_the_served_crl() {
 #[test]
 fn lego_http01_ip_identifier() {
     require_tool("lego", "lego");
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start(&ca);
     let dir = server.client_dir("lego-ip");
     let out = lego(&server, &dir, &["127.0.0.1"])
@@ -801,7 +626,7 @@ fn lego_http01_ip_identifier() {
 fn lego_dns01_exec_issue() {
     use std::os::unix::fs::PermissionsExt;
     require_tool("lego", "lego");
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start(&ca);
     let dir = server.client_dir("lego-dns");
     let hook = dir.join("hook.sh");
@@ -833,7 +658,7 @@ fn lego_dns01_exec_issue() {
 /// acme-serve refuses to start, saying why, and never echoes the PIN.
 #[test]
 fn acme_serve_refuses_to_start_with_reasons() {
-    let ca = Ca::new();
+    let ca = new_ca();
     let dir = tempfile::tempdir().expect("dir");
     let serve = |pin: &str, extra: &[&str]| {
         let out = keyrite()
@@ -1002,7 +827,7 @@ fn lego_cert_for(dir: &Path, name: &str) -> PathBuf {
 fn lego_dns01_rfc2136_knot() {
     require_tool("lego", "lego");
     let knot = Knot::start();
-    let ca = Ca::new();
+    let ca = new_ca();
     let server = Server::start_with(&ca, ServerOpts { dns: Some(knot.addr), ..Default::default() });
     let dir = server.client_dir("lego-rfc2136");
     let rfc2136 = |domains: &[&str]| {
@@ -1102,7 +927,7 @@ fn find_file(dir: &Path, file_name: &str) -> Option<PathBuf> {
 fn caddy_round_trip(challenge: Option<&str>, name: &str) {
     require_tool("caddy", "caddy");
     require_tool("curl", "curl");
-    let ca = Ca::new();
+    let ca = new_ca();
     let (http_port, https_port) = (free_port(), free_port());
     let server = Server::start_with(
         &ca,

@@ -7,14 +7,14 @@ mod acme_support;
 use acme_support::*;
 use aws_lc_rs::hmac;
 use keyrite::acme::eab::{self, EabPolicy};
-use keyrite::acme::store::{sqlite::SqliteStore, Store};
+use keyrite::acme::store::{create_eab_key, sqlite::SqliteStore, Store};
 use keyrite::secret::Secret;
 use serde_json::{json, Value};
 
 async fn eab_harness() -> Harness {
     start_harness(|c| {
-        c.require_eab = true;
-        c.policy.allowed_dns_suffixes.push("corp.example".into());
+        c.issuance.require_eab = true;
+        c.issuance.names.allowed_dns_suffixes.push("corp.example".into());
     })
     .await
 }
@@ -25,7 +25,7 @@ fn store(h: &Harness) -> SqliteStore {
 
 fn mint(h: &Harness, policy: EabPolicy, multi_use: bool, expires_at: Option<i64>) -> (String, Secret) {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (k, s) = eab::create_key(&store(h), policy, expires_at, multi_use, "test".into(), now).expect("mint");
+    let (k, s) = create_eab_key(&store(h), policy, expires_at, multi_use, "test".into(), now).expect("mint");
     (k.kid, s)
 }
 
@@ -189,7 +189,7 @@ async fn bound_account_inherits_the_key_policy() {
     h.post_as(&a, "/acme/new-order", payload.to_string().as_bytes()).await.assert_problem("malformed", 400);
 
     // An account without a key policy (EAB optional here) is unaffected.
-    let free = start_harness(|c| c.policy.allowed_dns_suffixes.push("corp.example".into())).await;
+    let free = start_harness(|c| c.issuance.names.allowed_dns_suffixes.push("corp.example".into())).await;
     let acct = free.new_account(Key::es256()).await;
     assert_eq!(order(&free, &acct, &["www.team-b.corp.example"]).await.status, 201);
     free.shutdown().await;
@@ -201,7 +201,8 @@ async fn default_lifetime_is_capped_by_the_key() {
     let (port, tokens, responder_task) = responder().await;
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_configured(&mut pki, dir.path(), port, 1, |c| c.require_eab = true).await.expect("start");
+    let server =
+        start_configured(&mut pki, dir.path(), port, 1, |c| c.issuance.require_eab = true).await.expect("start");
     let client = Client::new(&pki.root.der, server.local_addr(), server.base_url().to_string());
     let h = Harness { pki, server, dir, client };
     let (kid, mac) = mint(&h, EabPolicy { max_lifetime_secs: Some(2 * 3600), ..EabPolicy::default() }, false, None);

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acme_support::*;
-use keyrite::acme::{self, ServerConfig, TlsSource, ValidationConfig};
+use keyrite::acme;
+use keyrite::config::acme::{AcmeServeConfig, TlsSettings, ValidationSettings};
 use keyrite::profile::San;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -23,25 +24,25 @@ use time::OffsetDateTime;
 
 // ------------------------------------------------------------------ helpers
 
-/// Like `acme_support::start`, with the `ServerConfig` adjusted by `tweak`.
-async fn start_cfg(http01_port: u16, tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+/// Like `acme_support::start`, with the configuration adjusted by `tweak`.
+async fn start_cfg(http01_port: u16, tweak: impl FnOnce(&mut AcmeServeConfig)) -> Harness {
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(
+    let mut config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.path().join("acme.sqlite"),
-        TlsSource::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))] },
+        TlsSettings::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))], lifetime: None },
         template("tls-leaf.toml"),
         test_policy(),
     );
-    config.validation = ValidationConfig {
+    config.validation = ValidationSettings {
         static_hosts: static_hosts(),
         http01_port,
         tls_alpn01_port: 1,
         timeout: Duration::from_secs(3),
         attempts: 2,
         backoff: Duration::from_millis(200),
-        ..ValidationConfig::default()
+        ..ValidationSettings::default()
     };
     tweak(&mut config);
     let server = acme::start(config, pki.issuer()).await.expect("server starts");
@@ -336,7 +337,7 @@ async fn order_validity_applied_within_policy_refused_outside() {
 #[tokio::test]
 async fn expired_order_cannot_be_finalized() {
     let (port, tokens, task) = responder().await;
-    let h = start_cfg(port, |c| c.order_lifetime = Duration::from_secs(3)).await;
+    let h = start_cfg(port, |c| c.issuance.order_lifetime = Duration::from_secs(3)).await;
     let acct = h.new_account(Key::es256()).await;
     let (order_url, ready) = h.ready_order(&acct, &tokens, &["a.acme.test"]).await;
     let expires = OffsetDateTime::parse(ready["expires"].as_str().expect("expires"), &Rfc3339).expect("date");
@@ -584,10 +585,10 @@ async fn provided_tls_files_are_presented_exactly() {
     assert_eq!(label, "PRIVATE KEY", "openssl writes PKCS#8");
 
     let mut pki = Pki::new();
-    let config = ServerConfig::new(
+    let config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         d.join("acme.sqlite"),
-        TlsSource::Provided { chain_der: chain_der.clone(), key_pkcs8_der: zeroize::Zeroizing::new(key_der) },
+        TlsSettings::Provided { chain_der: chain_der.clone(), key_pkcs8_der: zeroize::Zeroizing::new(key_der) },
         template("tls-leaf.toml"),
         test_policy(),
     );
@@ -624,7 +625,7 @@ async fn provided_tls_files_are_presented_exactly() {
 /// at finalize.
 #[tokio::test]
 async fn not_after_beyond_the_issuers_expiry_is_refused_at_new_order() {
-    let h = start_cfg(1, |c| c.max_lifetime = Duration::from_secs(4000 * 86_400)).await;
+    let h = start_cfg(1, |c| c.issuance.max_lifetime = Duration::from_secs(4000 * 86_400)).await;
     let acct = h.new_account(Key::es256()).await;
     let p = json!({
         "identifiers": [{"type": "dns", "value": "a.acme.test"}],

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use acme_support::*;
 use common::{openssl, p, stderr, stdout};
-use keyrite::acme::crl::CrlConfig;
-use keyrite::acme::ratelimit::{Limits, Rate};
+use keyrite::config::acme::CrlSettings as CrlConfig;
+use keyrite::config::acme::TlsSettings;
+use keyrite::config::rate_limits::{Limits, Rate};
+use keyrite::profile::San;
 use serde_json::json;
 
 fn per_hour(count: u32) -> Option<Rate> {
@@ -166,7 +168,7 @@ async fn the_crl_is_served_at_the_template_url_and_lists_revocations_at_once() {
     let leaf_template = leaf_with_crl(&url);
     let h = start_harness(|c| {
         c.validation.http01_port = port;
-        c.leaf_profile = leaf_template;
+        c.issuance.leaf_profile = leaf_template;
         c.crl = Some(CrlConfig::new(format!("127.0.0.1:{crl_port}").parse().expect("addr")));
     })
     .await;
@@ -227,7 +229,7 @@ async fn crl_configuration_mistakes_are_refused_at_start() {
     let listen = "127.0.0.1:0".parse().expect("addr");
     // The short profile has no CRL URL and is the only template served.
     let err = start_configured(&mut pki, dir.path(), 1, 1, |c| {
-        c.leaf_profile = template("leaf-short.toml");
+        c.issuance.leaf_profile = template("leaf-short.toml");
         c.crl = Some(CrlConfig::new(listen));
     })
     .await
@@ -267,7 +269,7 @@ async fn housekeeping_purges_expired_orders_authorizations_and_nonces_but_keeps_
     // instances): the unfinished order and both authorizations expired long
     // ago, every nonce too; the certificate and its valid order stay.
     let st = SqliteStore::open(&h.dir.path().join("acme.sqlite")).expect("store");
-    let month = keyrite::acme::model::now() + 30 * 86_400;
+    let month = time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400;
     let purged = st.purge_expired(month, 86_400).expect("purge");
     assert_eq!((purged.orders, purged.authzs), (1, 2), "{purged:?}");
     assert!(purged.nonces >= 8, "every request's nonce: {purged:?}");
@@ -296,7 +298,13 @@ fn served_serial(addr: std::net::SocketAddr) -> String {
 #[tokio::test]
 async fn the_servers_own_certificate_is_renewed_before_it_expires() {
     common::require_tool("openssl", "openssl");
-    let h = start_harness(|c| c.server_cert_lifetime = Some(Duration::from_secs(93))).await;
+    let h = start_harness(|c| {
+        c.tls = TlsSettings::IssueAtStart {
+            names: vec![San::Ip("127.0.0.1".parse().expect("ip"))],
+            lifetime: Some(Duration::from_secs(93)),
+        }
+    })
+    .await;
     let addr = h.server.local_addr();
     let first = tokio::task::spawn_blocking(move || served_serial(addr)).await.expect("join");
     let first_der = h.server.tls_leaf_der().expect("a leaf");

@@ -11,12 +11,12 @@ async fn profile_harness(http01: u16) -> Harness {
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_configured(&mut pki, dir.path(), http01, 1, |c| {
-        c.profiles = vec![
+        c.issuance.profiles = vec![
             ("short".into(), template("leaf-short.toml")),
             ("mtls".into(), template("leaf-mtls.toml")),
             ("ip".into(), template("leaf-ip.toml")),
         ];
-        c.default_profile = Some("short".into());
+        c.issuance.default_profile = Some("short".into());
     })
     .await
     .expect("server starts");
@@ -139,7 +139,7 @@ async fn eab_key_limits_the_profiles() {
     let h = profile_harness(1).await;
     let st = keyrite::acme::store::sqlite::SqliteStore::open(&h.dir.path().join("acme.sqlite")).expect("store");
     let policy = keyrite::acme::eab::EabPolicy { profiles: vec!["mtls".into()], ..Default::default() };
-    let (k, mac) = keyrite::acme::eab::create_key(&st, policy, None, false, String::new(), 0).expect("mint");
+    let (k, mac) = keyrite::acme::store::create_eab_key(&st, policy, None, false, String::new(), 0).expect("mint");
     let key = Key::es256();
     let url = h.client.url("/acme/new-account");
     let protected = b64(json!({"alg": "HS256", "kid": k.kid, "url": url}).to_string().as_bytes());

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{keyrite, list, openssl, stderr, stdout, SoftHsm};
+use common::{keyrite, list, openssl, random_serial, stderr, stdout, IntermediateHost, OfflineRoot};
 use keyrite::config::{Backend, Environment, SecretSource};
 use keyrite::hsm::soft::SoftKey;
 use keyrite::hsm::{KeyAlgorithm, Signer};
@@ -16,7 +16,6 @@ use keyrite::intermediate::{self, IntermediateError, IssuerConfig, RequestOption
 use keyrite::profile::{issue, DistinguishedName, IssueRequest, Issued, IssuerRef, Profile};
 use keyrite::secret::Secret;
 use keyrite::transfer::csr::parse_csr;
-use keyrite::transfer::{BundleKind, BundleWriter};
 use time::{Duration, OffsetDateTime};
 
 const PIN_VAR: &str = "KEYRITE_TEST_INT_PIN";
@@ -26,144 +25,54 @@ fn profile(name: &str) -> Profile {
     Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name)).expect("template")
 }
 
-fn random_serial() -> Vec<u8> {
-    let mut s = vec![0u8; 16];
-    aws_lc_rs::rand::fill(&mut s).expect("rng");
-    s
-}
-
 /// The offline root, made the way the root ceremony makes it (but with a
 /// software key, in memory).
-struct Root {
-    key: SoftKey,
-    cert: Issued,
+fn root() -> OfflineRoot {
+    OfflineRoot::new(OffsetDateTime::now_utc() - Duration::days(30))
 }
 
-fn root() -> Root {
-    let key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
-    let p = profile("root-ca.toml");
-    let nb = OffsetDateTime::now_utc() - Duration::days(30);
-    let cert = issue(
-        &IssueRequest {
-            profile: &p,
-            subject: None,
-            subject_spki: key.spki_der(),
-            sans: vec![],
-            serial: random_serial(),
-            not_before: nb,
-            not_after: p.not_after_for(nb),
-            issuer: IssuerRef::SelfSigned,
-        },
-        &key,
-    )
-    .expect("root");
-    Root { key, cert }
-}
-
-/// The offline ceremony's signing, as the library does it: the CSR is parsed
-/// and checked against the intermediate template, then issued.
-fn sign(root: &Root, csr_pem: &[u8], spki_override: Option<&[u8]>, not_before: OffsetDateTime) -> Issued {
-    let csr = parse_csr(csr_pem).expect("csr");
-    let p = profile("intermediate-ca.toml");
-    csr.check_against(&p).expect("csr fits the template");
-    issue(
-        &IssueRequest {
-            profile: &p,
-            subject: Some(csr.subject().clone()),
-            subject_spki: spki_override.unwrap_or(csr.spki_der()),
-            sans: vec![],
-            serial: random_serial(),
-            not_before,
-            not_after: p.not_after_for(not_before),
-            issuer: IssuerRef::Certificate { der: &root.cert.der },
-        },
-        &root.key,
-    )
-    .expect("intermediate")
+/// The offline ceremony's signing with the shipped intermediate template.
+fn sign(root: &OfflineRoot, csr_pem: &[u8], spki_override: Option<&[u8]>, not_before: OffsetDateTime) -> Issued {
+    root.sign(csr_pem, &profile("intermediate-ca.toml"), spki_override, not_before)
 }
 
 /// Writes the response bundle the offline side hands back.
-fn response(dir: &Path, int: &Issued, root: &Root) {
-    let mut w = BundleWriter::create(dir).expect("bundle");
-    w.add("intermediate.pem", int.pem.as_bytes()).expect("int");
-    w.add("chain.pem", format!("{}{}", int.pem, root.cert.pem).as_bytes()).expect("chain");
-    w.add("root.pem", root.cert.pem.as_bytes()).expect("root");
-    w.finish(BundleKind::IntermediateResponse, "root ceremony 2026-01", Default::default()).expect("finish");
+fn response(dir: &Path, int: &Issued, root: &OfflineRoot) {
+    root.response(dir, int);
 }
 
 /// A SoftHSM token for the intermediate host, an environment file naming it
 /// (PIN from an environment variable), and the directories of one test.
-struct Host {
-    hsm: SoftHsm,
-    work: tempfile::TempDir,
+struct Host(IntermediateHost);
+
+impl std::ops::Deref for Host {
+    type Target = IntermediateHost;
+    fn deref(&self) -> &IntermediateHost {
+        &self.0
+    }
 }
 
 impl Host {
     fn new() -> Host {
-        let hsm = SoftHsm::new();
-        hsm.init_token("int-hsm", "int-so-pin-0815", PIN);
-        let work = tempfile::tempdir().expect("work");
-        let env = format!(
-            "output_dir = \"issuer\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"int-hsm\"\npin = {{ env = \"{PIN_VAR}\" }}\n",
-            hsm.module.display()
-        );
-        std::fs::write(work.path().join("env.toml"), env).expect("env");
-        Host { hsm, work }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.work.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        keyrite()
-            .current_dir(self.work.path())
-            .env("SOFTHSM2_CONF", &self.hsm.conf)
-            .env(PIN_VAR, PIN)
-            .args(args)
-            .output()
-            .expect("run keyrite")
+        Host(IntermediateHost::new("int-hsm", PIN_VAR, PIN))
     }
 
     fn request(&self, label: &str) -> Output {
-        let out = self.run(&[
-            "intermediate",
-            "request",
-            "--env",
-            "env.toml",
-            "--out",
-            "usb-request",
-            "--label",
+        let out = self.0.request(
             label,
-            "--subject-cn",
-            "keyrite Example Issuing CA E1",
-            "--subject-o",
-            "keyrite Example",
-            "--subject-c",
-            "DE",
-            "--requester",
-            "ops@issuing-ca-1",
-        ]);
+            &[
+                "--subject-cn",
+                "keyrite Example Issuing CA E1",
+                "--subject-o",
+                "keyrite Example",
+                "--subject-c",
+                "DE",
+                "--requester",
+                "ops@issuing-ca-1",
+            ],
+        );
         assert!(out.status.success(), "request failed: {}{}", stdout(&out), stderr(&out));
         out
-    }
-
-    fn install(&self, response: &str, root_sha256: &str) -> Output {
-        self.run(&[
-            "intermediate",
-            "install",
-            response,
-            "--env",
-            "env.toml",
-            "--root-sha256",
-            root_sha256,
-            "--out",
-            "issuer",
-        ])
-    }
-
-    fn csr(&self) -> Vec<u8> {
-        std::fs::read(self.path("usb-request/csr.pem")).expect("csr.pem")
     }
 }
 
@@ -479,14 +388,14 @@ fn soft_store_round_trip_through_the_library() {
 
     // acme-serve's start: load and check, then the failures.
     let config = IssuerConfig::load(&installed.issuer_toml).expect("load");
-    let checked = config.check(&store, OffsetDateTime::now_utc()).expect("check");
+    let checked = intermediate::check_issuer(&config, &store, OffsetDateTime::now_utc()).expect("check");
     assert_eq!(checked.intermediate_der, int.der);
     let late = checked.intermediate.not_after + Duration::seconds(1);
-    match config.check(&store, late) {
+    match intermediate::check_issuer(&config, &store, late) {
         Err(IntermediateError::Validity { state: "expired", file, .. }) => assert!(file.ends_with("intermediate.pem")),
         other => panic!("expected expired, got {other:?}"),
     }
-    match config.check(&store, checked.intermediate.not_before - Duration::seconds(1)) {
+    match intermediate::check_issuer(&config, &store, checked.intermediate.not_before - Duration::seconds(1)) {
         Err(IntermediateError::Validity { state: "not yet valid", .. }) => {}
         other => panic!("expected not yet valid, got {other:?}"),
     }
@@ -503,7 +412,7 @@ fn soft_store_round_trip_through_the_library() {
     text = text.replace(&config.certificate_sha256, &keyrite::words::sha256_hex(&other.der));
     std::fs::write(swapped.join("issuer.toml"), text).expect("w");
     let swapped_config = IssuerConfig::load(&swapped.join("issuer.toml")).expect("load swapped");
-    match swapped_config.check(&store, OffsetDateTime::now_utc()) {
+    match intermediate::check_issuer(&swapped_config, &store, OffsetDateTime::now_utc()) {
         Err(e @ IntermediateError::WrongKey { .. }) => assert!(e.to_string().contains("another key"), "{e}"),
         other => panic!("expected WrongKey, got {other:?}"),
     }

@@ -66,7 +66,7 @@ fn the_sandbox_serves_an_independent_client_until_it_is_stopped() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let chain = runtime.block_on(async {
-        let responder = keyrite::acme::client::Http01Responder::start(([127, 0, 0, 1], http01).into())
+        let responder = keyrite::client::Http01Responder::start(([127, 0, 0, 1], http01).into())
             .await
             .expect("responder on the sandbox's http-01 port");
         let issued = issue(&directory, &tls_ca, &responder).await;
@@ -101,8 +101,8 @@ fn the_sandbox_serves_an_independent_client_until_it_is_stopped() {
 }
 
 /// One issuance for 127.0.0.1 (an RFC 8738 "ip" identifier).
-async fn issue(directory: &str, tls_ca: &str, responder: &keyrite::acme::client::Http01Responder) -> String {
-    let issued = keyrite::acme::client::issue_one(directory, Path::new(tls_ca), &["127.0.0.1".to_string()], responder)
+async fn issue(directory: &str, tls_ca: &str, responder: &keyrite::client::Http01Responder) -> String {
+    let issued = keyrite::client::issue_one(directory, Path::new(tls_ca), &["127.0.0.1".to_string()], responder)
         .await
         .expect("certificate from the sandbox");
     assert!(issued.chain_pem.matches("BEGIN CERTIFICATE").count() >= 2, "{}", issued.chain_pem);

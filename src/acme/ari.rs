@@ -25,20 +25,22 @@ use base64::Engine;
 use der::Decode;
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
 
-/// The default start of the window, as a fraction of the lifetime.
-pub const DEFAULT_WINDOW_START: f64 = 2.0 / 3.0;
-
 /// How long a client should wait before asking again (Boulder's 6 hours).
 pub const RETRY_AFTER_SECS: u32 = 6 * 3600;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AriError {
+    /// The certID is not two unpadded base64url parts joined by a dot.
     #[error("certID is not base64url(keyIdentifier) \".\" base64url(serial)")]
     BadCertId,
+    /// A certificate's DER does not parse; the text is the parser's.
     #[error("the certificate does not parse: {0}")]
     Certificate(String),
+    /// A leaf without an authorityKeyIdentifier cannot have a certID.
     #[error("the certificate has no authorityKeyIdentifier keyIdentifier")]
     NoAki,
+    /// The intermediate names no subjectKeyIdentifier.
     #[error("the issuer certificate has no subjectKeyIdentifier")]
     NoSki,
 }
@@ -113,7 +115,7 @@ pub struct Window {
 
 /// The window for a certificate valid `[not_before, not_after]`.
 ///
-/// `start_fraction` must lie in (0, 1); [`check_fraction`] is applied at
+/// `start_fraction` must lie in (0, 1); `config::acme::check_fraction` is applied at
 /// server start.
 pub fn window(
     not_before: i64,
@@ -150,30 +152,6 @@ fn spread(serial: &[u8], range: i64) -> i64 {
     i64::try_from(u64::from_be_bytes(b) % r).unwrap_or(0)
 }
 
-/// Refuses a start fraction outside (0, 1): 0 would renew at issuance, 1
-/// at expiry.
-pub fn check_fraction(f: f64) -> Result<(), String> {
-    if f.is_finite() && f > 0.0 && f < 1.0 {
-        Ok(())
-    } else {
-        Err(format!("the ARI window start must be a fraction strictly between 0 and 1, not {f}"))
-    }
-}
-
-/// Parses `0.6667` or `2/3`.
-pub fn parse_fraction(s: &str) -> Result<f64, String> {
-    let f = match s.split_once('/') {
-        Some((n, d)) => {
-            let n: f64 = n.trim().parse().map_err(|_| format!("{s:?} is not a fraction"))?;
-            let d: f64 = d.trim().parse().map_err(|_| format!("{s:?} is not a fraction"))?;
-            n / d
-        }
-        None => s.trim().parse().map_err(|_| format!("{s:?} is not a fraction"))?,
-    };
-    check_fraction(f)?;
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +171,7 @@ mod tests {
         let (nb, na) = (0, 86_400);
         let mut starts = std::collections::BTreeSet::new();
         for i in 0u32..200 {
-            let w = window(nb, na, &i.to_be_bytes(), DEFAULT_WINDOW_START, None, 0);
+            let w = window(nb, na, &i.to_be_bytes(), crate::config::acme::DEFAULT_ARI_WINDOW_START, None, 0);
             assert!(w.start >= 57_600 && w.end <= 72_000 && w.start < w.end, "{w:?}");
             starts.insert(w.start);
         }
@@ -202,16 +180,8 @@ mod tests {
 
     #[test]
     fn renew_now_is_in_the_past() {
-        let w = window(0, 86_400, &[1], DEFAULT_WINDOW_START, Some(RenewNow::Revoked), 1_000_000);
+        let w =
+            window(0, 86_400, &[1], crate::config::acme::DEFAULT_ARI_WINDOW_START, Some(RenewNow::Revoked), 1_000_000);
         assert!(w.start < w.end && w.end < 1_000_000);
-    }
-
-    #[test]
-    fn fractions() {
-        assert!((parse_fraction("2/3").unwrap_or(0.0) - 2.0 / 3.0).abs() < 1e-9);
-        assert_eq!(parse_fraction("0.5"), Ok(0.5));
-        assert!(parse_fraction("1").is_err());
-        assert!(parse_fraction("0").is_err());
-        assert!(parse_fraction("x").is_err());
     }
 }

@@ -1,15 +1,18 @@
-//! The CA side: CSR checks and issuance on the signer's owner thread.
+//! The CA side: CSR checks, serials, and the signer's owner thread.
 //!
 //! A `Signer` is neither `Send` nor `Sync` (a PKCS#11 session has one
-//! owner), so the signer is *built* on a dedicated thread by the issuer's
-//! factory and never leaves it; async handlers send that thread jobs over a
-//! channel and await a oneshot reply. Every certificate goes through
-//! `profile::issue` (build, lint with a throwaway key, sign, verify).
+//! owner), so the issuer's keys are *built* on a dedicated thread by the
+//! issuer's factory and never leave it; async handlers send that thread
+//! jobs over a channel and await a reply. Every certificate goes through
+//! `profile::issue` (build, lint with a throwaway key, sign, verify). The
+//! same thread holds the intermediate host's audit key, which signs the
+//! issuance log's checkpoints and nothing else.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use der::{Decode, Encode};
 use time::OffsetDateTime;
@@ -21,12 +24,21 @@ use x509_cert::request::{CertReq, ExtensionReq};
 use super::identifier::Identifier;
 use super::jws::Jwk;
 use super::problem::Problem;
-use crate::hsm::{HsmError, RandomSource, Signer};
+use crate::hsm::{HsmError, KeyAlgorithm, RandomSource, SignatureAlgorithm, Signer};
 use crate::profile::{self, IssueRequest, Issued, IssuerRef, Profile, ProfileError, San};
 
-/// Builds the CA signer. Called once, on the signer thread, so a PKCS#11
+/// The issuer's two keys, built on the signer thread.
+pub struct IssuerKeys {
+    /// The intermediate's key: signs leaves and CRLs.
+    pub ca: Box<dyn Signer>,
+    /// The intermediate host's audit key: signs the issuance log's
+    /// checkpoints and nothing else. Never the CA key.
+    pub audit: Box<dyn Signer>,
+}
+
+/// Builds the issuer's keys. Called once, on the signer thread, so a PKCS#11
 /// session is opened by the thread that will own it.
-pub type SignerFactory = Box<dyn FnOnce() -> Result<Box<dyn Signer>, HsmError> + Send>;
+pub type SignerFactory = Box<dyn FnOnce() -> Result<IssuerKeys, HsmError> + Send>;
 
 /// The issuing CA the server signs with.
 pub struct Issuer {
@@ -35,33 +47,57 @@ pub struct Issuer {
     /// What follows the leaf in a download: the issuing certificate and any
     /// further intermediates, PEM, leaf-most first (no root).
     pub chain_pem: String,
-    pub signer: SignerFactory,
+    pub keys: SignerFactory,
 }
 
+/// Why the CA side failed. Messages carry their cause's text; no variant
+/// has a `#[source]` (one cause policy: the message, never both).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaError {
+    /// The factory could not open the key store or find a key.
     #[error("the CA signer could not be opened: {0}")]
-    SignerOpen(#[source] HsmError),
+    SignerOpen(HsmError),
+    /// The audit key is the CA key (or missing): checkpoints must be signed
+    /// by a dedicated key.
+    #[error("the audit key must be a dedicated key, not the CA key: {0}")]
+    AuditKey(String),
+    /// The signer thread is gone (the server is stopping, or it panicked).
     #[error("the signer thread has stopped")]
     SignerGone,
+    /// Build, lint, sign or verify of a certificate failed.
     #[error("issuance failed: {0}")]
     Issue(ProfileError),
+    /// The random number generator failed drawing a serial.
     #[error("random serial: {0}")]
-    Rng(#[source] HsmError),
+    Rng(HsmError),
+    /// The operating system refused a thread.
     #[error("cannot start the signer thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(String),
+    /// Build, lint, sign or verify of a CRL failed.
     #[error("CRL: {0}")]
     Crl(String),
+    /// The job reached the signer after its deadline and was not signed:
+    /// the issuance may already have been resolved by another instance.
+    #[error("the signer was busy past this issuance's deadline; nothing was signed")]
+    Deadline,
+    /// The audit key failed to sign.
+    #[error("the audit key failed to sign: {0}")]
+    AuditSign(HsmError),
 }
 
-/// One leaf to issue.
+/// One leaf to issue: everything decided before the signer is called.
 pub struct LeafRequest {
+    /// The serial, already reserved in the store (see [`new_serial`]).
+    pub serial: Vec<u8>,
     pub spki_der: Vec<u8>,
     pub sans: Vec<San>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     /// The order's profile's template; `None` is the server's leaf template.
     pub profile: Option<Profile>,
+    /// The signer refuses the job after this.
+    pub deadline: Instant,
 }
 
 /// One CRL to sign for the leaves of this issuer.
@@ -78,48 +114,81 @@ pub struct CrlRequest {
 enum Job {
     Leaf { req: Box<LeafRequest>, reply: oneshot::Sender<Result<Issued, CaError>> },
     Crl { req: CrlRequest, reply: oneshot::Sender<Result<crate::ca::SignedCrl, CaError>> },
+    AuditSign { message: Vec<u8>, reply: mpsc::Sender<Result<Vec<u8>, HsmError>> },
+}
+
+/// What the server knows about its audit key without holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditKeyInfo {
+    pub spki_der: Vec<u8>,
+    pub key_algorithm: KeyAlgorithm,
+    pub signature_algorithm: SignatureAlgorithm,
+    pub description: String,
 }
 
 /// The async side of the signer thread.
 pub struct SignerHandle {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    audit: AuditKeyInfo,
+}
+
+/// A fresh serial: 16 random bytes, positive (RFC 5280 §4.1.2.2), drawn
+/// before anything is signed so it can be reserved first.
+pub fn new_serial() -> Result<Vec<u8>, CaError> {
+    let random = crate::hsm::soft::SystemRng.random_bytes(16).map_err(CaError::Rng)?;
+    profile::normalize_serial(&random).map_err(|p| CaError::Rng(HsmError::BadSignature(p)))
 }
 
 impl SignerHandle {
     /// Starts the owner thread and waits until the factory has built the
-    /// signer (so a wrong PIN fails the start, not the first order).
+    /// keys (so a wrong PIN fails the start, not the first order), and
+    /// checks the audit key is not the CA key.
     pub fn start(issuer_der: Vec<u8>, profile: Profile, factory: SignerFactory) -> Result<Self, CaError> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), CaError>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<AuditKeyInfo, CaError>>();
         let thread = std::thread::Builder::new()
             .name("keyrite-acme-signer".into())
             .spawn(move || {
-                let signer = match factory() {
-                    Ok(s) => s,
+                let keys = match factory() {
+                    Ok(k) => k,
                     Err(e) => {
                         let _ = ready_tx.send(Err(CaError::SignerOpen(e)));
                         return;
                     }
                 };
-                tracing::info!(signer = %signer.describe(), "ACME signer ready");
-                let _ = ready_tx.send(Ok(()));
+                if keys.audit.spki_der() == keys.ca.spki_der() {
+                    let _ =
+                        ready_tx.send(Err(CaError::AuditKey(format!("{} is the issuing key", keys.audit.describe()))));
+                    return;
+                }
+                tracing::info!(signer = %keys.ca.describe(), audit_key = %keys.audit.describe(), "ACME signer ready");
+                let info = AuditKeyInfo {
+                    spki_der: keys.audit.spki_der().to_vec(),
+                    key_algorithm: keys.audit.key_algorithm(),
+                    signature_algorithm: keys.audit.signature_algorithm(),
+                    description: keys.audit.describe(),
+                };
+                let _ = ready_tx.send(Ok(info));
                 // Ends when every SignerHandle sender is dropped.
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Leaf { req, reply } => {
                             let template = req.profile.as_ref().unwrap_or(&profile);
-                            let _ = reply.send(issue_leaf(&issuer_der, template, signer.as_ref(), &req));
+                            let _ = reply.send(issue_leaf(&issuer_der, template, keys.ca.as_ref(), &req));
                         }
                         Job::Crl { req, reply } => {
-                            let _ = reply.send(sign_crl(&issuer_der, signer.as_ref(), &req));
+                            let _ = reply.send(sign_crl(&issuer_der, keys.ca.as_ref(), &req));
+                        }
+                        Job::AuditSign { message, reply } => {
+                            let _ = reply.send(keys.audit.sign(&message));
                         }
                     }
                 }
             })
-            .map_err(CaError::Thread)?;
+            .map_err(|e| CaError::Thread(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(SignerHandle { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }),
+            Ok(Ok(audit)) => Ok(SignerHandle { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), audit }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -142,6 +211,20 @@ impl SignerHandle {
         rx.await.map_err(|_| CaError::SignerGone)?
     }
 
+    /// The audit key's public facts.
+    pub fn audit_key(&self) -> &AuditKeyInfo {
+        &self.audit
+    }
+
+    /// The audit key as a [`Signer`] for a blocking context (a store
+    /// transaction signing a checkpoint): each signature is a job on the
+    /// signer thread, waited for.
+    pub fn audit_signer(&self) -> Result<RemoteAuditKey, CaError> {
+        let guard = self.tx.lock().map_err(|_| CaError::SignerGone)?;
+        let tx = guard.as_ref().ok_or(CaError::SignerGone)?.clone();
+        Ok(RemoteAuditKey { tx, info: self.audit.clone() })
+    }
+
     fn send(&self, job: Job) -> Result<(), CaError> {
         let guard = self.tx.lock().map_err(|_| CaError::SignerGone)?;
         let tx = guard.as_ref().ok_or(CaError::SignerGone)?;
@@ -161,28 +244,52 @@ impl SignerHandle {
     }
 }
 
+/// The audit key, reached through the signer thread; blocks on each
+/// signature, so use it only on a blocking thread.
+pub struct RemoteAuditKey {
+    tx: mpsc::Sender<Job>,
+    info: AuditKeyInfo,
+}
+
+impl Signer for RemoteAuditKey {
+    fn key_algorithm(&self) -> KeyAlgorithm {
+        self.info.key_algorithm
+    }
+    fn signature_algorithm(&self) -> SignatureAlgorithm {
+        self.info.signature_algorithm
+    }
+    fn spki_der(&self) -> &[u8] {
+        &self.info.spki_der
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let gone = || HsmError::BadSignature("the signer thread has stopped".into());
+        let (reply, rx) = mpsc::channel();
+        self.tx.send(Job::AuditSign { message: message.to_vec(), reply }).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+    fn describe(&self) -> String {
+        self.info.description.clone()
+    }
+}
+
 fn issue_leaf(issuer_der: &[u8], profile: &Profile, signer: &dyn Signer, req: &LeafRequest) -> Result<Issued, CaError> {
-    let serial = crate::hsm::soft::SystemRng.random_bytes(16).map_err(CaError::Rng)?;
-    // The default start is backdated a minute for clients with slow clocks,
-    // but never before the intermediate's own start (it would be, just after
-    // the intermediate was installed). Only that backdate is moved; a start
-    // the order asked for is never changed behind its back.
-    let issuer_start = profile::certificate_summary(issuer_der).map(|s| s.not_before).ok();
-    let not_before = match issuer_start {
-        Some(start) if req.not_before < start && start - req.not_before <= time::Duration::minutes(1) => start,
-        _ => req.not_before,
-    };
+    // Past its deadline the issuance may already be resolved elsewhere
+    // (abandoned, its serial retired): signing now would make a certificate
+    // nobody will record.
+    if Instant::now() >= req.deadline {
+        return Err(CaError::Deadline);
+    }
     let request = IssueRequest {
         profile,
         subject: None,
         subject_spki: &req.spki_der,
         sans: req.sans.clone(),
-        serial,
-        not_before,
+        serial: req.serial.clone(),
+        not_before: req.not_before,
         not_after: req.not_after,
         issuer: IssuerRef::Certificate { der: issuer_der },
     };
-    Ok(profile::issue(&request, signer)?)
+    profile::issue(&request, signer).map_err(CaError::Issue)
 }
 
 /// Build, lint, sign and verify with the offline side's CRL encoder.
@@ -344,12 +451,4 @@ fn verify_csr_signature(csr: &CertReq, info_der: &[u8], spki_der: &[u8]) -> Resu
     sig::UnparsedPublicKey::new(alg, key.subject_public_key.raw_bytes())
         .verify(info_der, sig_bytes)
         .map_err(|_| Problem::bad_csr("CSR signature does not verify"))
-}
-
-// Not `#[from]`: the message already carries the cause, and a `source` as
-// well would print it twice in an error chain.
-impl From<ProfileError> for CaError {
-    fn from(e: ProfileError) -> Self {
-        CaError::Issue(e)
-    }
 }

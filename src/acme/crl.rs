@@ -25,31 +25,32 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::ca::{CrlRequest, SignerHandle};
-use super::store::Store;
-use super::AcmeError;
+use super::ca::{CaError, CrlRequest, SignerHandle};
+use super::clock::{span, ClockExt, SharedClock};
+use super::store::{blocking, Store, StoreError};
 use crate::ca::RevocationReason;
-use crate::profile::Profile;
+use crate::config::acme::CrlSettings;
 
 /// How often the store is asked whether another instance revoked something.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
 
-/// Where and how often the CRL is published.
-#[derive(Debug, Clone)]
-pub struct CrlConfig {
-    /// Plain-HTTP listener (port 0 picks one; see [`super::RunningServer::crl_addr`]).
-    pub listen: SocketAddr,
-    /// A new CRL at least this often, revoked or not.
-    pub refresh: Duration,
-    /// nextUpdate − thisUpdate; longer than `refresh`, so a relying party
-    /// always holds an unexpired CRL while the server runs.
-    pub validity: Duration,
-}
-
-impl CrlConfig {
-    pub fn new(listen: SocketAddr) -> Self {
-        CrlConfig { listen, refresh: Duration::from_secs(3600), validity: Duration::from_secs(24 * 3600) }
-    }
+/// Why a CRL was not published. Messages carry their cause's text; no
+/// variant has a `#[source]`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrlError {
+    /// The store could not list revocations or give a CRL number.
+    #[error("CRL: the store failed: {0}")]
+    Store(StoreError),
+    /// The signer could not build, lint, sign or verify the CRL.
+    #[error("CRL: {0}")]
+    Signer(CaError),
+    /// A stored serial is not hex: the database was edited.
+    #[error("CRL: stored serial {0:?} is not hex")]
+    BadSerial(String),
+    /// The CRL listener could not be bound.
+    #[error("cannot listen for the CRL on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: String },
 }
 
 /// One published CRL.
@@ -62,62 +63,39 @@ struct Published {
 /// The revocation mark the last CRL was made from, and when it was made.
 type LastGeneration = (Option<(i64, i64)>, Option<Instant>);
 
-/// The CRLs this instance serves, one per distribution-point URL.
+/// The CRLs this instance serves, one per distribution-point URL, and
+/// what it needs to make new ones (and nothing more).
 pub struct CrlPublisher {
-    config: CrlConfig,
+    settings: CrlSettings,
     /// URL path → full URL (the issuingDistributionPoint).
     points: BTreeMap<String, String>,
+    store: Arc<dyn Store>,
+    signer: Arc<SignerHandle>,
+    clock: SharedClock,
     current: Mutex<BTreeMap<String, Published>>,
     /// One regeneration at a time; holds the revocation mark it saw and when.
     generation: tokio::sync::Mutex<LastGeneration>,
 }
 
-/// The distinct cRLDistributionPoints URLs of these templates, by path.
-pub fn distribution_points<'a>(
-    profiles: impl IntoIterator<Item = &'a Profile>,
-) -> Result<BTreeMap<String, String>, AcmeError> {
-    let mut points = BTreeMap::new();
-    for p in profiles {
-        for url in p.crl_distribution_points() {
-            // A template admits http:// URIs only (profile::check_http_uri).
-            let rest = url.strip_prefix("http://").unwrap_or(url);
-            let path = rest.find('/').map_or("/", |i| &rest[i..]).to_string();
-            match points.get(&path) {
-                Some(other) if other != url => {
-                    return Err(AcmeError::Config(format!(
-                        "CRL distribution points {other:?} and {url:?} share the path {path:?}; \
-                         give each CRL its own path"
-                    )))
-                }
-                _ => {
-                    points.insert(path, url.clone());
-                }
-            }
-        }
-    }
-    Ok(points)
-}
-
 impl CrlPublisher {
-    pub fn new(config: CrlConfig, points: BTreeMap<String, String>) -> Result<Self, AcmeError> {
-        if points.is_empty() {
-            return Err(AcmeError::Config(
-                "--crl-listen is set but no leaf template names a crl_distribution_points URL to serve".into(),
-            ));
-        }
-        if config.validity <= config.refresh {
-            return Err(AcmeError::Config(format!(
-                "the CRL validity ({} s) must be longer than its refresh interval ({} s)",
-                config.validity.as_secs(),
-                config.refresh.as_secs()
-            )));
-        }
-        Ok(CrlPublisher {
-            config,
+    /// `points` maps each URL path to the distribution-point URL the leaf
+    /// templates name (`IssuanceSettings::crl_distribution_points`).
+    pub fn new(
+        settings: CrlSettings,
+        points: BTreeMap<String, String>,
+        store: Arc<dyn Store>,
+        signer: Arc<SignerHandle>,
+        clock: SharedClock,
+    ) -> Self {
+        CrlPublisher {
+            settings,
             points,
+            store,
+            signer,
+            clock,
             current: Mutex::new(BTreeMap::new()),
             generation: tokio::sync::Mutex::new((None, None)),
-        })
+        }
     }
 
     pub fn urls(&self) -> impl Iterator<Item = &str> {
@@ -125,44 +103,36 @@ impl CrlPublisher {
     }
 
     /// Signs and publishes a fresh CRL for every distribution point.
-    pub async fn regenerate(&self, store: &Arc<dyn Store>, signer: &SignerHandle) -> Result<(), AcmeError> {
+    pub async fn regenerate(&self) -> Result<(), CrlError> {
         let mut gen = self.generation.lock().await;
-        self.regenerate_locked(&mut gen, store, signer).await
+        self.regenerate_locked(&mut gen).await
     }
 
-    async fn regenerate_locked(
-        &self,
-        gen: &mut LastGeneration,
-        store: &Arc<dyn Store>,
-        signer: &SignerHandle,
-    ) -> Result<(), AcmeError> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
-        let st = store.clone();
+    async fn regenerate_locked(&self, gen: &mut LastGeneration) -> Result<(), CrlError> {
+        let now = self.clock.now_second();
         let now_secs = now.unix_timestamp();
-        let (mark, revoked) = tokio::task::spawn_blocking(move || -> Result<_, super::store::StoreError> {
+        let (mark, revoked) = blocking(&self.store, move |st| {
             // The mark first: a revocation landing between the two reads
             // then shows as a changed mark on the next check.
             let mark = st.revocation_mark()?;
             Ok((mark, st.revoked_unexpired(now_secs)?))
         })
         .await
-        .map_err(|e| AcmeError::Config(format!("CRL task: {e}")))??;
+        .map_err(CrlError::Store)?;
         let mut entries = Vec::with_capacity(revoked.len());
         for r in &revoked {
-            let serial = hex::decode(&r.serial_hex)
-                .map_err(|_| AcmeError::Config(format!("stored serial {:?} is not hex", r.serial_hex)))?;
+            let serial = hex::decode(&r.serial_hex).map_err(|_| CrlError::BadSerial(r.serial_hex.clone()))?;
             let at = OffsetDateTime::from_unix_timestamp(r.revoked_at).unwrap_or(now);
             let reason = RevocationReason::from_code(r.reason).unwrap_or(RevocationReason::Unspecified);
             entries.push((serial, at, reason));
         }
-        let validity = super::to_time(self.config.validity);
+        let validity = span(self.settings.validity);
         let mut fresh = BTreeMap::new();
         for (path, url) in &self.points {
-            let st = store.clone();
-            let number = tokio::task::spawn_blocking(move || st.next_sequence("leaf-crl-number"))
-                .await
-                .map_err(|e| AcmeError::Config(format!("CRL task: {e}")))??;
-            let signed = signer
+            let number =
+                blocking(&self.store, |st| st.next_sequence("leaf-crl-number")).await.map_err(CrlError::Store)?;
+            let signed = self
+                .signer
                 .sign_crl(CrlRequest {
                     crl_number: number,
                     this_update: now,
@@ -170,7 +140,8 @@ impl CrlPublisher {
                     entries: entries.clone(),
                     distribution_point: url.clone(),
                 })
-                .await?;
+                .await
+                .map_err(CrlError::Signer)?;
             let etag = format!("\"{}\"", signed.fingerprint.hex.get(..32).unwrap_or(&signed.fingerprint.hex));
             tracing::info!(url = %url, number, entries = signed.entries, "leaf CRL published");
             fresh.insert(path.clone(), Published { der: Arc::new(signed.der), etag, this_update: now });
@@ -184,15 +155,12 @@ impl CrlPublisher {
 
     /// Regenerates if the store shows a revocation this CRL lacks, or the
     /// CRL is older than the refresh interval.
-    async fn refresh_if_due(&self, store: &Arc<dyn Store>, signer: &SignerHandle) -> Result<(), AcmeError> {
+    async fn refresh_if_due(&self) -> Result<(), CrlError> {
         let mut gen = self.generation.lock().await;
-        let st = store.clone();
-        let mark = tokio::task::spawn_blocking(move || st.revocation_mark())
-            .await
-            .map_err(|e| AcmeError::Config(format!("CRL task: {e}")))??;
-        let stale = gen.1.is_none_or(|at| at.elapsed() >= self.config.refresh);
+        let mark = blocking(&self.store, |st| st.revocation_mark()).await.map_err(CrlError::Store)?;
+        let stale = gen.1.is_none_or(|at| at.elapsed() >= self.settings.refresh);
         if stale || gen.0 != Some(mark) {
-            self.regenerate_locked(&mut gen, store, signer).await?;
+            self.regenerate_locked(&mut gen).await?;
         }
         Ok(())
     }
@@ -239,18 +207,12 @@ fn http_date(t: OffsetDateTime) -> Option<String> {
 }
 
 /// Binds the CRL listener.
-pub async fn bind(config: &CrlConfig) -> Result<TcpListener, AcmeError> {
-    TcpListener::bind(config.listen).await.map_err(|source| AcmeError::Bind { addr: config.listen, source })
+pub async fn bind(settings: &CrlSettings) -> Result<TcpListener, CrlError> {
+    TcpListener::bind(settings.listen).await.map_err(|e| CrlError::Bind { addr: settings.listen, cause: e.to_string() })
 }
 
 /// Serves the CRLs and keeps them fresh until `stop` turns true.
-pub async fn run(
-    publisher: Arc<CrlPublisher>,
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    state: super::wfe::Shared,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(publisher: Arc<CrlPublisher>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let handler = {
         let publisher = publisher.clone();
         move |method: Method, uri: Uri, headers: HeaderMap| {
@@ -270,7 +232,7 @@ pub async fn run(
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
-                    if let Err(e) = publisher.refresh_if_due(&store, &state.signer).await {
+                    if let Err(e) = publisher.refresh_if_due().await {
                         tracing::error!(error = %e, "leaf CRL not refreshed; the previous one is still served");
                     }
                 }

@@ -12,9 +12,9 @@ use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::identifier::Checked;
+use super::identifier::{ip_in, Checked};
 use super::jws::{b64_decode, Jwk};
-use super::store::{Store, StoreError};
+use super::model::RngFailure;
 use crate::secret::Secret;
 
 /// What an account bound with a key may be issued.
@@ -96,6 +96,7 @@ impl EabKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EabError {
     /// The binding is not a well-formed EAB JWS (→ `malformed`).
     #[error("{0}")]
@@ -199,20 +200,6 @@ fn dns_allowed(name: &str, suffix: &str) -> bool {
     }
 }
 
-fn in_range(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 impl EabPolicy {
     /// Why `id` is outside this policy, if it is.
     pub fn check(&self, id: &Checked) -> Result<(), String> {
@@ -237,7 +224,7 @@ impl EabPolicy {
                 Ok(())
             }
             Checked::Ip(ip) => {
-                if !self.ip_ranges.is_empty() && !self.ip_ranges.iter().any(|r| in_range(*ip, *r)) {
+                if !self.ip_ranges.is_empty() && !self.ip_ranges.iter().any(|(net, len)| ip_in(ip, net, *len)) {
                     return Err(format!("{ip} is outside the addresses this account's external account key allows"));
                 }
                 if self.ip_ranges.is_empty() && !self.dns_suffixes.is_empty() {
@@ -275,22 +262,20 @@ impl EabPolicy {
     }
 }
 
-/// Mints a key: a random kid and a 256-bit MAC secret, stored together.
-/// The secret is returned once, for the operator to hand over.
-pub fn create_key(
-    store: &dyn Store,
+/// Mints a key: a random kid and a 256-bit MAC secret. The caller stores
+/// them together (`Store::insert_eab_key`); the secret is shown once, for
+/// the operator to hand over.
+pub fn mint(
     policy: EabPolicy,
     expires_at: Option<i64>,
     multi_use: bool,
     note: String,
     now: i64,
-) -> Result<(EabKey, Secret), StoreError> {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-    let rng = SystemRandom::new();
+) -> Result<(EabKey, Secret), RngFailure> {
     let mut id = [0u8; 12];
-    rng.fill(&mut id).map_err(|_| StoreError::Database("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| RngFailure)?;
     let mut mac = zeroize::Zeroizing::new(vec![0u8; 32]);
-    rng.fill(mac.as_mut_slice()).map_err(|_| StoreError::Database("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(mac.as_mut_slice()).map_err(|_| RngFailure)?;
     let secret = Secret::new(mac.to_vec());
     let key = EabKey {
         kid: format!("kr-{}", super::jws::b64_encode(&id)),
@@ -302,7 +287,6 @@ pub fn create_key(
         bound_accounts: 0,
         note,
     };
-    store.insert_eab_key(&key, &secret)?;
     Ok((key, secret))
 }
 

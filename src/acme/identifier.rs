@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::acme::{ip_in, parse_cidr, NamePolicy};
+
 /// An ACME identifier as it travels on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct Identifier {
@@ -55,37 +57,17 @@ impl Checked {
 /// Why an identifier was refused; maps to `malformed`/`rejectedIdentifier`/
 /// `unsupportedIdentifier` in the WFE.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentifierError {
+    /// The identifier's type is neither `dns` nor `ip`.
     #[error("identifier type {0:?} is not supported (use dns or ip)")]
     Unsupported(String),
+    /// The value is not a valid name or address; the text says why.
     #[error("{0}")]
     Syntax(String),
+    /// Valid, but outside what this CA (or the account's EAB key) issues for.
     #[error("{0}")]
     Policy(String),
-}
-
-/// What this server is willing to issue for.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// DNS names must equal or end in `.` + one of these; empty allows none.
-    pub allowed_dns_suffixes: Vec<String>,
-    /// IP identifiers must lie in one of these (network, prefix length);
-    /// empty allows none.
-    pub allowed_ip_ranges: Vec<(IpAddr, u8)>,
-    pub allow_wildcards: bool,
-    /// At most this many identifiers per order (Boulder: 100).
-    pub max_identifiers: usize,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allowed_dns_suffixes: Vec::new(),
-            allowed_ip_ranges: Vec::new(),
-            allow_wildcards: true,
-            max_identifiers: 100,
-        }
-    }
 }
 
 /// Checks an identifier's syntax; returns the normalized form.
@@ -171,60 +153,31 @@ fn check_dns(value: &str) -> Result<Checked, IdentifierError> {
     Ok(Checked::Dns { name: name.to_string(), wildcard })
 }
 
-impl Policy {
-    /// Checks a syntactically valid identifier against the policy.
-    pub fn check(&self, id: &Checked) -> Result<(), IdentifierError> {
-        match id {
-            Checked::Dns { name, wildcard } => {
-                if *wildcard && !self.allow_wildcards {
-                    return Err(IdentifierError::Policy("wildcard names are not issued here".into()));
-                }
-                // "." (an empty suffix) allows every name: the sandbox's policy,
-                // which leaves the decision to its resolver.
-                let ok = self.allowed_dns_suffixes.iter().any(|s| {
-                    let s = s.trim_start_matches('.');
-                    s.is_empty() || name == s || name.strip_suffix(s).is_some_and(|head| head.ends_with('.'))
-                });
-                if !ok {
-                    return Err(IdentifierError::Policy(format!("{name} is outside the names this CA issues for")));
-                }
+/// Checks a syntactically valid identifier against the server's name
+/// policy.
+pub fn check_policy(policy: &NamePolicy, id: &Checked) -> Result<(), IdentifierError> {
+    match id {
+        Checked::Dns { name, wildcard } => {
+            if *wildcard && !policy.allow_wildcards {
+                return Err(IdentifierError::Policy("wildcard names are not issued here".into()));
             }
-            Checked::Ip(ip) => {
-                if !self.allowed_ip_ranges.iter().any(|(net, len)| ip_in(ip, net, *len)) {
-                    return Err(IdentifierError::Policy(format!("{ip} is outside the addresses this CA issues for")));
-                }
+            // "." (an empty suffix) allows every name: the sandbox's policy,
+            // which leaves the decision to its resolver.
+            let ok = policy.allowed_dns_suffixes.iter().any(|s| {
+                let s = s.trim_start_matches('.');
+                s.is_empty() || name == s || name.strip_suffix(s).is_some_and(|head| head.ends_with('.'))
+            });
+            if !ok {
+                return Err(IdentifierError::Policy(format!("{name} is outside the names this CA issues for")));
             }
         }
-        Ok(())
+        Checked::Ip(ip) => {
+            if !policy.allowed_ip_ranges.iter().any(|(net, len)| ip_in(ip, net, *len)) {
+                return Err(IdentifierError::Policy(format!("{ip} is outside the addresses this CA issues for")));
+            }
+        }
     }
-}
-
-/// Parses `10.0.0.0/8`, or a single address (a /32 or /128).
-pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
-    let bad = || format!("{text:?} is not an address range like 10.0.0.0/8");
-    let (addr, len) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
-    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = len.map_or(Ok(max), |l| l.parse::<u8>().map_err(|_| bad()))?;
-    if len > max {
-        return Err(bad());
-    }
-    Ok((ip, len))
-}
-
-/// Whether `ip` lies in `net`/`len` (same family only).
-pub fn ip_in(ip: &IpAddr, net: &IpAddr, len: u8) -> bool {
-    fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
-        (0..usize::from(len)).all(|i| {
-            let bit = |x: &[u8]| x.get(i / 8).map(|byte| byte >> (7 - i % 8) & 1);
-            bit(a) == bit(b)
-        })
-    }
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => len <= 32 && prefix_eq(&a.octets(), &b.octets(), len),
-        (IpAddr::V6(a), IpAddr::V6(b)) => len <= 128 && prefix_eq(&a.octets(), &b.octets(), len),
-        _ => false,
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,9 +231,10 @@ mod tests {
         let net: IpAddr = "10.0.0.0".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(ip_in(&"10.1.2.3".parse().unwrap_or(net), &net, 8));
         assert!(!ip_in(&"11.1.2.3".parse().unwrap_or(net), &net, 8));
-        let p = Policy { allowed_dns_suffixes: vec!["acme.test".into()], ..Policy::default() };
-        assert!(p.check(&Checked::Dns { name: "a.acme.test".into(), wildcard: false }).is_ok());
-        assert!(p.check(&Checked::Dns { name: "acme.test".into(), wildcard: false }).is_ok());
-        assert!(p.check(&Checked::Dns { name: "xacme.test".into(), wildcard: false }).is_err());
+        let p = NamePolicy { allowed_dns_suffixes: vec!["acme.test".into()], ..NamePolicy::default() };
+        let dns = |n: &str| Checked::Dns { name: n.into(), wildcard: false };
+        assert!(check_policy(&p, &dns("a.acme.test")).is_ok());
+        assert!(check_policy(&p, &dns("acme.test")).is_ok());
+        assert!(check_policy(&p, &dns("xacme.test")).is_err());
     }
 }

@@ -16,13 +16,19 @@ use serde_json::{Map, Value};
 pub const ALLOWED_ALGORITHMS: &[&str] = &["RS256", "ES256", "ES384", "ES512", "EdDSA"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JwsError {
+    /// Not a well-formed flattened JWS (→ `malformed`); the text says what.
     #[error("{0}")]
     Malformed(String),
+    /// An algorithm outside [`ALLOWED_ALGORITHMS`], or one that does not fit
+    /// the key (→ `badSignatureAlgorithm`).
     #[error("{0}")]
     BadAlgorithm(String),
+    /// A key too weak or malformed (→ `badPublicKey`).
     #[error("{0}")]
     BadKey(String),
+    /// The signature does not verify under the key.
     #[error("JWS signature does not verify")]
     BadSignature,
 }

@@ -181,6 +181,76 @@ pub struct CertRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// What a reserved serial is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuanceKind {
+    /// A leaf for an ACME order.
+    Order,
+    /// The server's own HTTPS certificate.
+    ServerTls,
+}
+
+impl IssuanceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IssuanceKind::Order => "order",
+            IssuanceKind::ServerTls => "server-tls",
+        }
+    }
+}
+
+/// Where a reserved serial stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuanceState {
+    /// Reserved and stored; the signer may be working on it.
+    Pending,
+    /// Signed and stored: the certificate is recorded and logged.
+    Issued,
+    /// Never completed: the serial is retired (never reused) and logged,
+    /// and no certificate with it was ever handed out.
+    Abandoned,
+}
+
+impl IssuanceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            IssuanceState::Pending => "pending",
+            IssuanceState::Issued => "issued",
+            IssuanceState::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A serial and what it will be signed for, stored durably before the
+/// signer is called (Boulder stores its serials before signing too): a
+/// serial that may have been signed is then never reused and never
+/// forgotten, and an interrupted issuance can be resolved by any instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issuance {
+    /// The serial, lower-case hex as it is encoded in the certificate.
+    pub serial_hex: String,
+    pub kind: IssuanceKind,
+    /// The order and account of an ACME issuance.
+    pub order_id: Option<String>,
+    pub account_id: Option<String>,
+    /// The names the certificate will carry.
+    pub identifiers: Vec<Identifier>,
+    /// The order's profile name, if it named one.
+    pub profile: Option<String>,
+    /// The validity decided for it (Unix seconds).
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 (hex) of the subject public key (the CSR's).
+    pub spki_sha256: String,
+    pub state: IssuanceState,
+    pub created_at: i64,
+    /// After this (Unix seconds) the signer refuses the job, so an issuance
+    /// still pending is dead wherever it started.
+    pub deadline: i64,
+}
+
 /// RFC 3339 text for a Unix time (the ACME wire format for dates).
 pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
@@ -189,6 +259,25 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// The random number generator failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the random number generator failed")]
+pub struct RngFailure;
+
+fn random_b64(len: usize) -> Result<String, RngFailure> {
+    let mut b = vec![0u8; len];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| RngFailure)?;
+    Ok(super::jws::b64_encode(&b))
+}
+
+/// A fresh object id (128 random bits, base64url): the last part of the
+/// object's URL.
+pub fn random_id() -> Result<String, RngFailure> {
+    random_b64(16)
+}
+
+/// A fresh challenge token (256 random bits, base64url; RFC 8555 §8.1 asks
+/// for at least 128).
+pub fn random_token() -> Result<String, RngFailure> {
+    random_b64(32)
 }

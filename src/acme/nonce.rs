@@ -43,15 +43,21 @@ pub struct ValidNonce {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NonceError {
+    /// The protected header has no `nonce`.
     #[error("the JWS carries no nonce")]
     Missing,
+    /// Not a nonce of this store's key (forged, mangled, another server's).
     #[error("the nonce is not one this server issued")]
     Invalid,
+    /// Older than the nonce lifetime.
     #[error("the nonce has expired")]
     Expired,
+    /// Redeemed before (a replay).
     #[error("the nonce has already been used")]
     Used,
+    /// The random number generator failed making the instance's prefix.
     #[error("random number generator failed")]
     Rng,
 }

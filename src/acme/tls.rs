@@ -19,9 +19,26 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use super::ca::{self, SignerHandle};
-use super::AcmeError;
+use super::clock::{span, ClockExt, SharedClock};
+use super::ra::issuance::IssuanceEngine;
+use super::ra::validity;
 use crate::profile::{Profile, San};
+
+/// Why the server's own certificate could not be set up. Messages carry
+/// their cause's text; no variant has a `#[source]`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused the certificate, the key or the configuration.
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    /// A fresh key could not be made.
+    #[error("TLS key: {0}")]
+    Key(String),
+    /// The intermediate did not issue the certificate.
+    #[error("the server's own certificate was not issued: {0}")]
+    Issue(String),
+}
 
 /// If renewing fails, try again after this long (the old certificate still
 /// has a third of its life).
@@ -62,17 +79,17 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn certified(chain: Vec<Vec<u8>>, key: &Zeroizing<Vec<u8>>) -> Result<CertifiedKey, AcmeError> {
+fn certified(chain: Vec<Vec<u8>>, key: &Zeroizing<Vec<u8>>) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| AcmeError::Tls(e.to_string()))
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Setup(e.to_string()))
 }
 
 /// The rustls configuration serving whatever `current` holds.
-pub fn server_config(current: Arc<CurrentCert>) -> Result<rustls::ServerConfig, AcmeError> {
+pub fn server_config(current: Arc<CurrentCert>) -> Result<rustls::ServerConfig, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| AcmeError::Tls(e.to_string()))?
+        .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(current);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -80,11 +97,12 @@ pub fn server_config(current: Arc<CurrentCert>) -> Result<rustls::ServerConfig, 
 }
 
 /// A certificate from files: served as it is.
-pub fn from_files(chain: Vec<Vec<u8>>, key: Zeroizing<Vec<u8>>) -> Result<Arc<CurrentCert>, AcmeError> {
+pub fn from_files(chain: Vec<Vec<u8>>, key: Zeroizing<Vec<u8>>) -> Result<Arc<CurrentCert>, TlsError> {
     Ok(Arc::new(CurrentCert::new(certified(chain, &key)?)))
 }
 
-/// What the renewal task needs to issue the next certificate.
+/// What the renewal task needs to issue the next certificate, and
+/// nothing more.
 pub struct Reissue {
     names: Vec<San>,
     profile: Profile,
@@ -93,79 +111,93 @@ pub struct Reissue {
     lifetime: Option<time::Duration>,
     /// When the current certificate should be replaced.
     renew_at: OffsetDateTime,
+    engine: Arc<IssuanceEngine>,
+    clock: SharedClock,
 }
 
 /// Issues the first certificate; returns it and how to renew it.
 pub async fn issue_at_start(
-    signer: &SignerHandle,
+    engine: Arc<IssuanceEngine>,
+    clock: SharedClock,
     profile: &Profile,
     names: Vec<San>,
     chain_pem: &str,
     lifetime: Option<Duration>,
-) -> Result<(Arc<CurrentCert>, Reissue), AcmeError> {
-    if names.is_empty() {
-        return Err(AcmeError::Config("the server certificate needs at least one name".into()));
-    }
-    let lifetime = lifetime.map(super::to_time);
-    let (key, renew_at) = issue(signer, profile, &names, chain_pem, lifetime).await?;
-    let reissue = Reissue { names, profile: profile.clone(), chain_pem: chain_pem.to_string(), lifetime, renew_at };
+) -> Result<(Arc<CurrentCert>, Reissue), TlsError> {
+    let mut reissue = Reissue {
+        names,
+        profile: profile.clone(),
+        chain_pem: chain_pem.to_string(),
+        lifetime: lifetime.map(span),
+        renew_at: clock.now_second(),
+        engine,
+        clock,
+    };
+    let key = reissue.issue().await?;
     Ok((Arc::new(CurrentCert::new(key)), reissue))
 }
 
 /// Renews `current` at two thirds of each certificate's lifetime until
 /// `stop` turns true.
-pub async fn keep_renewed(
-    current: Arc<CurrentCert>,
-    mut reissue: Reissue,
-    state: super::wfe::Shared,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn keep_renewed(current: Arc<CurrentCert>, mut reissue: Reissue, mut stop: watch::Receiver<bool>) {
     loop {
-        let wait = (reissue.renew_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        let wait = (reissue.renew_at - reissue.clock.now()).max(time::Duration::ZERO);
         let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match issue(&state.signer, &reissue.profile, &reissue.names, &reissue.chain_pem, reissue.lifetime).await {
-            Ok((key, renew_at)) => {
+        match reissue.issue().await {
+            Ok(key) => {
                 current.replace(key);
-                reissue.renew_at = renew_at;
-                tracing::info!(next_renewal = %renew_at, "the server's own TLS certificate was renewed");
+                tracing::info!(next_renewal = %reissue.renew_at, "the server's own TLS certificate was renewed");
             }
             Err(e) => {
-                reissue.renew_at = OffsetDateTime::now_utc() + RETRY_AFTER_FAILURE;
+                reissue.renew_at = reissue.clock.now() + RETRY_AFTER_FAILURE;
                 tracing::error!(error = %e, "the server's own TLS certificate was not renewed; retrying in a minute");
             }
         }
     }
 }
 
-/// A fresh P-256 key (it never leaves memory) and a leaf for `names`.
-async fn issue(
-    signer: &SignerHandle,
-    profile: &Profile,
-    names: &[San],
-    chain_pem: &str,
-    lifetime: Option<time::Duration>,
-) -> Result<(CertifiedKey, OffsetDateTime), AcmeError> {
-    use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-    let tls_err = |m: &str| AcmeError::Tls(m.to_string());
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| tls_err("key generation"))?;
-    let pkcs8 = Zeroizing::new(pair.to_pkcs8v1().map_err(|_| tls_err("PKCS#8"))?.as_ref().to_vec());
-    let spki = pair.public_key().as_der().map_err(|_| tls_err("SPKI"))?.as_ref().to_vec();
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
-    let not_before = now - time::Duration::minutes(1);
-    let not_after = match lifetime {
-        Some(l) => not_before + l,
-        None => profile.not_after_for(not_before),
-    };
-    let issued = signer
-        .issue(ca::LeafRequest { spki_der: spki, sans: names.to_vec(), not_before, not_after, profile: None })
-        .await?;
-    let mut chain = vec![issued.der];
-    chain.extend(super::pem_blocks(chain_pem));
-    let renew_at = not_before + (not_after - not_before) * 2 / 3;
-    Ok((certified(chain, &pkcs8)?, renew_at))
+impl Reissue {
+    /// A fresh P-256 key (it never leaves memory) and a leaf for the names,
+    /// through the one write path; sets the next renewal time.
+    async fn issue(&mut self) -> Result<CertifiedKey, TlsError> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let key_err = |m: &str| TlsError::Key(m.to_string());
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| key_err("key generation"))?;
+        let pkcs8 = Zeroizing::new(pair.to_pkcs8v1().map_err(|_| key_err("PKCS#8"))?.as_ref().to_vec());
+        let spki = pair.public_key().as_der().map_err(|_| key_err("SPKI"))?.as_ref().to_vec();
+        let v = validity::for_server(self.clock.now_second(), self.lifetime, &self.profile, self.engine.issuer());
+        let issued =
+            self.engine.issue_server(&self.names, spki, v).await.map_err(|e| TlsError::Issue(e.to_string()))?;
+        let mut chain = vec![issued.der];
+        chain.extend(pem_certificates(&self.chain_pem).map_err(TlsError::Setup)?);
+        self.renew_at = v.not_before + (v.not_after - v.not_before) * 2 / 3;
+        certified(chain, &pkcs8)
+    }
+}
+
+/// The DER of each CERTIFICATE block in a PEM bundle, in order; any block
+/// that does not decode, or any other label, is refused (never skipped).
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    const END: &str = "-----END ";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let tail = &rest[start..];
+        let end = tail.find(END).ok_or("a PEM block has no END line")?;
+        let close = tail[end + END.len()..].find("-----").ok_or("a PEM block's END line is cut")?;
+        let block_len = end + END.len() + close + "-----".len();
+        let (label, der) = pem_rfc7468::decode_vec(&tail.as_bytes()[..block_len])
+            .map_err(|e| format!("PEM block {} does not decode: {e}", out.len() + 1))?;
+        if label != "CERTIFICATE" {
+            return Err(format!("PEM block {} is a {label}, not a CERTIFICATE", out.len() + 1));
+        }
+        out.push(der);
+        rest = &tail[block_len..];
+    }
+    Ok(out)
 }

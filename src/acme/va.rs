@@ -8,10 +8,8 @@
 //! and a failed attempt is retried a bounded number of times with
 //! exponential backoff before the challenge turns invalid (step-ca #168).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{digest, SHA256};
@@ -29,6 +27,7 @@ use super::identifier::{check_syntax, Checked, Identifier};
 use super::jws::b64_encode;
 use super::model::ChallengeType;
 use super::problem::{Problem, ProblemType};
+use crate::config::acme::ValidationSettings;
 
 /// Boulder's limits: 10 redirects, 128 bytes of body, 2000-byte paths.
 const MAX_REDIRECTS: usize = 10;
@@ -37,51 +36,8 @@ const MAX_PATH: usize = 2000;
 /// id-pe-acmeIdentifier (RFC 8737 §6.1).
 const ACME_IDENTIFIER_OID: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.31");
 
-/// How challenges are checked.
-#[derive(Debug, Clone)]
-pub struct ValidationConfig {
-    /// The DNS server for dns-01 and for resolving names; `None` uses the
-    /// operating system's resolver for A/AAAA (dns-01 then fails: TXT
-    /// answers must come from a resolver the operator chose).
-    pub resolver: Option<SocketAddr>,
-    /// Names answered without DNS (tests, split horizon). Checked first.
-    pub static_hosts: HashMap<String, Vec<IpAddr>>,
-    /// Port for http-01 (80 in production; tests point it elsewhere, like
-    /// Pebble's `-httpPort`).
-    pub http01_port: u16,
-    /// Port for tls-alpn-01 (443 in production).
-    pub tls_alpn01_port: u16,
-    /// Timeout of each network step.
-    pub timeout: Duration,
-    /// Attempts before a challenge turns invalid (at least 1).
-    pub attempts: u32,
-    /// Wait before the second attempt; doubled for each further one.
-    pub backoff: Duration,
-    /// Validations in flight at once.
-    pub max_concurrent: usize,
-    /// The issuer domain names this CA answers to in CAA records (RFC
-    /// 8659); empty: CAA is not checked (see [`super::caa`]).
-    pub caa_identities: Vec<String>,
-}
-
-impl Default for ValidationConfig {
-    fn default() -> Self {
-        ValidationConfig {
-            resolver: None,
-            static_hosts: HashMap::new(),
-            http01_port: 80,
-            tls_alpn01_port: 443,
-            timeout: Duration::from_secs(10),
-            attempts: 3,
-            backoff: Duration::from_secs(2),
-            max_concurrent: 16,
-            caa_identities: Vec::new(),
-        }
-    }
-}
-
 pub struct Validator {
-    cfg: ValidationConfig,
+    cfg: ValidationSettings,
     resolver: Option<TokioResolver>,
     permits: Semaphore,
 }
@@ -91,7 +47,7 @@ fn prob(kind: ProblemType, detail: impl Into<String>) -> Problem {
 }
 
 impl Validator {
-    pub fn new(cfg: ValidationConfig) -> Self {
+    pub fn new(cfg: ValidationSettings) -> Self {
         let resolver = cfg.resolver.and_then(|addr| {
             // UDP first, TCP for truncated answers, both on the configured port.
             let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]

@@ -137,6 +137,26 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry `event` becomes at a log's end: its place (`seq`, the
+    /// previous line's hash), its time and the ceremony (or log) it belongs to.
+    pub fn at(event: Event, seq: u64, ts: String, ceremony_id: String, prev: String) -> Entry {
+        Entry {
+            v: FORMAT_VERSION,
+            seq,
+            ts,
+            ceremony_id,
+            step: event.step,
+            role: event.role,
+            actor: event.actor,
+            event: event.event,
+            inputs: event.inputs,
+            outputs: event.outputs,
+            result: event.result,
+            details: event.details,
+            prev,
+        }
+    }
+
     /// The entry's canonical line, without newline.
     pub fn to_line(&self) -> Result<String, String> {
         let value = serde_json::to_value(self).map_err(|e| format!("cannot serialise entry: {e}"))?;

@@ -73,6 +73,40 @@ impl MerkleTree {
         self.size += 1;
     }
 
+    /// The compact range as bytes, for a log whose end is kept in a
+    /// database row (acme-serve's issuance log): the size (8 bytes,
+    /// big-endian), then each subtree's height (4 bytes) and hash.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.range.len() * 36);
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for (height, hash) in &self.range {
+            out.extend_from_slice(&height.to_be_bytes());
+            out.extend_from_slice(hash);
+        }
+        out
+    }
+
+    /// Reads [`Self::to_bytes`] back, refusing a range that cannot belong
+    /// to its size (the subtrees' heights are exactly the size's set bits,
+    /// largest first).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let bad = || "not a compact Merkle range".to_string();
+        let (size, mut rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+        let size = u64::from_be_bytes(*size);
+        let mut range = Vec::new();
+        while !rest.is_empty() {
+            let (height, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+            let (hash, tail) = tail.split_first_chunk::<32>().ok_or_else(bad)?;
+            range.push((u32::from_be_bytes(*height), *hash));
+            rest = tail;
+        }
+        let expected: Vec<u32> = (0..64u32).rev().filter(|bit| size >> bit & 1 == 1).collect();
+        if range.iter().map(|(h, _)| *h).collect::<Vec<_>>() != expected {
+            return Err(format!("the compact Merkle range does not fit a tree of {size} leaves"));
+        }
+        Ok(MerkleTree { size, range })
+    }
+
     /// The RFC 6962 Merkle Tree Hash of all leaves so far.
     ///
     /// MTH splits at the largest power of two below n, which is exactly the
@@ -160,6 +194,28 @@ mod tests {
     ///     while k * 2 < len(d): k *= 2
     ///     return H(b"\x01" + mth(d[:k]) + mth(d[k:]))
     /// ```
+    /// A compact range kept in a database row comes back as the same tree,
+    /// and a range that cannot belong to its size is refused.
+    #[test]
+    fn compact_range_round_trips_and_refuses_a_wrong_shape() {
+        let data = leaves(13);
+        let mut tree = MerkleTree::new();
+        for d in &data[..11] {
+            tree.push(d);
+        }
+        let mut back = MerkleTree::from_bytes(&tree.to_bytes()).expect("round trip");
+        for d in &data[11..] {
+            tree.push(d);
+            back.push(d);
+        }
+        assert_eq!(back.root(), tree.root());
+        assert_eq!(back.root(), root_of(&data));
+        let mut wrong = tree.to_bytes();
+        wrong[7] ^= 1; // size 13 -> 12: the heights no longer fit
+        assert!(MerkleTree::from_bytes(&wrong).is_err());
+        assert!(MerkleTree::from_bytes(&[0u8; 5]).is_err());
+    }
+
     #[test]
     fn known_answers() {
         let cases = [

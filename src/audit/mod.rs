@@ -23,6 +23,7 @@
 
 pub mod anchor;
 pub mod canonical;
+pub mod chain;
 pub mod checkpoint;
 pub mod entry;
 pub mod grade;
@@ -35,18 +36,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use serde_json::{Map, Value};
-
 pub use entry::{Artifact, Entry, Event, Outcome};
 pub use grade::{RehearsalReason, REHEARSAL_GRADE};
 pub use verify::{origin_of, verify, verify_visiting, Ending, Trust, VerifyOptions, VerifyReport, MAX_LINE};
 
 use crate::files::{self, FileError};
-use crate::hsm::{self, HsmError, KeyAlgorithm, SignatureAlgorithm, Signer};
+use crate::hsm::{HsmError, KeyAlgorithm, SignatureAlgorithm, Signer};
 use crate::words::{self, Fingerprint};
-use entry::{EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, FORMAT_VERSION, GENESIS_PREV};
+use entry::{EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, GENESIS_PREV};
 use merkle::MerkleTree;
 use succession::{QuorumKey, Succession, EVENT_QUORUM_KEY, EVENT_SUCCESSION};
 
@@ -376,14 +373,8 @@ impl AuditLog {
         spki_der: &[u8],
         algorithm: SignatureAlgorithm,
     ) -> Result<AnnouncedKey, AuditError> {
-        checkpoint::check_key_name(name).map_err(|r| self.rejected(r))?;
-        let key_algorithm =
-            hsm::spki_algorithm(spki_der).map_err(|e| self.rejected(format!("audit key {name:?}: {e}")))?;
-        if !algorithm.fits(key_algorithm) {
-            return Err(
-                self.rejected(format!("audit key {name:?}: {algorithm} cannot be made with a {key_algorithm} key"))
-            );
-        }
+        let (event, key_algorithm, fingerprint) =
+            chain::announcement(name, spki_der, algorithm).map_err(|r| self.rejected(r))?;
         if let Some(k) = self.keys.iter().find(|k| k.name == name) {
             if k.spki_der != spki_der || k.algorithm != algorithm {
                 return Err(self.rejected(format!(
@@ -392,17 +383,6 @@ impl AuditLog {
                 )));
             }
         }
-        let fingerprint = Fingerprint::sha256(spki_der);
-        let mut details = Map::new();
-        details.insert("name".into(), Value::from(name));
-        details.insert("algorithm".into(), Value::from(algorithm.name()));
-        details.insert("key_algorithm".into(), Value::from(key_algorithm.name()));
-        details.insert("spki".into(), Value::from(B64.encode(spki_der)));
-        details.insert("spki_sha256".into(), Value::from(fingerprint.hex.clone()));
-        details.insert("note_key_id".into(), Value::from(hex::encode(checkpoint::key_id(name, spki_der, algorithm))));
-        details.insert("signature_type".into(), Value::from(checkpoint::signature_type_label(algorithm)));
-        let mut event = Event::new(AUDIT_STEP, EVENT_KEY_ANNOUNCED).output(Artifact::of("audit-public-key", spki_der));
-        event.details = details;
         let entry = self.entry_for(event);
         let info = self.write(&entry)?;
         let key = AnnouncedKey {
@@ -480,35 +460,15 @@ impl AuditLog {
             });
         }
         let size = self.tree.size();
-        let root = self.tree.root();
-        let body = checkpoint::checkpoint_body(&self.origin, size, &root);
-        let note = checkpoint::sign_note(&body, key_name, signer).map_err(|source| AuditError::Signer {
-            path: self.path.clone(),
-            what: format!("signing checkpoint {size} with {}", signer.describe()),
-            source,
-        })?;
-        let root_hex = hex::encode(root);
-        let mut event =
-            Event::new(AUDIT_STEP, EVENT_CHECKPOINT).output(Artifact::of("checkpoint-note", note.as_bytes()));
-        event.details.insert("key".into(), Value::from(key_name));
-        event.details.insert("note".into(), Value::from(note.clone()));
-        event.details.insert("root".into(), Value::from(root_hex.clone()));
-        event.details.insert("size".into(), Value::from(size));
-        let mut entry = self.entry_for(event);
-        let message = verify::seal_message(&entry).map_err(|r| self.rejected(r))?;
-        let seal = signer.sign(&message).map_err(|source| AuditError::Signer {
-            path: self.path.clone(),
-            what: format!("sealing checkpoint entry {size} with {}", signer.describe()),
-            source,
-        })?;
-        hsm::verify_signature(signer.spki_der(), signer.signature_algorithm(), &message, &seal).map_err(|source| {
-            AuditError::Signer {
-                path: self.path.clone(),
-                what: format!("checking the seal from {}", signer.describe()),
-                source,
-            }
-        })?;
-        entry.details.insert("seal".into(), Value::from(B64.encode(seal)));
+        let (entry, note) =
+            chain::sealed_checkpoint(&self.origin, &self.tree, key_name, signer, |event| self.entry_for(event))
+                .map_err(|e| match e {
+                    chain::ChainError::Rejected(r) => self.rejected(r),
+                    chain::ChainError::Signer { what, cause } => {
+                        AuditError::Signer { path: self.path.clone(), what, source: cause }
+                    }
+                })?;
+        let root_hex = hex::encode(self.tree.root());
         let info = self.write(&entry)?;
         Ok(Checkpoint {
             entry_seq: info.seq,
@@ -525,21 +485,7 @@ impl AuditLog {
     }
 
     fn entry_for(&self, event: Event) -> Entry {
-        Entry {
-            v: FORMAT_VERSION,
-            seq: self.next_seq,
-            ts: now_ts(),
-            ceremony_id: self.ceremony_id.clone(),
-            step: event.step,
-            role: event.role,
-            actor: event.actor,
-            event: event.event,
-            inputs: event.inputs,
-            outputs: event.outputs,
-            result: event.result,
-            details: event.details,
-            prev: self.prev.clone(),
-        }
+        Entry::at(event, self.next_seq, now_ts(), self.ceremony_id.clone(), self.prev.clone())
     }
 
     fn write(&mut self, entry: &Entry) -> Result<EntryInfo, AuditError> {

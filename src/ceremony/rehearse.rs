@@ -399,23 +399,34 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     //    rehearsal's own client obtains one certificate and checks it.
     let acme_dir = dir.join("acme");
     files::create_dir(&acme_dir, Mode::Private)?;
-    let mut launch = crate::acme::launch::LaunchOptions::new(
-        installed.issuer_toml.clone(),
-        intermediate_env,
-        acme_dir.join("acme.db"),
-        options.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-    );
-    launch.tls = crate::acme::launch::TlsOption::Issue { names: vec!["127.0.0.1".into()] };
-    launch.tls_alpn01_port = options.tlsalpn01_port.unwrap_or(443);
-    launch.dns = options.dns;
-    launch.rate_limits = options.rate_limits.clone();
     // The sandbox issues for any name its resolver answers, and for the
     // loopback addresses: policy does not stand in the way of a rehearsal.
-    launch.allow_dns_suffixes = vec![".".into()];
-    launch.allow_ip_ranges = vec![
-        (std::net::IpAddr::from([127, 0, 0, 1]), 32),
-        (std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
-    ];
+    let names = crate::config::acme::NamePolicy {
+        allowed_dns_suffixes: vec![".".into()],
+        allowed_ip_ranges: vec![
+            (std::net::IpAddr::from([127, 0, 0, 1]), 32),
+            (std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+        ],
+        ..Default::default()
+    };
+    let leaf = crate::acme::launch::shipped_leaf_template()
+        .map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
+    let mut config = crate::config::acme::AcmeServeConfig::new(
+        options.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        acme_dir.join("acme.db"),
+        crate::config::acme::TlsSettings::IssueAtStart {
+            names: vec![crate::profile::San::Ip(std::net::IpAddr::from([127, 0, 0, 1]))],
+            lifetime: None,
+        },
+        leaf,
+        names,
+    );
+    config.validation.tls_alpn01_port = options.tlsalpn01_port.unwrap_or(443);
+    config.validation.resolver = options.dns;
+    if let Some(path) = &options.rate_limits {
+        config.rate_limits = crate::config::acme::load_limits(path)
+            .map_err(|e| CeremonyError::Step { step: 0, message: e.to_string() })?;
+    }
     let serve = options.serve;
     let http01 = options.http01_port;
     let rehearsal_path = dir.join("rehearsal.json");
@@ -427,15 +438,22 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     let root_spki_pem = root.certificate_pem.clone().ok_or_else(|| missing("certificate"))?;
     runtime.block_on(async {
         let acme_error = |e: &dyn std::fmt::Display| CeremonyError::Step { step: 0, message: format!("acme-serve rehearsal: {e}") };
-        let responder = crate::acme::client::Http01Responder::start(std::net::SocketAddr::from(([127, 0, 0, 1], http01.unwrap_or(0))))
+        let responder = crate::client::Http01Responder::start(std::net::SocketAddr::from(([127, 0, 0, 1], http01.unwrap_or(0))))
             .await
             .map_err(|e| acme_error(&e))?;
-        launch.http01_port = responder.addr.port();
+        config.validation.http01_port = responder.addr.port();
+        let launch = crate::acme::launch::Launch {
+            issuer: installed.issuer_toml.clone(),
+            environment: intermediate_env,
+            config,
+            ready_file: None,
+            tls_ca: None,
+        };
         let launched = crate::acme::launch::launch(launch).await.map_err(|e| acme_error(&e))?;
         let directory = launched.ready.directory.clone();
         let tls_ca = launched.ready.tls_ca.clone().ok_or_else(|| acme_error(&"the server named no TLS CA bundle"))?;
         say(&mut transcript, &format!("\nacme-serve listening: {directory}"));
-        let issued = crate::acme::client::issue_one(&directory, &tls_ca, &["127.0.0.1".to_string()], &responder).await;
+        let issued = crate::client::issue_one(&directory, &tls_ca, &["127.0.0.1".to_string()], &responder).await;
         responder.stop();
         let issued = match issued {
             Ok(i) => i,

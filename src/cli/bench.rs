@@ -1,5 +1,5 @@
 //! `keyrite acme bench`: arguments, the progress bar and the printed
-//! report; the driver itself is `acme::bench`.
+//! report; the driver itself is `client::bench`.
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::acme::bench::{self, BenchConfig, BenchReport, Percentiles, Progress, StopAfter};
+use crate::client::bench::{self, BenchConfig, BenchReport, Percentiles, Progress, StopAfter};
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("stop").required(true).args(["orders", "seconds"]))]

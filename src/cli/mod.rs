@@ -2,6 +2,7 @@
 //! file), call into the library, print, and turn errors into exit codes.
 //! `anyhow` lives here and nowhere else.
 
+mod acme;
 mod bench;
 mod terminal;
 
@@ -73,163 +74,10 @@ enum Command {
     Ca(CaCommand),
     /// Run the RFC 8555 ACME server that issues short-lived TLS leaves from the intermediate
     // Boxed: its many flags would make every `Command` as large.
-    AcmeServe(Box<AcmeServeArgs>),
+    AcmeServe(Box<acme::AcmeServeArgs>),
     /// ACME tools: External Account Binding keys for acme-serve, and a load generator for any ACME server
     #[command(subcommand)]
-    Acme(AcmeCommand),
-}
-
-#[derive(Subcommand)]
-enum AcmeCommand {
-    /// External Account Binding keys (RFC 8555 §7.3.4), each with an issuance policy
-    #[command(subcommand)]
-    Eab(EabCommand),
-    /// Load-test any RFC 8555 server: C concurrent clients through complete http-01 flows
-    Bench(bench::AcmeBenchArgs),
-}
-
-#[derive(Subcommand)]
-enum EabCommand {
-    /// Mint a key; its HMAC is printed once (base64url) and never again
-    Create {
-        /// The acme-serve SQLite database (created if missing)
-        #[arg(long)]
-        db: PathBuf,
-        /// The audit log to record the event in (created if missing)
-        #[arg(long)]
-        audit_log: PathBuf,
-        /// Names allowed: `team-a.example` (it and below) or `*.team-a.example` (below only); repeatable
-        #[arg(long, num_args = 1..)]
-        dns_suffix: Vec<String>,
-        /// IP addresses allowed, e.g. 10.1.0.0/16; repeatable
-        #[arg(long, num_args = 1..)]
-        ip_range: Vec<String>,
-        /// Refuse wildcard names for accounts bound with this key
-        #[arg(long)]
-        no_wildcards: bool,
-        /// Profiles the accounts may order (default: all); repeatable
-        #[arg(long, num_args = 1..)]
-        profile: Vec<String>,
-        /// Longest certificate lifetime (e.g. 24h, 7d)
-        #[arg(long)]
-        max_lifetime: Option<String>,
-        /// The key binds no account after this long (e.g. 30d)
-        #[arg(long)]
-        expires_in: Option<String>,
-        /// Let the key bind several accounts (default: one)
-        #[arg(long)]
-        multi_use: bool,
-        /// A label for the operator (team, ticket)
-        #[arg(long, default_value = "")]
-        note: String,
-        /// Who is doing this, for the audit log
-        #[arg(long)]
-        actor: Option<String>,
-    },
-    /// List keys (never their HMACs)
-    List {
-        #[arg(long)]
-        db: PathBuf,
-    },
-    /// Revoke a key: it binds no new account, and its accounts get no more certificates
-    Revoke {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        audit_log: PathBuf,
-        /// Who is doing this, for the audit log
-        #[arg(long)]
-        actor: Option<String>,
-        kid: String,
-    },
-}
-
-#[derive(clap::Args)]
-struct AcmeServeArgs {
-    /// The issuer configuration (issuer.toml) from `keyrite intermediate install`
-    #[arg(long)]
-    issuer: PathBuf,
-    /// Environment file: which token (or software store) holds the issuing key, where its PIN comes from
-    #[arg(long)]
-    env: PathBuf,
-    /// The SQLite database (created if missing)
-    #[arg(long)]
-    db: PathBuf,
-    /// Address and port to listen on (HTTPS)
-    #[arg(long)]
-    listen: std::net::SocketAddr,
-    /// The base URL clients use, when it differs from https://<listen address>
-    #[arg(long)]
-    external_url: Option<String>,
-    /// The server's own certificate chain (PEM, leaf first)
-    #[arg(long, requires = "tls_key", conflicts_with = "tls_name")]
-    tls_cert: Option<PathBuf>,
-    /// The private key for --tls-cert (unencrypted PKCS#8 PEM)
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// With --tls-cert: the CA bundle clients trust, reported in the ready file
-    #[arg(long, requires = "tls_cert")]
-    tls_ca: Option<PathBuf>,
-    /// Issue the server's certificate from the intermediate at start for these names (default: the listen address)
-    #[arg(long, num_args = 1..)]
-    tls_name: Vec<String>,
-    /// A leaf template instead of the shipped templates/tls-leaf.toml
-    #[arg(long)]
-    leaf_template: Option<PathBuf>,
-    /// Port the http-01 validation connects to
-    #[arg(long, default_value_t = 80)]
-    http01_port: u16,
-    /// Port the tls-alpn-01 validation connects to
-    #[arg(long, default_value_t = 443)]
-    tlsalpn01_port: u16,
-    /// DNS server (ADDR:PORT) for name resolution and dns-01 (default: the system resolver; no dns-01)
-    #[arg(long)]
-    dns: Option<std::net::SocketAddr>,
-    /// Issue for names equal to or under this suffix (repeatable)
-    #[arg(long, num_args = 1..)]
-    allow_dns_suffix: Vec<String>,
-    /// Issue for IP addresses in this range, e.g. 10.0.0.0/8 (repeatable)
-    #[arg(long, num_args = 1..)]
-    allow_ip_range: Vec<String>,
-    /// Lifetime of certificates whose order names none (e.g. 24h, 90m, 7d)
-    #[arg(long, default_value = "24h")]
-    lifetime: String,
-    /// Most identifiers in one order
-    #[arg(long, default_value_t = 100)]
-    max_identifiers: usize,
-    /// Write {directory, tls_ca, listen} as JSON here once listening (must not exist)
-    #[arg(long)]
-    ready_file: Option<PathBuf>,
-    /// Refuse new accounts without an External Account Binding (keys from `keyrite acme eab create`)
-    #[arg(long)]
-    require_eab: bool,
-    /// An ACME profile: NAME=TEMPLATE, e.g. mtls=templates/leaf-mtls.toml (repeatable)
-    #[arg(long = "profile", num_args = 1..)]
-    profiles: Vec<String>,
-    /// The profile of orders that name none (default: the --leaf-template)
-    #[arg(long)]
-    default_profile: Option<String>,
-    /// Where the ARI renewal window starts, as a fraction of a certificate's lifetime (e.g. 2/3, 0.75)
-    #[arg(long, default_value = "2/3", value_parser = crate::acme::ari::parse_fraction)]
-    ari_window_start: f64,
-    /// Rate limits and their overrides (TOML; see docs/acme-operations.md); default limits without it
-    #[arg(long)]
-    rate_limits: Option<PathBuf>,
-    /// Serve the leaves' CRL over plain HTTP here (ADDR:PORT), at the path of the templates' CRL URL
-    #[arg(long)]
-    crl_listen: Option<std::net::SocketAddr>,
-    /// Sign a new CRL at least this often (revocations publish one at once)
-    #[arg(long, default_value = "1h", requires = "crl_listen")]
-    crl_refresh: String,
-    /// How long each CRL is valid (nextUpdate - thisUpdate); longer than --crl-refresh
-    #[arg(long, default_value = "24h", requires = "crl_listen")]
-    crl_validity: String,
-    /// How often expired nonces, orders and authorizations are purged
-    #[arg(long, default_value = "5m")]
-    purge_interval: String,
-    /// Check CAA (RFC 8659, with RFC 8657 accounturi/validationmethods): this CA's issuer domain name in CAA records (repeatable; needs --dns)
-    #[arg(long, num_args = 1..)]
-    caa_identity: Vec<String>,
+    Acme(acme::AcmeCommand),
 }
 
 #[derive(Subcommand)]
@@ -616,9 +464,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ca = crate::ceremony::ca::init_dir(&ca_dir, &root)?;
             println!("{}: CA directory created for root SHA-256 {}", ca.dir().display(), ca.state().root_sha256);
         }
-        Command::AcmeServe(args) => run_acme_serve(*args)?,
-        Command::Acme(AcmeCommand::Eab(cmd)) => run_eab(cmd)?,
-        Command::Acme(AcmeCommand::Bench(args)) => return bench::run_bench(args),
+        Command::AcmeServe(args) => acme::run_acme_serve(*args)?,
+        Command::Acme(cmd) => return acme::run(cmd),
         Command::Ca(CaCommand::ExportIndex { ca_dir }) => print!("{}", crate::ca::export_index(&ca_dir)?),
         Command::Ca(CaCommand::Backup { ca_dir, out, identity }) => {
             let manifest = crate::ca::backup(&ca_dir, &out, &identity)?;
@@ -705,7 +552,9 @@ fn print_report(log: &std::path::Path, report: &audit::VerifyReport) {
 /// (prompting only when its PIN source is "prompt") and calls the library.
 /// Asks for a PIN on the terminal, hidden; without a terminal, says which
 /// unattended sources exist instead of hanging.
-fn terminal_pin_prompt(question: &str) -> Result<crate::secret::Secret, crate::intermediate::IntermediateError> {
+pub(super) fn terminal_pin_prompt(
+    question: &str,
+) -> Result<crate::secret::Secret, crate::intermediate::IntermediateError> {
     use crate::intermediate::IntermediateError;
     if !std::io::stdin().is_terminal() {
         return Err(IntermediateError::Secret {
@@ -765,6 +614,10 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             println!("request record   {}", done.record_path.display());
             println!("key              {}", done.key_uri);
             print!("\n{}", intermediate::requester_sheet(&opts, &done));
+            // Not on the requester's sheet: the audit key stays with the host.
+            println!("audit key        {}", done.audit_key_uri);
+            println!("audit key SHA-256 {}", done.audit_spki_sha256.hex);
+            println!("Keep the audit key's SHA-256 on the host's paper record: auditors pin it to check acme-serve's issuance log.");
         }
         IntermediateCommand::Install { response, env, root_sha256, out, key_label } => {
             let env = Environment::load(&env)?;
@@ -790,158 +643,12 @@ fn run_intermediate(cmd: IntermediateCommand) -> Result<()> {
             let config = intermediate::IssuerConfig::load(&issuer)?;
             let env = Environment::load(&env)?;
             let store = intermediate::open_key_store(&env, &mut prompt)?;
-            let c = config.check(&store, now).with_context(|| format!("{}: issuer refused", issuer.display()))?;
+            let c = intermediate::check_issuer(&config, &store, now)
+                .with_context(|| format!("{}: issuer refused", issuer.display()))?;
             println!("{}: OK at {now}", issuer.display());
             println!("intermediate     {} (valid to {})", c.intermediate.subject, c.intermediate.not_after);
             println!("root             {} SHA-256 {}", c.root.subject, c.root.fingerprint.hex);
             println!("key              {}", c.key_uri);
-        }
-    }
-    Ok(())
-}
-
-/// `keyrite acme-serve`: resolves a prompted PIN here (the only place with a
-/// terminal), then hands everything to `acme::launch`.
-fn run_acme_serve(args: AcmeServeArgs) -> Result<()> {
-    use crate::acme::launch::{self, LaunchOptions, TlsOption};
-    launch::install_tracing();
-    let mut environment = Environment::load(&args.env)?;
-    launch::resolve_prompts(&mut environment, &mut terminal_pin_prompt)?;
-    let mut options = LaunchOptions::new(args.issuer, environment, args.db, args.listen);
-    options.external_url = args.external_url;
-    options.tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => TlsOption::Files { cert, key, ca: args.tls_ca },
-        _ => TlsOption::Issue { names: args.tls_name },
-    };
-    options.leaf_template = args.leaf_template;
-    options.http01_port = args.http01_port;
-    options.tls_alpn01_port = args.tlsalpn01_port;
-    options.dns = args.dns;
-    options.allow_dns_suffixes = args.allow_dns_suffix;
-    options.allow_ip_ranges =
-        args.allow_ip_range.iter().map(|r| launch::parse_cidr(r)).collect::<Result<Vec<_>, _>>()?;
-    options.lifetime = launch::parse_lifetime(&args.lifetime)?;
-    options.max_identifiers = args.max_identifiers;
-    options.ready_file = args.ready_file;
-    options.require_eab = args.require_eab;
-    options.profiles = args.profiles.iter().map(|p| launch::parse_profile_arg(p)).collect::<Result<Vec<_>, _>>()?;
-    options.default_profile = args.default_profile;
-    options.ari_window_start = args.ari_window_start;
-    options.rate_limits = args.rate_limits;
-    if let Some(listen) = args.crl_listen {
-        let mut crl = crate::acme::crl::CrlConfig::new(listen);
-        crl.refresh = launch::parse_duration("--crl-refresh", &args.crl_refresh)?;
-        crl.validity = launch::parse_duration("--crl-validity", &args.crl_validity)?;
-        options.crl = Some(crl);
-    }
-    options.purge_interval = launch::parse_duration("--purge-interval", &args.purge_interval)?;
-    options.caa_identities = args.caa_identity;
-    launch::serve_blocking(options, |ready| {
-        println!("ACME directory   {}", ready.directory);
-        if let Some(ca) = &ready.tls_ca {
-            println!("TLS trust anchor {}", ca.display());
-        }
-        println!("listening on     {}", ready.listen);
-    })
-    .context("acme-serve stopped")?;
-    println!("acme-serve stopped cleanly");
-    Ok(())
-}
-
-/// The audit log for EAB key management: appended to if it exists.
-fn eab_audit_log(path: &std::path::Path) -> Result<audit::AuditLog> {
-    const CEREMONY: &str = "acme-eab";
-    // This log has no audit key and no checkpoint yet, so nothing can pin
-    // it: it is continued on its own consistency, explicitly.
-    let log = if path.exists() {
-        audit::AuditLog::open_append(path, CEREMONY, &VerifyOptions::unpinned()).map(|(log, _)| log)
-    } else {
-        audit::AuditLog::create(path, CEREMONY)
-    };
-    log.with_context(|| format!("audit log {}", path.display()))
-}
-
-/// `keyrite acme eab …`: the same database file acme-serve uses.
-fn run_eab(cmd: EabCommand) -> Result<()> {
-    use crate::acme::eab::{self, EabPolicy};
-    use crate::acme::launch;
-    use crate::acme::store::{sqlite::SqliteStore, Store};
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match cmd {
-        EabCommand::Create {
-            db,
-            audit_log,
-            dns_suffix,
-            ip_range,
-            no_wildcards,
-            profile,
-            max_lifetime,
-            expires_in,
-            multi_use,
-            note,
-            actor,
-        } => {
-            let policy = EabPolicy {
-                dns_suffixes: dns_suffix.iter().map(|s| eab::normalize_suffix(s)).collect(),
-                ip_ranges: ip_range.iter().map(|r| launch::parse_cidr(r)).collect::<Result<Vec<_>, _>>()?,
-                wildcards: !no_wildcards,
-                profiles: profile,
-                max_lifetime_secs: max_lifetime.map(|l| launch::parse_lifetime(&l).map(secs)).transpose()?,
-            };
-            let expires_at =
-                expires_in.map(|e| launch::parse_lifetime(&e).map(|d| now.saturating_add(secs(d)))).transpose()?;
-            // The log first: a key that exists must have been recorded.
-            let mut log = eab_audit_log(&audit_log)?;
-            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
-            let (key, mac) = eab::create_key(&store, policy, expires_at, multi_use, note, now)?;
-            let mut event = audit::Event::new("eab", "eab-key-created")
-                .detail("kid", key.kid.clone())
-                .detail("policy", serde_json::to_value(&key.policy)?)
-                .detail("multi_use", key.multi_use)
-                .detail("note", key.note.clone());
-            if let Some(e) = key.expires_at {
-                event = event.detail("expires", crate::acme::model::rfc3339(e));
-            }
-            if let Some(a) = actor {
-                event = event.actor(a);
-            }
-            log.append(event)?;
-            println!("kid  {}", key.kid);
-            println!("hmac {}", crate::acme::jws::b64_encode(mac.expose()));
-            eprintln!("The HMAC is shown only now; hand it over on a channel you trust.");
-        }
-        EabCommand::List { db } => {
-            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
-            for k in store.eab_keys()? {
-                let state = match (k.revoked_at, k.expires_at) {
-                    (Some(_), _) => "revoked",
-                    (None, Some(e)) if e <= now => "expired",
-                    _ => "active",
-                };
-                let expires = k.expires_at.map(crate::acme::model::rfc3339).unwrap_or_else(|| "never".into());
-                let uses = if k.multi_use { "multi-use" } else { "single-use" };
-                println!(
-                    "{}  {state}  {uses}  accounts={}  expires={expires}  {}  {}",
-                    k.kid,
-                    k.bound_accounts,
-                    k.policy.describe(),
-                    k.note
-                );
-            }
-        }
-        EabCommand::Revoke { db, audit_log, actor, kid } => {
-            let mut log = eab_audit_log(&audit_log)?;
-            let store = SqliteStore::open(&db).with_context(|| format!("database {}", db.display()))?;
-            if !store.revoke_eab_key(&kid, now)? {
-                bail!("no active EAB key {kid:?}");
-            }
-            let mut event = audit::Event::new("eab", "eab-key-revoked").detail("kid", kid.clone());
-            if let Some(a) = actor {
-                event = event.actor(a);
-            }
-            log.append(event)?;
-            println!("revoked {kid}");
         }
     }
     Ok(())

@@ -14,10 +14,14 @@
 //! Raw serde structs reject unknown keys; `Plan::from_raw` then checks every
 //! cross-field rule, so the ceremony code never re-checks its input.
 
+pub mod acme;
 pub mod answers;
 pub mod ceremony;
 pub mod digest;
 pub mod environment;
+pub mod issuer;
+pub mod rate_limits;
+pub mod values;
 
 use std::path::PathBuf;
 

@@ -20,6 +20,10 @@
 //! the key in the store, so a server never signs with an issuer that would not
 //! install today.
 
+pub mod audit_key;
+
+pub use crate::config::issuer::{IssuerConfig, IssuerKey};
+
 use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode, Reader, SliceReader};
@@ -29,6 +33,7 @@ use time::OffsetDateTime;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
+use crate::config::issuer::{RawIssuerConfig, ISSUER_FORMAT};
 use crate::config::{Backend, Environment, SecretSource};
 use crate::files::{self, FileError, Mode};
 use crate::hsm::keystore::{KeyStore, StoreFacts};
@@ -53,7 +58,6 @@ pub const REQUEST_RECORD: &str = "request.json";
 pub const ISSUER_FILE: &str = "issuer.toml";
 
 const REQUEST_FORMAT: &str = "keyrite-intermediate-request-v1";
-const ISSUER_FORMAT: &str = "keyrite-issuer-v1";
 
 /// Errors of the online intermediate: each names the file, field or key it
 /// concerns and says what to do next. None carries a PIN or passphrase.
@@ -112,8 +116,9 @@ pub enum IntermediateError {
     IssuerExists { path: PathBuf },
     #[error("{path}: field `{field}`: {problem}")]
     Config { path: PathBuf, field: String, problem: String },
-    #[error("{path}: not a keyrite issuer configuration: {problem}")]
-    ConfigParse { path: PathBuf, problem: String },
+    /// `issuer.toml` does not parse or breaks a rule of its format.
+    #[error("{0}")]
+    IssuerConfig(crate::config::ConfigError),
 }
 
 fn request_err(field: &str, problem: impl Into<String>) -> IntermediateError {
@@ -205,6 +210,10 @@ pub struct RequestOutcome {
     /// The CSR's SHA-256 over the PEM file's exact bytes (what `sha256sum
     /// csr.pem` prints).
     pub csr_file_sha256: Fingerprint,
+    /// The audit key made beside the issuing key (see [`audit_key`]): its
+    /// URI and its SPKI SHA-256, the fingerprint auditors pin.
+    pub audit_key_uri: String,
+    pub audit_spki_sha256: Fingerprint,
 }
 
 /// The local record of a request (`request.json`): which key the CSR was
@@ -221,6 +230,12 @@ pub struct RequestRecord {
     pub requester: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The audit key made with the request (absent in requests made before
+    /// audit keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_spki_sha256: Option<String>,
 }
 
 impl RequestRecord {
@@ -263,6 +278,8 @@ pub fn request(
     files::ensure_absent(&record_path)?;
     let signature = opts.algorithm.default_signature();
     store.check_new_key(&opts.label, opts.algorithm, signature)?;
+    let audit_label = audit_key::label_for(&opts.label);
+    audit_key::check_new(store, &audit_label)?;
 
     let key = store.generate(&opts.label, opts.algorithm, signature)?;
     let pem = build_csr(key.signer.as_ref(), &opts.subject, &opts.label)?;
@@ -276,6 +293,9 @@ pub fn request(
         });
     }
 
+    let audit = audit_key::generate(store, &audit_label)?;
+    let audit_spki_sha256 = Fingerprint::sha256(audit.signer.spki_der());
+
     let record = RequestRecord {
         format: REQUEST_FORMAT.into(),
         key_label: opts.label.clone(),
@@ -285,6 +305,8 @@ pub fn request(
         spki_sha256: csr.spki_sha256().hex.clone(),
         requester: opts.requester.clone(),
         created: now_seconds(),
+        audit_key_label: Some(audit_label),
+        audit_spki_sha256: Some(audit_spki_sha256.hex.clone()),
     };
     let mut json = serde_json::to_vec_pretty(&record)
         .map_err(|e| IntermediateError::Record { path: record_path.clone(), problem: e.to_string() })?;
@@ -313,6 +335,8 @@ pub fn request(
         csr_sha256: csr.sha256().clone(),
         spki_sha256: csr.spki_sha256().clone(),
         csr_file_sha256: Fingerprint::sha256(pem.as_bytes()),
+        audit_key_uri: audit.uri,
+        audit_spki_sha256,
     })
 }
 
@@ -605,6 +629,17 @@ pub struct CheckedIssuer {
     pub key_uri: String,
     pub key_label: String,
     pub key_algorithm: KeyAlgorithm,
+    /// The audit key, when `issuer.toml` names one: its label, URI and
+    /// SPKI SHA-256.
+    pub audit_key: Option<CheckedAuditKey>,
+}
+
+/// The audit key found in the store and checked against `issuer.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedAuditKey {
+    pub label: String,
+    pub uri: String,
+    pub spki_sha256: String,
 }
 
 /// Every check between an intermediate, its root and the local key. The pin
@@ -735,6 +770,14 @@ pub fn install(
     check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, OffsetDateTime::now_utc())?;
 
     let key_config = issuer_key(store, &label, &key.uri)?;
+    let audit = match record.as_ref().filter(|r| r.key_label == label) {
+        Some(RequestRecord { audit_key_label: Some(a), audit_spki_sha256: Some(sha), .. }) => {
+            let found = audit_key::find(store, a, sha, key.signer.spki_der(), &record_path)?;
+            let config = issuer_key(store, a, &found.uri)?;
+            Some((CheckedAuditKey { label: a.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() }, config))
+        }
+        _ => None,
+    };
     let raw = RawIssuerConfig {
         format: ISSUER_FORMAT.into(),
         certificate: PathBuf::from(INTERMEDIATE_FILE),
@@ -744,14 +787,10 @@ pub fn install(
         certificate_sha256: int.summary.fingerprint.hex.clone(),
         key_algorithm: key.signer.key_algorithm(),
         key: key_config,
+        audit_key: audit.as_ref().map(|(_, c)| c.clone()),
+        audit_key_sha256: audit.as_ref().map(|(a, _)| a.spki_sha256.clone()),
     };
-    let text = toml::to_string(&raw).map_err(|e| IntermediateError::ConfigParse {
-        path: issuer_toml.clone(),
-        problem: format!("cannot serialise: {e}"),
-    })?;
-    let text = format!(
-        "# keyrite issuer configuration, written by `keyrite intermediate install`.\n# Loaded by `keyrite acme-serve`; it names no PIN: the server's environment file says where the PIN comes from.\n{text}"
-    );
+    let text = raw.to_toml(&issuer_toml).map_err(IntermediateError::IssuerConfig)?;
 
     files::create_dir(issuer_dir, Mode::Private)?;
     files::write_new(&issuer_dir.join(INTERMEDIATE_FILE), bundle.file(INTERMEDIATE_FILE)?, Mode::Public)?;
@@ -762,7 +801,7 @@ pub fn install(
         FileError::Exists { path } => IntermediateError::IssuerExists { path },
         other => other.into(),
     })?;
-    let config = IssuerConfig::load(&issuer_toml)?;
+    let config = IssuerConfig::load(&issuer_toml).map_err(IntermediateError::IssuerConfig)?;
     let checked = CheckedIssuer {
         intermediate: int.summary,
         root: root.summary,
@@ -771,6 +810,7 @@ pub fn install(
         key_uri: key.uri.clone(),
         key_label: label,
         key_algorithm: key.signer.key_algorithm(),
+        audit_key: audit.map(|(a, _)| a),
     };
     Ok(Installed { issuer_toml, config, checked })
 }
@@ -796,223 +836,122 @@ fn issuer_key(store: &KeyStore, label: &str, uri: &str) -> Result<IssuerKey, Int
 // ---------------------------------------------------------------------------
 // The issuer configuration
 
-/// Where the issuing key lives, as `issuer.toml`'s `[key]` table says it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum IssuerKey {
-    /// An RFC 7512 URI with token, serial, object, id, type=private and the
-    /// module as `module-path`; never `pin-value` or `pin-source`.
-    Pkcs11 { uri: String },
-    /// A software key store directory and the key's label.
-    Soft { dir: PathBuf, label: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIssuerConfig {
-    format: String,
-    certificate: PathBuf,
-    chain: PathBuf,
-    root: PathBuf,
-    root_sha256: String,
-    certificate_sha256: String,
-    key_algorithm: KeyAlgorithm,
-    key: IssuerKey,
-}
-
-/// `issuer.toml`, loaded and validated. Paths are resolved against the
-/// file's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuerConfig {
-    /// The file it was loaded from.
-    pub path: PathBuf,
-    pub certificate: PathBuf,
-    pub chain: PathBuf,
-    pub root: PathBuf,
-    /// The pinned root's SHA-256 (lower-case hex of the DER).
-    pub root_sha256: String,
-    /// The intermediate certificate's SHA-256 (lower-case hex of the DER).
-    pub certificate_sha256: String,
-    pub key_algorithm: KeyAlgorithm,
-    pub key: IssuerKey,
-    /// The key's label in its store (the URI's `object`, or the soft label).
-    pub key_label: String,
-}
-
-impl IssuerConfig {
-    /// Reads and validates `issuer.toml`: unknown keys, a wrong format, a
-    /// malformed fingerprint, a PIN in the key URI or a URI without its
-    /// module are refused with the field named.
-    pub fn load(path: &Path) -> Result<IssuerConfig, IntermediateError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FileError::io(path, "reading", e))?;
-        let raw: RawIssuerConfig = toml::from_str(&text).map_err(|e| IntermediateError::ConfigParse {
-            path: path.to_path_buf(),
-            problem: e.to_string().trim_end().replace('\n', " "),
-        })?;
-        let field = |field: &str, problem: String| IntermediateError::Config {
-            path: path.to_path_buf(),
-            field: field.into(),
-            problem,
-        };
-        if raw.format != ISSUER_FORMAT {
-            return Err(field("format", format!("{:?} is not {ISSUER_FORMAT:?}", raw.format)));
-        }
-        for (name, value) in [("root_sha256", &raw.root_sha256), ("certificate_sha256", &raw.certificate_sha256)] {
-            if !crate::audit::entry::is_sha256_hex(value) {
-                return Err(field(name, "must be 64 lower-case hex digits".into()));
+/// Re-runs every install check against the files on disk and the key in
+/// `store` at time `now`: the store is the one named (token label and
+/// serial and module, or software store directory), the key is there with
+/// the recorded algorithm, the audit key too (its recorded SHA-256, and not
+/// the issuing key), the root is the pinned one, the chain file is
+/// intermediate + root, the intermediate is a CA with pathLen 0 and
+/// keyCertSign, signed by the root, valid at `now`, and for this key.
+///
+/// `acme-serve` calls this at start and refuses to serve on any error.
+pub fn check_issuer(
+    config: &IssuerConfig,
+    store: &KeyStore,
+    now: OffsetDateTime,
+) -> Result<CheckedIssuer, IntermediateError> {
+    let field = |field: &str, problem: String| IntermediateError::Config {
+        path: config.path.clone(),
+        field: field.into(),
+        problem,
+    };
+    match (&config.key, store.facts()) {
+        (IssuerKey::Pkcs11 { uri }, StoreFacts::Pkcs11(facts)) => {
+            let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
+            if parsed.token.as_deref() != Some(facts.label.as_str()) {
+                return Err(field(
+                    "key.uri",
+                    format!("names token {:?}, but the environment opened token {:?}", parsed.token, facts.label),
+                ));
             }
-        }
-        let key_label = match &raw.key {
-            IssuerKey::Pkcs11 { uri } => {
-                // Parsing refuses pin-value without echoing it.
-                let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
-                if parsed.pin_source.is_some() {
+            if let Some(serial) = &parsed.serial {
+                if serial != &facts.serial {
                     return Err(field(
                         "key.uri",
-                        "names a pin-source; the server's PIN comes from its own environment file, not issuer.toml"
-                            .into(),
+                        format!("names token serial {serial}, but the open token's serial is {}", facts.serial),
                     ));
                 }
-                if parsed.module_path.is_none() {
-                    return Err(field(
-                        "key.uri",
-                        "has no module-path query attribute naming the PKCS#11 module".into(),
-                    ));
-                }
-                if parsed.token.is_none() {
-                    return Err(field("key.uri", "names no token (token=...)".into()));
-                }
-                parsed.object.ok_or_else(|| field("key.uri", "names no key (object=...)".into()))?
             }
-            IssuerKey::Soft { dir, label } => {
-                if !dir.is_absolute() {
-                    return Err(field("key.dir", "must be an absolute path".into()));
-                }
-                if label.is_empty() {
-                    return Err(field("key.label", "is empty".into()));
-                }
-                label.clone()
+            let module = store.module_path().map(|p| p.display().to_string());
+            if parsed.module_path != module {
+                return Err(field(
+                    "key.uri",
+                    format!(
+                        "names module {:?}, but the environment loaded {:?}",
+                        parsed.module_path.unwrap_or_default(),
+                        module.unwrap_or_default()
+                    ),
+                ));
             }
-        };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        Ok(IssuerConfig {
-            path: path.to_path_buf(),
-            certificate: resolve(raw.certificate),
-            chain: resolve(raw.chain),
-            root: resolve(raw.root),
-            root_sha256: raw.root_sha256,
-            certificate_sha256: raw.certificate_sha256,
-            key_algorithm: raw.key_algorithm,
-            key: raw.key,
-            key_label,
-        })
+        }
+        (IssuerKey::Soft { dir, .. }, StoreFacts::Soft { dir: open }) => {
+            let open = std::fs::canonicalize(&open).unwrap_or_else(|_| PathBuf::from(&open));
+            if &open != dir {
+                return Err(field(
+                    "key.dir",
+                    format!(
+                        "names software key store {}, but the environment opened {}",
+                        dir.display(),
+                        open.display()
+                    ),
+                ));
+            }
+        }
+        (IssuerKey::Pkcs11 { .. }, _) => {
+            return Err(field("key.backend", "is pkcs11, but the environment opened a software key store".into()))
+        }
+        (IssuerKey::Soft { .. }, _) => {
+            return Err(field("key.backend", "is soft, but the environment opened a PKCS#11 token".into()))
+        }
     }
-
-    /// Re-runs every install check against the files on disk and the key in
-    /// `store` at time `now`: the store is the one named (token label and
-    /// serial and module, or software store directory), the key is there
-    /// with the recorded algorithm, the root is the pinned one, the chain
-    /// file is intermediate + root, the intermediate is a CA with pathLen 0
-    /// and keyCertSign, signed by the root, valid at `now`, and for this key.
-    ///
-    /// `acme-serve` calls this at start and refuses to serve on any error.
-    pub fn check(&self, store: &KeyStore, now: OffsetDateTime) -> Result<CheckedIssuer, IntermediateError> {
-        let field = |field: &str, problem: String| IntermediateError::Config {
-            path: self.path.clone(),
-            field: field.into(),
-            problem,
-        };
-        match (&self.key, store.facts()) {
-            (IssuerKey::Pkcs11 { uri }, StoreFacts::Pkcs11(facts)) => {
-                let parsed = Pkcs11Uri::parse(uri).map_err(|e| field("key.uri", e.to_string()))?;
-                if parsed.token.as_deref() != Some(facts.label.as_str()) {
-                    return Err(field(
-                        "key.uri",
-                        format!("names token {:?}, but the environment opened token {:?}", parsed.token, facts.label),
-                    ));
-                }
-                if let Some(serial) = &parsed.serial {
-                    if serial != &facts.serial {
-                        return Err(field(
-                            "key.uri",
-                            format!("names token serial {serial}, but the open token's serial is {}", facts.serial),
-                        ));
-                    }
-                }
-                let module = store.module_path().map(|p| p.display().to_string());
-                if parsed.module_path != module {
-                    return Err(field(
-                        "key.uri",
-                        format!(
-                            "names module {:?}, but the environment loaded {:?}",
-                            parsed.module_path.unwrap_or_default(),
-                            module.unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
-            (IssuerKey::Soft { dir, .. }, StoreFacts::Soft { dir: open }) => {
-                let open = std::fs::canonicalize(&open).unwrap_or_else(|_| PathBuf::from(&open));
-                if &open != dir {
-                    return Err(field(
-                        "key.dir",
-                        format!(
-                            "names software key store {}, but the environment opened {}",
-                            dir.display(),
-                            open.display()
-                        ),
-                    ));
-                }
-            }
-            (IssuerKey::Pkcs11 { .. }, _) => {
-                return Err(field("key.backend", "is pkcs11, but the environment opened a software key store".into()))
-            }
-            (IssuerKey::Soft { .. }, _) => {
-                return Err(field("key.backend", "is soft, but the environment opened a PKCS#11 token".into()))
-            }
-        }
-        let key = store.find(&self.key_label, None)?;
-        if key.signer.key_algorithm() != self.key_algorithm {
-            return Err(field(
-                "key_algorithm",
-                format!("says {}, but key {:?} is {}", self.key_algorithm, self.key_label, key.signer.key_algorithm()),
-            ));
-        }
-        let read = |p: &Path| std::fs::read(p).map_err(|e| FileError::io(p, "reading", e));
-        let int_der = pem_certs(&self.certificate, &read(&self.certificate)?, 1)?.remove(0);
-        let root_der = pem_certs(&self.root, &read(&self.root)?, 1)?.remove(0);
-        let chain = pem_certs(&self.chain, &read(&self.chain)?, 2)?;
-        if chain[0] != int_der || chain[1] != root_der {
-            return Err(IntermediateError::Chain {
-                file: self.chain.clone(),
-                problem: format!(
-                    "must be {} followed by {}, byte for byte",
-                    self.certificate.display(),
-                    self.root.display()
-                ),
-            });
-        }
-        if words::sha256_hex(&int_der) != self.certificate_sha256 {
-            return Err(field(
-                "certificate_sha256",
-                format!("does not match {}: the certificate file was replaced", self.certificate.display()),
-            ));
-        }
-        let pinned = parse_pin(&self.root_sha256)?;
-        let int = Cert::parse(&self.certificate, int_der)?;
-        let root = Cert::parse(&self.root, root_der)?;
-        check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, now)?;
-        Ok(CheckedIssuer {
-            intermediate: int.summary,
-            root: root.summary,
-            intermediate_der: int.der,
-            root_der: root.der,
-            key_uri: key.uri.clone(),
-            key_label: self.key_label.clone(),
-            key_algorithm: self.key_algorithm,
-        })
+    let key = store.find(&config.key_label, None)?;
+    if key.signer.key_algorithm() != config.key_algorithm {
+        return Err(field(
+            "key_algorithm",
+            format!("says {}, but key {:?} is {}", config.key_algorithm, config.key_label, key.signer.key_algorithm()),
+        ));
     }
+    let audit_key = match &config.audit_key {
+        Some((label, sha)) => {
+            let found = audit_key::find(store, label, sha, key.signer.spki_der(), &config.path)?;
+            Some(CheckedAuditKey { label: label.clone(), uri: found.uri.clone(), spki_sha256: sha.clone() })
+        }
+        None => None,
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| FileError::io(p, "reading", e));
+    let int_der = pem_certs(&config.certificate, &read(&config.certificate)?, 1)?.remove(0);
+    let root_der = pem_certs(&config.root, &read(&config.root)?, 1)?.remove(0);
+    let chain = pem_certs(&config.chain, &read(&config.chain)?, 2)?;
+    if chain[0] != int_der || chain[1] != root_der {
+        return Err(IntermediateError::Chain {
+            file: config.chain.clone(),
+            problem: format!(
+                "must be {} followed by {}, byte for byte",
+                config.certificate.display(),
+                config.root.display()
+            ),
+        });
+    }
+    if words::sha256_hex(&int_der) != config.certificate_sha256 {
+        return Err(field(
+            "certificate_sha256",
+            format!("does not match {}: the certificate file was replaced", config.certificate.display()),
+        ));
+    }
+    let pinned = parse_pin(&config.root_sha256)?;
+    let int = Cert::parse(&config.certificate, int_der)?;
+    let root = Cert::parse(&config.root, root_der)?;
+    check_chain(&int, &root, &pinned, key.signer.spki_der(), &key.uri, now)?;
+    Ok(CheckedIssuer {
+        intermediate: int.summary,
+        root: root.summary,
+        intermediate_der: int.der,
+        root_der: root.der,
+        key_uri: key.uri.clone(),
+        key_label: config.key_label.clone(),
+        key_algorithm: config.key_algorithm,
+        audit_key,
+    })
 }
 
 // Not `#[from]`: the message already carries the cause, and a `source` as

@@ -26,6 +26,7 @@ use crate::hsm::HsmError;
 use crate::words::Fingerprint;
 
 pub use build::issue;
+pub(crate) use build::normalize_serial;
 pub use lint::{lint_certificate, Finding, Severity};
 pub(crate) use template::check_http_uri;
 pub use template::{

@@ -20,10 +20,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use keyrite::acme::{self, Issuer, Policy, RunningServer, ServerConfig, TlsSource, ValidationConfig};
-use keyrite::hsm::soft::SoftKey;
+use keyrite::acme::{self, Issuer, IssuerKeys, RunningServer};
+use keyrite::config::acme::{AcmeServeConfig, NamePolicy, TlsSettings, ValidationSettings};
+use keyrite::hsm::soft::{SealingKey, SoftKey, SoftStore};
 use keyrite::hsm::{HsmError, KeyAlgorithm, RandomSource, Signer};
 use keyrite::profile::{self, IssueRequest, Issued, IssuerRef, Profile, San};
+use keyrite::secret::Secret;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -59,13 +61,24 @@ fn serial() -> Vec<u8> {
 pub struct Pki {
     pub root: Issued,
     pub intermediate: Issued,
-    int_key: Option<SoftKey>,
+    /// The intermediate's key and the host's audit key, sealed in a
+    /// software key store, so a restarted server signs with the same keys.
+    keys: tempfile::TempDir,
+    sealing: [u8; 32],
+    /// The audit key's SPKI SHA-256: what an auditor pins.
+    pub audit_spki_sha256: String,
 }
 
 impl Pki {
     pub fn new() -> Pki {
         let root_key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
-        let int_key = SoftKey::generate("int", KeyAlgorithm::EcdsaP256).expect("int key");
+        let keys = tempfile::tempdir().expect("key store dir");
+        let mut sealing = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut sealing).expect("rng");
+        let store = SoftStore::open(keys.path()).expect("key store");
+        let raw = SealingKey::Raw(Secret::new(sealing.to_vec()));
+        let int_key = store.generate("int", KeyAlgorithm::EcdsaP256, &raw).expect("int key");
+        let audit_key = store.generate("audit", KeyAlgorithm::EcdsaP256, &raw).expect("audit key");
         let root_t = template("root-ca.toml");
         let nb = now();
         let root = profile::issue(
@@ -97,17 +110,22 @@ impl Pki {
             &root_key,
         )
         .expect("intermediate issues");
-        Pki { root, intermediate, int_key: Some(int_key) }
+        let audit_spki_sha256 = keyrite::words::sha256_hex(audit_key.spki_der());
+        Pki { root, intermediate, keys, sealing, audit_spki_sha256 }
     }
 
-    /// The issuer for the server; the intermediate's key moves into the
-    /// factory and so onto the signer thread.
+    /// The issuer for a server; the keys are unsealed by the factory on the
+    /// signer thread. Each call gives the same keys.
     pub fn issuer(&mut self) -> Issuer {
-        let key = self.int_key.take().expect("issuer taken once");
+        let (dir, sealing) = (self.keys.path().to_path_buf(), self.sealing);
         Issuer {
             certificate_der: self.intermediate.der.clone(),
             chain_pem: self.intermediate.pem.clone(),
-            signer: Box::new(move || -> Result<Box<dyn Signer>, HsmError> { Ok(Box::new(key)) }),
+            keys: Box::new(move || -> Result<IssuerKeys, HsmError> {
+                let store = SoftStore::open(&dir)?;
+                let raw = SealingKey::Raw(Secret::new(sealing.to_vec()));
+                Ok(IssuerKeys { ca: Box::new(store.load("int", &raw)?), audit: Box::new(store.load("audit", &raw)?) })
+            }),
         }
     }
 }
@@ -119,8 +137,8 @@ pub struct Harness {
     pub client: Client,
 }
 
-pub fn test_policy() -> Policy {
-    Policy {
+pub fn test_policy() -> NamePolicy {
+    NamePolicy {
         allowed_dns_suffixes: vec!["acme.test".into()],
         allowed_ip_ranges: vec![("127.0.0.0".parse().expect("ip"), 8)],
         allow_wildcards: true,
@@ -172,30 +190,30 @@ pub async fn start_configured(
     dir: &Path,
     http01_port: u16,
     tls_alpn01_port: u16,
-    configure: impl FnOnce(&mut ServerConfig),
+    configure: impl FnOnce(&mut AcmeServeConfig),
 ) -> Result<RunningServer, acme::AcmeError> {
-    let mut config = ServerConfig::new(
+    let mut config = AcmeServeConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.join("acme.sqlite"),
-        TlsSource::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))] },
+        TlsSettings::IssueAtStart { names: vec![San::Ip("127.0.0.1".parse().expect("ip"))], lifetime: None },
         template("tls-leaf.toml"),
         test_policy(),
     );
-    config.validation = ValidationConfig {
+    config.validation = ValidationSettings {
         static_hosts: static_hosts(),
         http01_port,
         tls_alpn01_port,
         timeout: Duration::from_secs(3),
         attempts: 2,
         backoff: Duration::from_millis(200),
-        ..ValidationConfig::default()
+        ..ValidationSettings::default()
     };
     configure(&mut config);
     acme::start(config, pki.issuer()).await
 }
 
 /// [`start`] with a last say over the configuration.
-pub async fn start_harness(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
+pub async fn start_harness(configure: impl FnOnce(&mut AcmeServeConfig)) -> Harness {
     let mut pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_configured(&mut pki, dir.path(), 1, 1, configure).await.expect("server starts");
@@ -257,22 +275,35 @@ impl Client {
     }
 
     pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        self.try_request(method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Self::request`], reporting a connection the server dropped (it
+    /// crashed) instead of failing the test.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
         let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
-        let tls = self.tls.connect(name, tcp).await.expect("TLS handshake with the server's own certificate");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("http");
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("http: {e}"))?;
         let driver = tokio::spawn(conn);
         let mut req = hyper::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(http_body_util::Full::new(axum::body::Bytes::from(body))).expect("request");
-        let resp = sender.send_request(req).await.expect("response");
+        let resp = sender.send_request(req).await.map_err(|e| format!("response: {e}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes().to_vec();
         driver.abort();
-        Response { status, headers, body }
+        Ok(Response { status, headers, body })
     }
 
     pub async fn nonce(&self) -> String {
@@ -378,9 +409,23 @@ pub struct Account {
     pub kid: String,
 }
 
+/// The test's client, through the harness (`h.new_account(…)`).
+impl std::ops::Deref for Harness {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 impl Harness {
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+impl Client {
     pub async fn new_account(&self, key: Key) -> Account {
-        let c = &self.client;
+        let c = self;
         let url = c.url("/acme/new-account");
         let body = jws(&key, None, &c.nonce().await, &url, br#"{"termsOfServiceAgreed":true}"#);
         let r = c.post("/acme/new-account", &body).await;
@@ -390,13 +435,13 @@ impl Harness {
 
     /// POSTs `payload` signed by `account` to `path`.
     pub async fn post_as(&self, account: &Account, path: &str, payload: &[u8]) -> Response {
-        let c = &self.client;
+        let c = self;
         let body = jws(&account.key, Some(&account.kid), &c.nonce().await, &c.url(path), payload);
         c.post(path, &body).await
     }
 
     pub fn path_of(&self, url: &str) -> String {
-        url.strip_prefix(&self.client.base).expect("server URL").to_string()
+        url.strip_prefix(&self.base).expect("server URL").to_string()
     }
 
     pub async fn new_order(&self, account: &Account, names: &[&str]) -> (String, Value) {
@@ -410,10 +455,6 @@ impl Harness {
         let r = self.post_as(account, "/acme/new-order", json!({"identifiers": ids}).to_string().as_bytes()).await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         (r.header("location").expect("location"), r.json())
-    }
-
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
     }
 }
 
@@ -439,7 +480,7 @@ pub async fn responder() -> (u16, Tokens, tokio::task::JoinHandle<()>) {
     (port, tokens, task)
 }
 
-impl Harness {
+impl Client {
     /// Orders `names`, answers every http-01 through `tokens`, waits until
     /// the order is ready. Returns the order URL and body.
     pub async fn ready_order(&self, account: &Account, tokens: &Tokens, names: &[&str]) -> (String, Value) {
@@ -615,15 +656,29 @@ pub async fn issue(h: &Harness, a: &Account, tokens: &Tokens, names: &[&str], ex
     } else {
         ready_order_with(h, a, tokens, names, extra).await
     };
-    let (_, pem) = p256_with_pem();
-    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let csr = openssl_csr(h.dir.path(), &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
-    let fin = h.path_of(order["finalize"].as_str().expect("finalize"));
-    let r = h.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await;
+    let r = finalize_with_csr(h, h.dir.path(), a, &order, names).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let done = h.post_as(a, &h.path_of(&order_url), b"").await.json();
+    download(h, a, &order_url).await
+}
+
+/// Finalizes a ready `order` with a fresh key's CSR for `names` (made by
+/// openssl in `dir`).
+pub async fn finalize_with_csr(c: &Client, dir: &Path, a: &Account, order: &Value, names: &[&str]) -> Response {
+    let (_, pem) = p256_with_pem();
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| if n.parse::<IpAddr>().is_ok() { format!("IP:{n}") } else { format!("DNS:{n}") })
+        .collect();
+    let csr = openssl_csr(dir, &pem, &["-subj", "/", "-addext", &format!("subjectAltName={}", san.join(","))]);
+    let fin = c.path_of(order["finalize"].as_str().expect("finalize"));
+    c.post_as(a, &fin, json!({"csr": b64(&csr)}).to_string().as_bytes()).await
+}
+
+/// The leaf of a valid order's certificate, DER.
+pub async fn download(c: &Client, a: &Account, order_url: &str) -> Vec<u8> {
+    let done = c.post_as(a, &c.path_of(order_url), b"").await.json();
     let cert_url = done["certificate"].as_str().expect("certificate").to_string();
-    let chain = h.post_as(a, &h.path_of(&cert_url), b"").await.body;
+    let chain = c.post_as(a, &c.path_of(&cert_url), b"").await.body;
     let (_, der) = pem_rfc7468::decode_vec(&chain[..leaf_end(&chain)]).expect("leaf pem");
     der
 }
@@ -679,4 +734,118 @@ pub async fn order_replacing(h: &Harness, a: &Account, names: &[&str], extra: se
 
 pub fn cert_id(der: &[u8]) -> String {
     keyrite::acme::ari::CertId::of_certificate(der).expect("leaf has an AKI").encode()
+}
+
+// ------------------------------------------------------------------ acme-serve as a child process
+
+/// Sends SIGTERM to `child` and expects a clean exit within 20 s; `log` is
+/// shown when it does not.
+pub fn terminate(child: &mut std::process::Child, what: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let k = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(k.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "{what} exit {status}:\n{}", log());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} did not stop on SIGTERM:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// For `Drop`: a child a failed test left running is killed and reaped.
+pub fn kill_if_running(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `keyrite acme-serve` as a child process, from its ready file on: the
+/// directory URL, the TLS trust bundle, the log. Killed on drop.
+pub struct AcmeServeProcess {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+    pub directory: String,
+    pub tls_ca: std::path::PathBuf,
+    pub listen: SocketAddr,
+}
+
+impl AcmeServeProcess {
+    /// Spawns `cmd` (keyrite with its environment, `acme-serve` and its
+    /// arguments, among them `--ready-file ready`), stderr to `log`, and
+    /// waits up to 20 s for the ready file. `Err` with the log if the
+    /// server exited first.
+    pub fn spawn(mut cmd: std::process::Command, ready: &Path, log: &Path) -> Result<AcmeServeProcess, String> {
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("spawn keyrite acme-serve");
+        let mut server = AcmeServeProcess {
+            child,
+            log: log.to_path_buf(),
+            directory: String::new(),
+            tls_ca: Default::default(),
+            listen: "0.0.0.0:0".parse().expect("addr"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(ready) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    server.directory = v["directory"].as_str().expect("directory").to_string();
+                    server.tls_ca = v["tls_ca"].as_str().expect("tls_ca").into();
+                    server.listen = v["listen"].as_str().expect("listen").parse().expect("listen address");
+                    return Ok(server);
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("acme-serve exited with {status} before it was ready:\n{}", server.log()));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acme-serve not ready after 20 s (ready file: {:?}):\n{}",
+                std::fs::read_to_string(ready),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and expects a clean exit.
+    pub fn stop(&mut self) {
+        terminate(&mut self.child, "acme-serve", &self.log);
+    }
+
+    /// `kill -9`: no shutdown of any kind.
+    pub fn kill(&mut self) {
+        let k =
+            std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().expect("kill");
+        assert!(k.success());
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end by itself (a crash point), up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "acme-serve still running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AcmeServeProcess {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
 }

@@ -219,3 +219,200 @@ pub fn printed_row(script: &str, row: &str) -> String {
 pub fn print_script(dir: &Path, args: &[&str]) -> Output {
     keyrite().current_dir(dir).args(["ceremony", "print"]).args(args).output().expect("keyrite")
 }
+
+// ------------------------------------------------------------------ the intermediate host and its root
+
+use keyrite::hsm::soft::SoftKey;
+use keyrite::hsm::{KeyAlgorithm, Signer};
+use keyrite::profile::{IssueRequest, Issued, IssuerRef, Profile};
+use time::OffsetDateTime;
+
+/// A shipped template, by file name.
+pub fn shipped_template(name: &str) -> Profile {
+    Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(name)).expect("template")
+}
+
+pub fn random_serial() -> Vec<u8> {
+    let mut s = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut s).expect("rng");
+    s
+}
+
+/// The offline root, made the way the root ceremony makes it (but with a
+/// software key, in memory), and its signing of intermediate requests.
+pub struct OfflineRoot {
+    pub key: SoftKey,
+    pub cert: Issued,
+}
+
+impl OfflineRoot {
+    /// A root valid from `not_before` (`templates/root-ca.toml`).
+    pub fn new(not_before: OffsetDateTime) -> OfflineRoot {
+        let key = SoftKey::generate("root", KeyAlgorithm::EcdsaP384).expect("root key");
+        let t = shipped_template("root-ca.toml");
+        let not_before = not_before.replace_nanosecond(0).expect("whole second");
+        let cert = keyrite::profile::issue(
+            &IssueRequest {
+                profile: &t,
+                subject: None,
+                subject_spki: key.spki_der(),
+                sans: vec![],
+                serial: random_serial(),
+                not_before,
+                not_after: t.not_after_for(not_before),
+                issuer: IssuerRef::SelfSigned,
+            },
+            &key,
+        )
+        .expect("root");
+        OfflineRoot { key, cert }
+    }
+
+    /// The offline ceremony's signing, as the library does it: the CSR is
+    /// parsed and checked against `template`, then issued (for
+    /// `spki_override` instead of the CSR's key when a test forges one).
+    pub fn sign(
+        &self,
+        csr_pem: &[u8],
+        template: &Profile,
+        spki_override: Option<&[u8]>,
+        not_before: OffsetDateTime,
+    ) -> Issued {
+        let csr = keyrite::transfer::csr::parse_csr(csr_pem).expect("csr");
+        csr.check_against(template).expect("csr fits the template");
+        let not_before = not_before.replace_nanosecond(0).expect("whole second");
+        keyrite::profile::issue(
+            &IssueRequest {
+                profile: template,
+                subject: Some(csr.subject().clone()),
+                subject_spki: spki_override.unwrap_or(csr.spki_der()),
+                sans: vec![],
+                serial: random_serial(),
+                not_before,
+                not_after: template.not_after_for(not_before),
+                issuer: IssuerRef::Certificate { der: &self.cert.der },
+            },
+            &self.key,
+        )
+        .expect("intermediate")
+    }
+
+    /// Writes the response bundle the offline side hands back.
+    pub fn response(&self, dir: &Path, int: &Issued) {
+        use keyrite::transfer::{BundleKind, BundleWriter};
+        let mut w = BundleWriter::create(dir).expect("bundle");
+        w.add("intermediate.pem", int.pem.as_bytes()).expect("int");
+        w.add("chain.pem", format!("{}{}", int.pem, self.cert.pem).as_bytes()).expect("chain");
+        w.add("root.pem", self.cert.pem.as_bytes()).expect("root");
+        w.finish(BundleKind::IntermediateResponse, "root ceremony 2026-01", Default::default()).expect("finish");
+    }
+}
+
+/// An intermediate host: a SoftHSM token of its own, an environment file
+/// naming it (`env.toml`, PIN from an environment variable), and the
+/// working directory the keyrite binary runs in. The binary makes the
+/// request (the issuing key and its audit key are born on the token) and
+/// installs the response into `issuer/`.
+pub struct IntermediateHost {
+    pub hsm: SoftHsm,
+    pub work: tempfile::TempDir,
+    pub token: String,
+    pub pin_var: &'static str,
+    pub pin: &'static str,
+}
+
+impl IntermediateHost {
+    /// A fresh token `token` whose user PIN is `pin`, read by keyrite from
+    /// the environment variable `pin_var`.
+    pub fn new(token: &str, pin_var: &'static str, pin: &'static str) -> IntermediateHost {
+        let hsm = SoftHsm::new();
+        hsm.init_token(token, "host-so-pin-0815", pin);
+        let work = tempfile::tempdir().expect("work");
+        let env = format!(
+            "output_dir = \"issuer\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token}\"\npin = {{ env = \"{pin_var}\" }}\n",
+            hsm.module.display()
+        );
+        std::fs::write(work.path().join("env.toml"), env).expect("env");
+        IntermediateHost { hsm, work, token: token.to_string(), pin_var, pin }
+    }
+
+    /// A host whose intermediate (key `label`, subject `cn`) is requested,
+    /// signed by a fresh root with `template`, and installed into `issuer/`.
+    pub fn installed(
+        token: &str,
+        pin_var: &'static str,
+        pin: &'static str,
+        label: &str,
+        cn: &str,
+        template: &Profile,
+    ) -> (IntermediateHost, OfflineRoot) {
+        let host = IntermediateHost::new(token, pin_var, pin);
+        let out =
+            host.request(label, &["--subject-cn", cn, "--subject-o", "keyrite Test", "--requester", "ops@test-host"]);
+        assert!(out.status.success(), "intermediate request: {}{}", stdout(&out), stderr(&out));
+        let root = OfflineRoot::new(OffsetDateTime::now_utc() - time::Duration::hours(1));
+        let int = root.sign(&host.csr(), template, None, OffsetDateTime::now_utc() - time::Duration::hours(1));
+        root.response(&host.path("usb-response"), &int);
+        let out = host.install("usb-response", &root.cert.fingerprint.hex);
+        assert!(out.status.success(), "intermediate install: {}{}", stdout(&out), stderr(&out));
+        (host, root)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    /// The keyrite binary in the host's directory, with the token and PIN.
+    pub fn keyrite(&self) -> Command {
+        let mut c = keyrite();
+        c.current_dir(self.work.path()).env("SOFTHSM2_CONF", &self.hsm.conf).env(self.pin_var, self.pin);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.keyrite().args(args).output().expect("run keyrite")
+    }
+
+    /// `keyrite intermediate request` for key `label` into `usb-request`,
+    /// with the subject and requester arguments in `extra`.
+    pub fn request(&self, label: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["intermediate", "request", "--env", "env.toml", "--out", "usb-request", "--label", label];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// `keyrite intermediate install` of bundle `response`, pinning the root.
+    pub fn install(&self, response: &str, root_sha256: &str) -> Output {
+        self.run(&[
+            "intermediate",
+            "install",
+            response,
+            "--env",
+            "env.toml",
+            "--root-sha256",
+            root_sha256,
+            "--out",
+            "issuer",
+        ])
+    }
+
+    pub fn csr(&self) -> Vec<u8> {
+        std::fs::read(self.path("usb-request/csr.pem")).expect("csr.pem")
+    }
+
+    pub fn root_pem(&self) -> PathBuf {
+        self.path("issuer/root.pem")
+    }
+
+    pub fn intermediate_pem(&self) -> PathBuf {
+        self.path("issuer/intermediate.pem")
+    }
+
+    /// The audit key's SPKI SHA-256, as `issuer.toml` records it (what an
+    /// auditor pins).
+    pub fn audit_key_sha256(&self) -> String {
+        let text = std::fs::read_to_string(self.path("issuer/issuer.toml")).expect("issuer.toml");
+        let v: toml::Value = toml::from_str(&text).expect("toml");
+        v["audit_key_sha256"].as_str().expect("issuer.toml names the audit key").to_string()
+    }
+}

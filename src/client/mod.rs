@@ -1,11 +1,14 @@
-//! keyrite's own ACME client: one complete issuance (account, order,
-//! http-01 answered by its own responder, finalize, download) against any
-//! RFC 8555 directory. The rehearsal ends with it, and the load generator
-//! drives many of them at once.
+//! The `client` room: keyrite's own ACME client, kept apart from the server
+//! it talks to. One complete issuance (account, order, http-01 answered by
+//! its own responder, finalize, download) against any RFC 8555 directory:
+//! the rehearsal ends with it, the tests drive acme-serve with it, and the
+//! load generator ([`bench`], `keyrite acme bench`) runs many at once.
 //!
 //! The protocol side is `instant-acme` (a maintained client, on the same
 //! aws-lc-rs provider as the rest of keyrite); this module adds the http-01
 //! responder and the timing of each step.
+
+pub mod bench;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -196,8 +199,11 @@ pub async fn issue_with(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The server refused a step or answered unexpectedly; the text names
+    /// the step and carries the server's problem document.
     #[error("ACME client: {0}")]
     Protocol(String),
+    /// The http-01 responder could not listen.
     #[error("http-01 responder: {0}")]
     Responder(String),
 }

@@ -11,22 +11,33 @@
 //! share it and each still returns only once its write is on disk. Any
 //! other write keeps `synchronous=FULL`.
 
+mod issuance;
+mod schema;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use time::OffsetDateTime;
 
-use super::{Purged, Revoked, Store, StoreError};
+use super::{Completion, Purged, Revoked, Store, StoreError, StoredIssuance};
 use crate::acme::eab::EabKey;
-use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Order, OrderStatus};
+use crate::acme::issuance_log::{LogAppender, LogError, LogHead, LogId};
+use crate::acme::model::{Account, Authorization, AuthzStatus, CertRecord, Issuance, Order, OrderStatus};
+use crate::audit::Event;
 use crate::secret::Secret;
+use schema::{migrate, owner_only, SCHEMA};
 
+/// The SQLite store: one connection, behind a mutex, and the group fsync
+/// of its write-ahead log.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     wal: GroupSync,
+    /// The issuance log's identity, read once.
+    log_id: OnceLock<LogId>,
 }
 
 /// Group commit for the WAL: a writer that committed under
@@ -118,52 +129,6 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS used_nonces (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS accounts (
-    id TEXT PRIMARY KEY, thumbprint TEXT NOT NULL UNIQUE, version INTEGER NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, created_at INTEGER NOT NULL, version INTEGER NOT NULL,
-    doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS orders_account ON orders (account_id, created_at);
-CREATE TABLE IF NOT EXISTS authzs (
-    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, status TEXT NOT NULL, expires INTEGER NOT NULL,
-    version INTEGER NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS authzs_account ON authzs (account_id, status, expires);
-CREATE TABLE IF NOT EXISTS certificates (
-    id TEXT PRIMARY KEY, serial TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, doc TEXT NOT NULL);
-";
-
-/// Schema changes after [`SCHEMA`], applied in order; `PRAGMA user_version`
-/// records how many ran, so an existing database is upgraded in place and a
-/// database from a newer keyrite is refused rather than misread.
-const MIGRATIONS: &[&str] = &[
-    // 1: managed External Account Binding keys. The MAC secret has its own
-    // column so that the JSON document can be logged or listed safely.
-    "CREATE TABLE IF NOT EXISTS eab_keys (
-        kid TEXT PRIMARY KEY, created_at INTEGER NOT NULL, hmac BLOB NOT NULL, doc TEXT NOT NULL);",
-    // 2: ARI replacements (RFC 9773 §5): which order replaces which
-    // certificate (by its store id), so `alreadyReplaced` survives restarts.
-    "CREATE TABLE IF NOT EXISTS replacements (
-        cert_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, account_id TEXT NOT NULL, created_at INTEGER NOT NULL);",
-    // 3: housekeeping and the leaf CRL. Orders get their expiry as a column
-    // so expired ones can be purged by index; certificates get expiry and
-    // revocation columns so the CRL is one indexed scan, not a walk over
-    // every document. Existing rows are filled from their documents.
-    "ALTER TABLE orders ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;
-     UPDATE orders SET expires = COALESCE(json_extract(doc, '$.expires'), 0);
-     CREATE INDEX IF NOT EXISTS orders_expires ON orders (expires);
-     CREATE INDEX IF NOT EXISTS authzs_expires ON authzs (expires);
-     ALTER TABLE certificates ADD COLUMN not_after INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
-     ALTER TABLE certificates ADD COLUMN revoked_reason INTEGER;
-     UPDATE certificates SET not_after = COALESCE(json_extract(doc, '$.not_after'), 0),
-         revoked_at = json_extract(doc, '$.revoked_at'), revoked_reason = json_extract(doc, '$.revoked_reason');
-     CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
-     CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-];
-
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         owner_only(path)?;
@@ -175,7 +140,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(db)?;
         migrate(&mut conn)?;
         let wal = GroupSync::open(path)?;
-        Ok(SqliteStore { conn: Mutex::new(conn), wal })
+        Ok(SqliteStore { conn: Mutex::new(conn), wal, log_id: OnceLock::new() })
     }
 
     /// The connection, committing with its own fsync (`synchronous=FULL`).
@@ -209,44 +174,10 @@ impl SqliteStore {
     }
 }
 
-/// The database holds the nonce HMAC key and the EAB keys' HMACs: it is
-/// created readable by its owner only (SQLite gives its WAL and shared-memory
-/// files the same mode), and an existing one others can read is refused.
-fn owner_only(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(StoreError::Database(format!(
-                    "{} holds key material and is readable by group or others; chmod 600 it",
-                    path.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) => Err(StoreError::Database(format!("{}: cannot create: {e}", path.display()))),
-    }
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if done > known {
-        return Err(StoreError::Database(format!(
-            "the database has schema version {done}; this keyrite knows up to {known}"
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(done).unwrap_or(0)) {
-        tx.execute_batch(sql).map_err(db)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX)).map_err(db)?;
-    }
-    tx.commit().map_err(db)
+/// The document a row keyed by `key` holds, read inside a transaction.
+fn doc_in<T: DeserializeOwned>(tx: &rusqlite::Transaction<'_>, sql: &str, key: &str) -> Result<Option<T>, StoreError> {
+    let doc: Option<String> = tx.query_row(sql, [key], |r| r.get(0)).optional().map_err(db)?;
+    doc.map(|d| from_json(&d)).transpose()
 }
 
 fn status_name(s: AuthzStatus) -> &'static str {
@@ -540,36 +471,34 @@ impl Store for SqliteStore {
         docs.iter().map(|d| from_json(d)).collect()
     }
 
-    fn insert_certificate(&self, cert: &CertRecord, order: &Order) -> Result<(), StoreError> {
-        let mut next = order.clone();
-        next.version += 1;
-        let mut conn = self.grouped()?;
-        let tx = conn.transaction().map_err(db)?;
-        tx.execute(
-            "INSERT INTO certificates (id, serial, account_id, not_after, revoked_at, revoked_reason, doc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                cert.id,
-                cert.serial_hex,
-                cert.account_id,
-                cert.not_after,
-                cert.revoked_at,
-                cert.revoked_reason,
-                to_json(cert)?
-            ],
-        )
-        .map_err(db)?;
-        let n = tx
-            .execute(
-                "UPDATE orders SET version = ?1, doc = ?2 WHERE id = ?3 AND version = ?4",
-                params![next.version, to_json(&next)?, order.id, order.version],
-            )
-            .map_err(db)?;
-        versioned(n)?;
-        tx.commit().map_err(db)?;
-        drop(conn);
-        // On disk before the caller hands out the certificate URL.
-        self.durable()
+    fn reserve_issuance(&self, issuance: &Issuance, claim: Option<&Order>) -> Result<(), StoreError> {
+        issuance::reserve(self, issuance, claim)
+    }
+
+    fn complete_issuance(&self, done: Completion<'_>, now: OffsetDateTime) -> Result<(), StoreError> {
+        issuance::complete(self, done, now)
+    }
+
+    fn record_signed(&self, serial_hex: &str, der: &[u8]) -> Result<(), StoreError> {
+        issuance::record_signed(self, serial_hex, der)
+    }
+
+    fn abandon_issuance(
+        &self,
+        serial_hex: &str,
+        order: Option<&Order>,
+        event: Event,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        issuance::abandon(self, serial_hex, order, event, now)
+    }
+
+    fn stale_issuances(&self, now: i64) -> Result<Vec<StoredIssuance>, StoreError> {
+        issuance::stale(self, now)
+    }
+
+    fn issuance(&self, serial_hex: &str) -> Result<Option<StoredIssuance>, StoreError> {
+        issuance::by_serial(self, serial_hex)
     }
 
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError> {
@@ -580,25 +509,47 @@ impl Store for SqliteStore {
         self.get("SELECT doc FROM certificates WHERE serial = ?1", serial_hex)
     }
 
-    fn revoke_certificate(&self, id: &str, reason: u8, at: i64) -> Result<bool, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-        let doc: Option<String> =
-            tx.query_row("SELECT doc FROM certificates WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(db)?;
-        let Some(doc) = doc else { return Ok(false) };
-        let mut cert: CertRecord = from_json(&doc)?;
-        if cert.revoked_at.is_some() {
-            return Ok(false);
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: u8,
+        at: i64,
+        event: Event,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        issuance::revoke(self, id, reason, at, event, now)
+    }
+
+    fn log_id(&self) -> Result<LogId, StoreError> {
+        if let Some(id) = self.log_id.get() {
+            return Ok(id.clone());
         }
-        cert.revoked_reason = Some(reason);
-        cert.revoked_at = Some(at);
-        tx.execute(
-            "UPDATE certificates SET doc = ?1, revoked_at = ?2, revoked_reason = ?3 WHERE id = ?4",
-            params![to_json(&cert)?, at, reason, id],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(true)
+        let mut fresh = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut fresh).map_err(|_| StoreError::Database("random number generator failed".into()))?;
+        let stored = self.meta_get_or_init(crate::acme::issuance_log::LOG_ID_META, &fresh)?;
+        Ok(self.log_id.get_or_init(|| LogId::from_random(&stored)).clone())
+    }
+
+    fn log_head(&self) -> Result<LogHead, StoreError> {
+        let conn = self.conn()?;
+        issuance::read_head(&conn)
+    }
+
+    fn append_log(
+        &self,
+        now: OffsetDateTime,
+        build: &mut dyn FnMut(&mut LogAppender<'_>) -> Result<(), LogError>,
+    ) -> Result<LogHead, StoreError> {
+        issuance::append_log(self, now, build)
+    }
+
+    fn log_lines(
+        &self,
+        from: u64,
+        to: u64,
+        sink: &mut dyn FnMut(u64, &str) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        issuance::log_lines(self, from, to, sink)
     }
 
     fn insert_eab_key(&self, key: &EabKey, secret: &Secret) -> Result<(), StoreError> {
@@ -634,10 +585,9 @@ impl Store for SqliteStore {
     fn revoke_eab_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-        let doc: Option<String> =
-            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
-        let Some(doc) = doc else { return Ok(false) };
-        let mut key: EabKey = from_json(&doc)?;
+        let Some(mut key) = doc_in::<EabKey>(&tx, "SELECT doc FROM eab_keys WHERE kid = ?1", kid)? else {
+            return Ok(false);
+        };
         if key.revoked_at.is_some() {
             return Ok(false);
         }
@@ -650,10 +600,9 @@ impl Store for SqliteStore {
     fn insert_account_bound(&self, a: &Account, kid: &str, now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-        let doc: Option<String> =
-            tx.query_row("SELECT doc FROM eab_keys WHERE kid = ?1", [kid], |r| r.get(0)).optional().map_err(db)?;
-        let Some(doc) = doc else { return Err(StoreError::Refused("no such external account key".into())) };
-        let mut key: EabKey = from_json(&doc)?;
+        let Some(mut key) = doc_in::<EabKey>(&tx, "SELECT doc FROM eab_keys WHERE kid = ?1", kid)? else {
+            return Err(StoreError::Refused("no such external account key".into()));
+        };
         if let Some(why) = key.binding_refusal(now) {
             return Err(StoreError::Refused(why.into()));
         }
@@ -665,64 +614,6 @@ impl Store for SqliteStore {
         )
         .map_err(unique_conflict)?;
         tx.commit().map_err(db)
-    }
-}
-
-#[cfg(test)]
-mod permission_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn the_store_is_created_owner_only_and_a_readable_one_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fresh = dir.path().join("acme.sqlite");
-        SqliteStore::open(&fresh).expect("open");
-        let mode = std::fs::metadata(&fresh).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-
-        let open_to_all = dir.path().join("shared.sqlite");
-        std::fs::write(&open_to_all, b"").expect("write");
-        std::fs::set_permissions(&open_to_all, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = SqliteStore::open(&open_to_all).err().expect("refused");
-        assert!(err.to_string().contains("chmod 600"), "{err}");
-    }
-
-    /// A database made by a keyrite that knew migrations 1–2 is upgraded in
-    /// place: its orders can be purged and its revocations reach the CRL.
-    #[test]
-    fn migration_3_fills_the_new_columns_from_existing_documents() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("old.sqlite");
-        {
-            let conn = Connection::open(&path).expect("open");
-            conn.execute_batch(SCHEMA).expect("schema");
-            for sql in &MIGRATIONS[..2] {
-                conn.execute_batch(sql).expect("old migration");
-            }
-            conn.pragma_update(None, "user_version", 2).expect("version");
-            let order = r#"{"id":"o1","account_id":"a1","status":"pending","expires":1000,"identifiers":[],
-                "not_before":null,"not_after":null,"authz_ids":[],"error":null,"certificate_id":null,
-                "created_at":900,"version":0}"#;
-            conn.execute(
-                "INSERT INTO orders (id, account_id, created_at, version, doc) VALUES ('o1','a1',900,0,?1)",
-                [order],
-            )
-            .expect("order");
-            let cert = r#"{"id":"c1","account_id":"a1","order_id":"o1","serial_hex":"0abc","der":[],"chain_pem":"",
-                "identifiers":[],"key_thumbprint":"t","not_after":5000,"revoked_reason":4,"revoked_at":1500}"#;
-            conn.execute("INSERT INTO certificates (id, serial, account_id, doc) VALUES ('c1','0abc','a1',?1)", [cert])
-                .expect("certificate");
-        }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let store = SqliteStore::open(&path).expect("upgraded");
-        let revoked = store.revoked_unexpired(4000).expect("revoked");
-        assert_eq!(revoked, vec![Revoked { serial_hex: "0abc".into(), revoked_at: 1500, reason: 4 }]);
-        assert!(store.revoked_unexpired(5001).expect("revoked").is_empty(), "expired leaves leave the CRL");
-        assert_eq!(store.revocation_mark().expect("mark"), (1, 1500));
-        assert_eq!(store.purge_expired(1500, 100).expect("purge").orders, 1);
-        assert_eq!(store.next_sequence("n").expect("seq"), 1);
-        assert_eq!(store.next_sequence("n").expect("seq"), 2);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The load generator (`keyrite acme bench`): C concurrent clients, each
 //! running complete flows (account, order for a fresh name, http-01,
-//! finalize, download) through [`client::issue_one`] against any RFC 8555
+//! finalize, download) through [`super::issue_one`] against any RFC 8555
 //! directory, until N flows have been started or T seconds have passed.
 //!
 //! One shared http-01 responder serves every client's tokens: the server
@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::client::{self, ClientError, Http01Responder, Timings};
+use super::{ClientError, Http01Responder, Timings};
 
 /// When to stop starting new flows.
 #[derive(Debug, Clone, Copy)]
@@ -109,8 +109,10 @@ pub struct BenchReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
+    /// An argument cannot work (no concurrency, an unreadable trust bundle).
     #[error("bench: {0}")]
     Config(String),
+    /// The client could not be set up (its message is this error's).
     #[error(transparent)]
     Client(#[from] ClientError),
 }
@@ -124,7 +126,7 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
     let directory: Arc<str> = Arc::from(config.directory.as_str());
     // One pool of kept-alive connections for all flows: a bench of many
     // short flows would otherwise measure TLS handshakes on both sides.
-    let http = client::HttpsPool::new(&config.ca_bundle)?;
+    let http = super::HttpsPool::new(&config.ca_bundle)?;
     let suffix: Arc<str> = Arc::from(config.domain_suffix.trim_matches('.'));
 
     let mut rec = Recorder::default();
@@ -179,7 +181,7 @@ pub async fn run(config: &BenchConfig, mut on_progress: impl FnMut(&Progress)) -
                 tasks.spawn(async move {
                     let _permit = permit;
                     let name = format!("{}.{s}", random_label()?);
-                    match tokio::time::timeout(FLOW_TIMEOUT, client::issue_with(&h, &d, &[name], &r)).await {
+                    match tokio::time::timeout(FLOW_TIMEOUT, super::issue_with(&h, &d, &[name], &r)).await {
                         Ok(flow) => flow.map(|issued| issued.timings),
                         Err(_) => Err(ClientError::Protocol(format!(
                             "the flow timed out after {} s (is the server stuck?)",
