@@ -437,7 +437,9 @@ fn lego_and_certbot_with_managed_eab() {
     }
     assert_eq!(log.lines().count(), 4, "{log}");
     assert!(log.contains("eab-key-created") && log.contains("eab-key-revoked") && log.contains(&kid));
-    let v = keyrite().args(["audit", "verify", "--allow-open", p(&audit)]).output().expect("verify");
+    // The EAB log has no audit key or checkpoint yet: nothing can pin it,
+    // so only its own consistency is checked, and asked for as such.
+    let v = keyrite().args(["audit", "verify", "--allow-open", "--unpinned", p(&audit)]).output().expect("verify");
     assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
     server.stop();
 }

@@ -24,6 +24,8 @@ const KEEP_SO_PIN: &str = "The SO PIN is sealed in the bank vault under two keys
 struct Activation {
     hsm: SoftHsm,
     work: tempfile::TempDir,
+    /// The CA log's last checkpoint, as the paper log holds it.
+    paper: std::cell::RefCell<Option<String>>,
 }
 
 impl Activation {
@@ -36,7 +38,7 @@ impl Activation {
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
         std::fs::create_dir(work.path().join("out")).expect("out");
-        let c = Activation { hsm, work };
+        let c = Activation { hsm, work, paper: Default::default() };
         if keep_so_pin {
             let text = std::fs::read_to_string(c.path(PLAN)).expect("plan");
             let kept = text.replacen(
@@ -123,10 +125,13 @@ impl Activation {
         let answers = format!("{out}-answers.toml");
         std::fs::write(
             self.path(&answers),
-            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n"),
+            format!(
+                "[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n{}",
+                self.paper.borrow().as_ref().map(|p| format!("audit-checkpoint = \"{p}\"\n")).unwrap_or_default()
+            ),
         )
         .expect("answers");
-        self.keyrite(&[
+        let o = self.keyrite(&[
             "ceremony",
             "run",
             "ceremonies/crl.toml",
@@ -135,7 +140,11 @@ impl Activation {
             "--answers",
             &answers,
             "--allow-network",
-        ])
+        ]);
+        if o.status.success() {
+            *self.paper.borrow_mut() = Some(paper_checkpoint(&stdout(&o)));
+        }
+        o
     }
 
     fn login(&self, args: &[&str]) -> Output {
@@ -170,7 +179,8 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
     let (c, o) = Activation::new(true);
     assert_ok(&o);
     let log = c.path("out/root-r1-audit.jsonl");
-    assert_ok(&c.keyrite(&["audit", "verify", log.to_str().expect("utf8")]));
+    let paper = paper_checkpoint(&stdout(&o));
+    assert_ok(&c.keyrite(&["audit", "verify", "--checkpoint", &paper, log.to_str().expect("utf8")]));
     let log_text = std::fs::read_to_string(&log).expect("log");
     // The plan kept the SO PIN whole and said why; the log says so too, and
     // the SO PIN is unchanged.
@@ -219,6 +229,8 @@ fn the_root_token_is_activated_by_custodians_and_a_later_ceremony_logs_in_with_t
             log.to_str().expect("utf8"),
             "--card",
             c.card(custodian, ".card.txt").to_str().expect("utf8"),
+            "--checkpoint",
+            &paper,
         ]);
         assert_ok(&v);
     }
@@ -311,4 +323,21 @@ fn activation_is_refused_on_the_software_store() {
         .expect("keyrite");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("the software key store has no PIN"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_root_log_re_signed_under_another_key_does_not_open_the_token() {
+    let (c, o) = Activation::new(false);
+    assert_ok(&o);
+    // The insider rewrites the root ceremony's log under a key of their own,
+    // keeping the card commitments: the cards still check against it.
+    let fresh = keyrite::hsm::soft::SoftKey::generate("forger", keyrite::hsm::KeyAlgorithm::EcdsaP256).expect("key");
+    resign_log(&c.path("out/root-r1-audit.jsonl"), &fresh);
+    // Once the cards have opened the token, the log is checked against the
+    // token's record of the root ceremony (and the audit key on it): refused
+    // before anything is written.
+    let o = c.crl("crl-forged", &[CUSTODIANS[0], CUSTODIANS[2]]);
+    assert_fails_with(&o, "differ from the key store's record of this log");
+    assert!(list(&c.path("crl-forged")).is_empty(), "nothing written");
+    assert!(!c.path("ca/audit.jsonl").exists(), "no CA log started");
 }

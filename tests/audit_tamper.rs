@@ -67,8 +67,10 @@ fn build() -> Fixture {
     Fixture { path, key, key_name, final_note: last.note_text, final_root: last.root_hex, _dir: dir }
 }
 
+/// These tests are about the file's own consistency: nothing pinned, asked
+/// for explicitly (pins have their own tests below).
 fn closed() -> VerifyOptions {
-    VerifyOptions { expect_closed: true, ..VerifyOptions::default() }
+    VerifyOptions { expect_closed: true, ..VerifyOptions::unpinned() }
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -245,7 +247,7 @@ fn a_tail_cut_after_a_checkpoint_fails_when_the_log_must_be_closed() {
     let all = lines(&fx.path);
     write_lines(&fx.path, &all[..14]); // ends with the checkpoint at seq 13
                                        // Internally consistent: without expect_closed it verifies...
-    let report = audit::verify(&fx.path, &VerifyOptions::default()).expect("consistent prefix");
+    let report = audit::verify(&fx.path, &VerifyOptions::unpinned()).expect("consistent prefix");
     assert_eq!(report.entries, 14);
     assert!(!report.closed);
     // ...but a closed ceremony is demanded, and the paper log disagrees.
@@ -254,7 +256,7 @@ fn a_tail_cut_after_a_checkpoint_fails_when_the_log_must_be_closed() {
     assert_eq!((err.line(), err.seq()), (Some(14), Some(13)));
     assert!(err.to_string().contains("log ends at entry 13"), "{err}");
     assert!(err.to_string().contains("the tail may have been cut"), "{err}");
-    let paper = VerifyOptions { expected_checkpoint: Some(fx.final_note.clone()), ..VerifyOptions::default() };
+    let paper = VerifyOptions { paper_checkpoints: vec![fx.final_note.clone()], ..VerifyOptions::default() };
     assert!(matches!(expect_err(&fx.path, &paper), AuditError::PaperMismatch { .. }));
 
     // Cut between "ceremony-closed" and its checkpoint.
@@ -327,17 +329,23 @@ fn a_pinned_key_mismatch_fails_at_the_first_checkpoint() {
     let fx = build();
     let pinned_ok = VerifyOptions {
         pinned_audit_keys: vec![keyrite::words::sha256_hex(fx.key.spki_der()).to_uppercase()],
-        ..closed()
+        expect_closed: true,
+        ..VerifyOptions::default()
     };
-    audit::verify(&fx.path, &pinned_ok).expect("pinned key matches");
+    let report = audit::verify(&fx.path, &pinned_ok).expect("pinned key matches");
+    assert!(report.trust.pinned);
+    assert_eq!(report.trust.trusted_size, TOTAL - 1);
 
     let other = SoftKey::generate("other", KeyAlgorithm::EcdsaP256).expect("key");
-    let pinned_other =
-        VerifyOptions { pinned_audit_keys: vec![keyrite::words::sha256_hex(other.spki_der())], ..closed() };
+    let pinned_other = VerifyOptions {
+        pinned_audit_keys: vec![keyrite::words::sha256_hex(other.spki_der())],
+        expect_closed: true,
+        ..VerifyOptions::default()
+    };
     let err = expect_err(&fx.path, &pinned_other);
-    assert!(matches!(err, AuditError::Checkpoint { .. }), "{err}");
+    assert!(matches!(err, AuditError::Untrusted { .. }), "{err}");
     assert_eq!((err.line(), err.seq()), (Some(CHECKPOINTS[0] + 1), Some(CHECKPOINTS[0])), "{err}");
-    assert!(err.to_string().contains("not among the pinned audit keys"), "{err}");
+    assert!(err.to_string().contains("nothing trusted vouches for"), "{err}");
 }
 
 #[test]
@@ -376,20 +384,41 @@ fn secrets_are_refused_at_append_time() {
 fn the_paper_checkpoint_is_matched_by_note_root_or_fingerprint() {
     let fx = build();
     let report = audit::verify(&fx.path, &closed()).expect("verifies");
-    let fingerprint = report.last_checkpoint.expect("cp").fingerprint.hex;
-    for paper in [fx.final_note.replace('\n', "\r\n"), fx.final_root.to_uppercase(), fingerprint] {
-        let options = VerifyOptions { expected_checkpoint: Some(paper), ..closed() };
-        let report = audit::verify(&fx.path, &options).expect("paper matches");
-        assert_eq!(report.matched_expected_checkpoint, Some(TOTAL - 1));
+    let fingerprint = report.last_checkpoint.expect("cp").fingerprint;
+    let colons = fingerprint
+        .hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    for paper in [
+        fx.final_note.replace('\n', "\r\n"),
+        fx.final_root.to_uppercase(),
+        fingerprint.hex.clone(),
+        colons.to_uppercase(),
+        fingerprint.hex[..32].to_string(),
+        fingerprint.first_words(13),
+        fingerprint.words.to_uppercase(),
+    ] {
+        let options =
+            VerifyOptions { paper_checkpoints: vec![paper.clone()], expect_closed: true, ..VerifyOptions::default() };
+        let report = audit::verify(&fx.path, &options).unwrap_or_else(|e| panic!("{paper}: {e}"));
+        assert_eq!(report.trust.paper_matched, vec![TOTAL - 1], "{paper}");
     }
-    let options = VerifyOptions { expected_checkpoint: Some("00".repeat(32)), ..closed() };
+    let options =
+        VerifyOptions { paper_checkpoints: vec!["00".repeat(32)], expect_closed: true, ..VerifyOptions::default() };
     assert!(matches!(expect_err(&fx.path, &options), AuditError::PaperMismatch { .. }));
+    // Twelve words are 120 bits: a forger could grind a checkpoint to match.
+    let options = VerifyOptions { paper_checkpoints: vec![fingerprint.first_words(12)], ..VerifyOptions::default() };
+    let err = expect_err(&fx.path, &options);
+    assert!(err.to_string().contains("at least 13 words"), "{err}");
 }
 
 #[test]
 fn a_later_ceremony_continues_the_same_log() {
     let fx = build();
-    let mut log = AuditLog::open_append(&fx.path, "crl-2025-q2").expect("open");
+    let (mut log, _) = AuditLog::open_append(&fx.path, "crl-2025-q2", &closed()).expect("open");
     assert_eq!(log.len(), TOTAL);
     assert_eq!(log.origin(), "keyrite/root-2025", "the log keeps its identity");
     log.append(Event::new("1", "ceremony-started")).expect("append");
@@ -400,12 +429,12 @@ fn a_later_ceremony_continues_the_same_log() {
     assert_eq!(report.ceremonies, vec!["root-2025".to_string(), "crl-2025-q2".to_string()]);
     assert_eq!(report.checkpoints, 4);
     // The earlier paper checkpoint is still found in the longer log.
-    let options = VerifyOptions { expected_checkpoint: Some(fx.final_note.clone()), ..closed() };
-    assert_eq!(audit::verify(&fx.path, &options).expect("ok").matched_expected_checkpoint, Some(TOTAL - 1));
+    let options = VerifyOptions { paper_checkpoints: vec![fx.final_note.clone()], ..closed() };
+    assert_eq!(audit::verify(&fx.path, &options).expect("ok").trust.paper_matched, vec![TOTAL - 1]);
 
     // A tampered log is not continued.
     edit_line(&fx.path, 5, bump_ts);
-    let err = AuditLog::open_append(&fx.path, "next").expect_err("tampered");
+    let err = AuditLog::open_append(&fx.path, "next", &closed()).expect_err("tampered");
     assert_eq!(err.line(), Some(5), "{err}");
     // An existing file is never recreated.
     assert!(matches!(AuditLog::create(&fx.path, "x"), Err(AuditError::File(_))));

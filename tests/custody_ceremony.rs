@@ -18,6 +18,9 @@ const CUSTODIANS: [&str; 3] = ["Alice Custodian", "Bob Custodian", "Carol Custod
 struct Custody {
     hsm: SoftHsm,
     work: tempfile::TempDir,
+    /// The final checkpoint of the log a restore reads (the root ceremony's,
+    /// or after a reshare the reshare's), as the paper log holds it.
+    source_paper: std::cell::RefCell<String>,
 }
 
 impl Custody {
@@ -36,7 +39,7 @@ impl Custody {
         let work = tempfile::tempdir().expect("tempdir");
         copy_plan_files(work.path());
         std::fs::create_dir(work.path().join("out")).expect("out");
-        let c = Custody { hsm, work };
+        let c = Custody { hsm, work, source_paper: Default::default() };
         c.env("env.toml", "root", "out", "out");
         let words = plan_words(&c.path("ceremonies/root-init.toml"), None);
         std::fs::write(
@@ -64,7 +67,24 @@ impl Custody {
             "--allow-network",
         ]);
         cmd.envs(vars.iter().copied());
-        cmd.output().expect("keyrite")
+        let o = cmd.output().expect("keyrite");
+        if o.status.success() {
+            *self.source_paper.borrow_mut() = paper_checkpoint(&stdout(&o));
+        }
+        o
+    }
+
+    fn paper(&self) -> String {
+        self.source_paper.borrow().clone()
+    }
+
+    /// `keyrite shares verify` of `card` against `log`, with `pins` (the
+    /// paper log's values, or `--unpinned`).
+    fn shares_verify(&self, log: &Path, card: &Path, pins: &[&str]) -> Output {
+        let mut args =
+            vec!["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")];
+        args.extend_from_slice(pins);
+        self.keyrite(&args)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -111,7 +131,7 @@ impl Custody {
         let answers = format!("{token}-answers.toml");
         std::fs::write(
             self.path(&answers),
-            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n"),
+            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\nsource-log-checkpoint = \"{}\"\n", self.paper()),
         )
         .expect("answers");
         let env = format!("{token}.toml");
@@ -172,14 +192,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
         let words = words.expose_str().expect("utf8").to_string();
         assert_eq!(words.split(' ').count(), 33);
         assert!(!log_text.contains(&words), "the share must not be in the log");
-        let v = c.keyrite(&[
-            "shares",
-            "verify",
-            "--log",
-            log.to_str().expect("utf8"),
-            "--card",
-            c.card(custodian).to_str().expect("utf8"),
-        ]);
+        let v = c.shares_verify(&log, &c.card(custodian), &["--checkpoint", &c.paper()]);
         assert_ok(&v);
         assert!(stdout(&v).contains(&format!("held by {custodian}")), "{}", stdout(&v));
     }
@@ -211,8 +224,7 @@ fn the_root_ceremony_backs_up_splits_and_drills_and_each_share_checks_alone() {
     let card = std::fs::read_to_string(c.card(CUSTODIANS[1])).expect("card");
     let bad = c.path("bad-card.txt");
     std::fs::write(&bad, swap_word(&card, 12)).expect("write");
-    let v =
-        c.keyrite(&["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", bad.to_str().expect("utf8")]);
+    let v = c.shares_verify(&log, &bad, &["--checkpoint", &c.paper()]);
     assert!(!v.status.success());
     assert!(stderr(&v).contains("checksum"), "{}", stderr(&v));
 }
@@ -260,7 +272,8 @@ fn a_restore_from_two_shares_signs_an_intermediate_that_openssl_accepts_under_th
     let o = c.restore("restored", &[CUSTODIANS[2], CUSTODIANS[0]]);
     assert_ok(&o);
     let log = c.path("restore-restored/root-r1-restore-audit.jsonl");
-    assert_ok(&keyrite().args(["audit", "verify"]).arg(&log).output().expect("verify"));
+    let paper = paper_checkpoint(&stdout(&o));
+    assert_ok(&keyrite().args(["audit", "verify", "--checkpoint", &paper]).arg(&log).output().expect("verify"));
     assert!(std::fs::read_to_string(&log).expect("log").contains("\"event\":\"key-restored\""));
 
     // Sign an intermediate with the restored key, through the library's one
@@ -354,7 +367,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     let names = new.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     std::fs::write(
         c.path("reshare-answers.toml"),
-        format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [\"{}\", \"{}\"]\nnew-custodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\n", CUSTODIANS[1], CUSTODIANS[0]),
+        format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\ncustodian = [\"{}\", \"{}\"]\nnew-custodian = [{names}]\n\n[answers]\nplan-hash = \"{words}\"\nsource-log-checkpoint = \"{}\"\n", CUSTODIANS[1], CUSTODIANS[0], c.paper()),
     )
     .expect("answers");
     let o = c.keyrite(&[
@@ -376,9 +389,8 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     );
 
     // A new card checks against the reshare's log; an old one is another set.
-    let check = |card: &Path| {
-        c.keyrite(&["shares", "verify", "--log", log.to_str().expect("utf8"), "--card", card.to_str().expect("utf8")])
-    };
+    let reshare_paper = paper_checkpoint(&stdout(&o));
+    let check = |card: &Path| c.shares_verify(&log, card, &["--checkpoint", &reshare_paper]);
     assert_ok(&check(&c.card(new[3])));
     let old = check(&c.card(CUSTODIANS[2]));
     assert!(!old.status.success() && stderr(&old).contains("from another set"), "{}", stderr(&old));
@@ -386,6 +398,7 @@ fn a_reshare_hands_the_backup_to_new_custodians_and_retires_the_old_cards() {
     // A restore from three of the new custodians works; the inputs now name
     // the reshare's log, which holds the new set's commitments.
     std::fs::copy(&log, c.path("out/root-r1-reshare-audit.jsonl")).expect("copy log");
+    *c.source_paper.borrow_mut() = reshare_paper.clone();
     let restore = c.path("ceremonies/root-restore.toml");
     let text = std::fs::read_to_string(&restore).expect("restore plan");
     std::fs::write(
@@ -406,6 +419,105 @@ fn swap_word(card: &str, n: usize) -> String {
     let word = &card[at..end];
     let replacement = if word == "academic" { "acid" } else { "academic" };
     format!("{}{}{}", &card[..at], replacement, &card[end..])
+}
+
+#[test]
+fn a_source_log_re_signed_under_another_key_is_refused_by_the_restore_and_by_shares_verify() {
+    let c = Custody::new();
+    let log = c.path("out/root-r1-audit.jsonl");
+    let card = c.card(CUSTODIANS[0]);
+    let verify_card = |pins: &[&str]| c.shares_verify(&log, &card, pins);
+    // Without a pin, `shares verify` says what it could not establish.
+    assert_fails_with(&verify_card(&[]), "nothing ties it to the paper record");
+
+    // The insider rewrites the root ceremony's log under a key of their own,
+    // keeping the share commitments: consistent by itself, cards still match.
+    let fresh = keyrite::hsm::soft::SoftKey::generate("forger", keyrite::hsm::KeyAlgorithm::EcdsaP256).expect("key");
+    resign_log(&log, &fresh);
+    assert_ok(&verify_card(&["--unpinned"]));
+    assert_fails_with(&verify_card(&["--checkpoint", &c.paper()]), "no checkpoint in the log matches the paper log's");
+
+    // The restore's witness types the final checkpoint from the paper log:
+    // the forged log is refused before a PIN is asked for.
+    let o = c.restore("forged", &[CUSTODIANS[0], CUSTODIANS[2]]);
+    assert_fails_with(&o, "no checkpoint in the log matches the paper log's");
+    assert!(list(&c.path("restore-forged")).is_empty(), "nothing written");
+    assert!(!c.token_objects("forged").contains("root-r1\n"), "nothing restored");
+}
+
+#[test]
+fn after_a_restore_the_cas_log_trusts_the_new_audit_key_by_the_custodians_succession() {
+    let c = Custody::new();
+    assert_ok(&c.keyrite(&["ca", "init", "ca", "--root", "out/root-r1.pem"]));
+    // Runs the CRL ceremony on `token`, with the audit key labelled `label`,
+    // the witness typing `paper`; returns the run and its final checkpoint.
+    let crl = |token: &str, label: &str, paper: Option<&str>| -> (Output, Option<String>) {
+        let out = format!("crl-{token}");
+        std::fs::create_dir(c.path(&out)).expect("out");
+        std::fs::write(
+            c.path(&format!("{out}.toml")),
+            format!(
+                "output_dir = \"{out}\"\nca_dir = \"ca\"\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"{token}\"\npin = {{ env = \"KEYRITE_TEST_PIN\" }}\n",
+                c.hsm.module.display()
+            ),
+        )
+        .expect("env");
+        let plan = format!("ceremonies/crl-{token}.toml");
+        let text = std::fs::read_to_string(c.path("ceremonies/crl.toml")).expect("plan");
+        std::fs::write(c.path(&plan), text.replace("label = \"root-r1-audit\"", &format!("label = \"{label}\"")))
+            .expect("plan");
+        let words = plan_words(&c.path(&plan), None);
+        let paper = paper.map(|p| format!("audit-checkpoint = \"{p}\"\n")).unwrap_or_default();
+        std::fs::write(
+            c.path(&format!("{out}-answers.toml")),
+            format!("[participants]\nceremony-administrator = [\"Ada Admin\"]\ninternal-witness = [\"Wendy Witness\"]\n\n[answers]\nplan-hash = \"{words}\"\n{paper}"),
+        )
+        .expect("answers");
+        let o = c.keyrite(&[
+            "ceremony",
+            "run",
+            &plan,
+            "--env",
+            &format!("{out}.toml"),
+            "--answers",
+            &format!("{out}-answers.toml"),
+            "--allow-network",
+        ]);
+        let printed = o.status.success().then(|| paper_checkpoint(&stdout(&o)));
+        (o, printed)
+    };
+    // The first CRL, on the root token, starts the CA's log with the root's
+    // audit key and the custodians' quorum key the root ceremony left there.
+    let (o, paper) = crl("root", "root-r1-audit", None);
+    assert_ok(&o);
+    let paper = paper.expect("paper");
+    let ca_log = std::fs::read_to_string(c.path("ca/audit.jsonl")).expect("CA log");
+    assert!(ca_log.contains("\"event\":\"audit-quorum-key-announced\""), "{ca_log}");
+    let old_key = {
+        let text = stdout(&o);
+        let at = text.find("in use. Public key SHA-256:\n").expect("audit key") + 28;
+        text[at..].split_whitespace().next().expect("hex").to_string()
+    };
+
+    // The root token is lost; the custodians restore the key into a fresh
+    // one, which makes a new audit key, and authorise it.
+    let o = c.restore("restored", &[CUSTODIANS[1], CUSTODIANS[2]]);
+    assert_ok(&o);
+    assert!(stdout(&o).contains("The custodians' quorum key authorised audit key"), "{}", stdout(&o));
+
+    // The next CRL, on the restored token, continues the CA's log: the new
+    // key is trusted through the succession the custodians signed.
+    let (o, last) = crl("restored", "root-r1-restore-audit", Some(&paper));
+    assert_ok(&o);
+    let last = last.expect("paper");
+    let v = keyrite()
+        .args(["audit", "verify", "--audit-key-sha256", &old_key, "--checkpoint", &last])
+        .arg(c.path("ca/audit.jsonl"))
+        .output()
+        .expect("verify");
+    assert_ok(&v);
+    assert!(stdout(&v).contains("succession   seq"), "{}", stdout(&v));
+    assert!(!stdout(&v).contains("NOT trusted"), "{}", stdout(&v));
 }
 
 #[test]

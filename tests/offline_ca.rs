@@ -23,6 +23,13 @@ const PIN: &str = "161803";
 struct Ca {
     hsm: SoftHsm,
     work: tempfile::TempDir,
+    /// The CA log's last checkpoint as the paper log holds it: copied from
+    /// the transcript of the last CA ceremony that printed one, and typed
+    /// back by the witness at the next one.
+    paper: std::cell::RefCell<Option<String>>,
+    /// The witness confirms that the paper log notes an interrupted
+    /// ceremony (after a crash).
+    after_crash: std::cell::Cell<bool>,
 }
 
 impl Ca {
@@ -37,7 +44,7 @@ impl Ca {
         let plan = work.path().join("ceremonies/sign-intermediate.toml");
         let text = std::fs::read_to_string(&plan).expect("plan");
         std::fs::write(&plan, text.replace("intermediate-ca.toml", "intermediate-ca-constrained.toml")).expect("write");
-        let c = Ca { hsm, work };
+        let c = Ca { hsm, work, paper: Default::default(), after_crash: Default::default() };
         std::fs::create_dir(c.path("root")).expect("root dir");
         c.env("root-env.toml", "root", "root");
         let plan = "ceremonies/root-init-hsm-only.toml";
@@ -93,6 +100,12 @@ impl Ca {
             text.push_str(&format!("{role} = [\"{who}\"]\n"));
         }
         text.push_str(&format!("\n[answers]\nplan-hash = \"{words}\"\n"));
+        if let Some(paper) = self.paper.borrow().as_ref() {
+            text.push_str(&format!("audit-checkpoint = \"{paper}\"\n"));
+        }
+        if self.after_crash.get() {
+            text.push_str("audit-interrupted = true\n");
+        }
         for (k, v) in extra.iter().filter(|(k, _)| *k != "plan-hash") {
             if v == "true" {
                 text.push_str(&format!("{k} = true\n"));
@@ -109,7 +122,12 @@ impl Ca {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().expect("keyrite")
+        let o = cmd.output().expect("keyrite");
+        let ca_ceremony = args.first() == Some(&"ceremony") && args.get(2).is_some_and(|p| !p.contains("root-init"));
+        if ca_ceremony && stdout(&o).contains("audit checkpoint") {
+            *self.paper.borrow_mut() = Some(paper_checkpoint(&stdout(&o)));
+        }
+        o
     }
 
     /// A request bundle in `<dir>/request` holding `csr` (PEM bytes).
@@ -271,9 +289,11 @@ fn an_intermediate_is_signed_from_a_usb_request_then_revoked_and_the_crl_is_hono
         stderr(&v)
     );
 
-    // Revoking it again is refused before anything happens.
+    // Revoking it again is refused before anything happens (the witness
+    // types the revoke ceremony's checkpoint, now the last on paper).
     std::fs::create_dir(c.path("again")).expect("dir");
     c.env("again-env.toml", "again", "usb");
+    c.answers("revoke-answers.toml", "ceremonies/revoke.toml", None, &[], &[]);
     let o = c.keyrite(
         &[
             "ceremony",
@@ -308,8 +328,15 @@ fn an_intermediate_is_signed_from_a_usb_request_then_revoked_and_the_crl_is_hono
     ));
     let crl2 = stdout(&openssl(&["crl", "-in", c.path("crl2/crl/crl.pem").to_str().expect("utf8"), "-noout", "-text"]));
     assert!(crl2.contains("X509v3 CRL Number: \n                2"), "{crl2}");
-    // One log for the CA's ceremonies, verified offline.
-    assert_ok(&keyrite().args(["audit", "verify"]).arg(c.path("ca/audit.jsonl")).output().expect("verify"));
+    // One log for the CA's ceremonies, verified offline against the paper.
+    let paper = c.paper.borrow().clone().expect("paper checkpoint");
+    assert_ok(
+        &keyrite()
+            .args(["audit", "verify", "--checkpoint", &paper])
+            .arg(c.path("ca/audit.jsonl"))
+            .output()
+            .expect("verify"),
+    );
     keyrite::ca::CaDir::verify(&c.path("ca")).expect("ca verify");
 }
 
@@ -379,6 +406,7 @@ fn bad_request_bundles_are_refused_with_nothing_signed_or_written() {
 #[test]
 fn a_crash_at_any_step_leaves_a_ca_directory_that_verifies_with_no_number_reused() {
     let c = Ca::new();
+    c.after_crash.set(true);
     let mut seen_serials = std::collections::BTreeSet::new();
     for (i, point) in [
         "sign-intermediate:after-reserve",

@@ -63,8 +63,12 @@ fn a_rehearsal_grade_log_is_reported_as_such_and_says_why() {
     let log = w.path().join("out/root-r1-audit.jsonl");
 
     // The library report lists every aid, each under the ceremony that used it.
-    let report =
-        audit::verify(&log, &VerifyOptions { expect_closed: true, ..VerifyOptions::default() }).expect("verify");
+    let paper = paper_checkpoint(&stdout(&o));
+    let report = audit::verify(
+        &log,
+        &VerifyOptions { paper_checkpoints: vec![paper.clone()], expect_closed: true, ..VerifyOptions::default() },
+    )
+    .expect("verify");
     let reasons: Vec<&str> = report.rehearsal_grade.iter().map(|r| r.reason.as_str()).collect();
     for aid in [Aid::AnswersFile, Aid::NetworkAllowed, Aid::SoftwareKeyStore, Aid::EchoedReadBacks] {
         assert!(reasons.contains(&aid.reason()), "{aid:?} missing from {reasons:?}");
@@ -77,14 +81,18 @@ fn a_rehearsal_grade_log_is_reported_as_such_and_says_why() {
     assert_eq!(soft.seqs.len(), 2, "ceremony-started and token-opened: {:?}", soft.seqs);
 
     // The command says it plainly, and --require-real turns it into a failure.
-    let v = keyrite().args(["audit", "verify"]).arg(&log).output().expect("audit verify");
+    let v = keyrite().args(["audit", "verify", "--checkpoint", &paper]).arg(&log).output().expect("audit verify");
     assert!(v.status.success(), "{}", stderr(&v));
     let text = stdout(&v);
     assert!(text.contains("REHEARSAL-GRADE"), "{text}");
     for aid in [Aid::AnswersFile, Aid::NetworkAllowed, Aid::SoftwareKeyStore, Aid::EchoedReadBacks] {
         assert!(text.contains(aid.reason()), "{text}");
     }
-    let v = keyrite().args(["audit", "verify", "--require-real"]).arg(&log).output().expect("audit verify");
+    let v = keyrite()
+        .args(["audit", "verify", "--require-real", "--checkpoint", &paper])
+        .arg(&log)
+        .output()
+        .expect("audit verify");
     assert!(!v.status.success(), "a rehearsal-grade log fails --require-real: {}", stdout(&v));
     assert!(stderr(&v).contains("rehearsal-grade"), "{}", stderr(&v));
 }

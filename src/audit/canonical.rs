@@ -26,11 +26,33 @@ pub struct CanonicalError(pub String);
 /// Serialises `value` canonically (RFC 8785 for our value set).
 pub fn to_canonical_string(value: &Value) -> Result<String, CanonicalError> {
     let mut out = String::with_capacity(256);
-    write_value(&mut out, value, "$")?;
+    write_value(&mut out, value, &mut Vec::new())?;
     Ok(out)
 }
 
-fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), CanonicalError> {
+/// Where in the value a writer is, for error messages only: kept as a stack
+/// of borrowed segments and formatted only when something is refused, since
+/// every line of a long log goes through here.
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn at(path: &[Seg<'_>]) -> String {
+    let mut s = String::from("$");
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn write_value<'a>(out: &mut String, value: &'a Value, path: &mut Vec<Seg<'a>>) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -38,17 +60,24 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 if u > MAX_SAFE_INTEGER {
-                    return Err(CanonicalError(format!("{at}: integer {u} is beyond 2^53-1; store it as a string")));
+                    return Err(CanonicalError(format!(
+                        "{}: integer {u} is beyond 2^53-1; store it as a string",
+                        at(path)
+                    )));
                 }
                 out.push_str(&u.to_string());
             } else if let Some(i) = n.as_i64() {
                 if i.unsigned_abs() > MAX_SAFE_INTEGER {
-                    return Err(CanonicalError(format!("{at}: integer {i} is beyond 2^53-1; store it as a string")));
+                    return Err(CanonicalError(format!(
+                        "{}: integer {i} is beyond 2^53-1; store it as a string",
+                        at(path)
+                    )));
                 }
                 out.push_str(&i.to_string());
             } else {
                 return Err(CanonicalError(format!(
-                    "{at}: number {n} is not an integer; the audit log holds no floats, store it as a string"
+                    "{}: number {n} is not an integer; the audit log holds no floats, store it as a string",
+                    at(path)
                 )));
             }
         }
@@ -59,7 +88,9 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, item, &format!("{at}[{i}]"))?;
+                path.push(Seg::Index(i));
+                write_value(out, item, path)?;
+                path.pop();
             }
             out.push(']');
         }
@@ -67,18 +98,18 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
             // RFC 8785 §3.2.3 orders by UTF-16 code units, which differs from
             // UTF-8 byte order only for some non-BMP characters; do it right
             // anyway so the rule holds for any key.
-            let mut keys: Vec<(&String, Vec<u16>)> = map.keys().map(|k| (k, k.encode_utf16().collect())).collect();
-            keys.sort_by(|a, b| a.1.cmp(&b.1));
+            let mut keys: Vec<(&String, &Value)> = map.iter().collect();
+            keys.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             out.push('{');
-            for (i, (key, _)) in keys.iter().enumerate() {
+            for (i, (key, v)) in keys.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 write_string(out, key);
                 out.push(':');
-                if let Some(v) = map.get(*key) {
-                    write_value(out, v, &format!("{at}.{key}"))?;
-                }
+                path.push(Seg::Key(key));
+                write_value(out, v, path)?;
+                path.pop();
             }
             out.push('}');
         }
@@ -88,22 +119,29 @@ fn write_value(out: &mut String, value: &Value, at: &str) -> Result<(), Canonica
 
 /// ECMAScript string escaping (RFC 8785 §3.2.2.2): the two mandatory escapes,
 /// short forms for the five named controls, `\u00xx` lowercase for the rest
-/// of C0, everything else (including `/` and non-ASCII) verbatim.
+/// of C0, everything else (including `/` and non-ASCII) verbatim. Runs of
+/// characters that need no escape are copied whole.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c => out.push_str(&format!("\\u{:04x}", c)),
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 

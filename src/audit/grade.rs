@@ -35,26 +35,34 @@ pub struct RehearsalReason {
 /// Every rehearsal aid the entries record, one [`RehearsalReason`] per
 /// ceremony and reason, in order of first appearance. A malformed list is
 /// refused with the index of its entry: it is not what keyrite writes.
+#[cfg(test)]
 pub(crate) fn rehearsal_reasons(entries: &[Entry]) -> Result<Vec<RehearsalReason>, (usize, String)> {
     let mut out: Vec<RehearsalReason> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let Some(value) = entry.details.get(REHEARSAL_GRADE) else { continue };
-        let reasons = value
-            .as_array()
-            .filter(|list| list.iter().all(|r| r.as_str().is_some_and(|s| !s.trim().is_empty())))
-            .ok_or_else(|| (i, format!("details.{REHEARSAL_GRADE} is not a list of reasons (non-empty strings)")))?;
-        for reason in reasons.iter().filter_map(Value::as_str) {
-            match out.iter_mut().find(|r| r.ceremony_id == entry.ceremony_id && r.reason == reason) {
-                Some(known) => known.seqs.push(entry.seq),
-                None => out.push(RehearsalReason {
-                    ceremony_id: entry.ceremony_id.clone(),
-                    reason: reason.to_string(),
-                    seqs: vec![entry.seq],
-                }),
-            }
-        }
+        add_reasons(&mut out, entry).map_err(|reason| (i, reason))?;
     }
     Ok(out)
+}
+
+/// Adds the rehearsal aids one entry records to `out` (the streaming
+/// verifier calls this for each line it reads).
+pub(crate) fn add_reasons(out: &mut Vec<RehearsalReason>, entry: &Entry) -> Result<(), String> {
+    let Some(value) = entry.details.get(REHEARSAL_GRADE) else { return Ok(()) };
+    let reasons = value
+        .as_array()
+        .filter(|list| list.iter().all(|r| r.as_str().is_some_and(|s| !s.trim().is_empty())))
+        .ok_or_else(|| format!("details.{REHEARSAL_GRADE} is not a list of reasons (non-empty strings)"))?;
+    for reason in reasons.iter().filter_map(Value::as_str) {
+        match out.iter_mut().find(|r| r.ceremony_id == entry.ceremony_id && r.reason == reason) {
+            Some(known) => known.seqs.push(entry.seq),
+            None => out.push(RehearsalReason {
+                ceremony_id: entry.ceremony_id.clone(),
+                reason: reason.to_string(),
+                seqs: vec![entry.seq],
+            }),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,33 +11,41 @@
 //!    RFC 6962 Merkle root ([`merkle`]) of every line before them, signed by a
 //!    dedicated audit key the log itself announced, so rewriting the chain
 //!    consistently still fails unless the audit key signs again;
-//! 3. the final checkpoint's fingerprint goes on the paper log, so even a
-//!    holder of the audit key cannot rewrite history unnoticed.
+//! 3. the final checkpoint's fingerprint goes on the paper log, and the key
+//!    store that holds the audit key keeps its own records of each
+//!    ceremony's checkpoint ([`anchor`]), so neither a holder of the audit
+//!    key nor someone who swaps the whole directory for an older copy can
+//!    rewrite history unnoticed. Which audit keys a log trusts comes from
+//!    these pins, never from the log's own say-so ([`succession`] covers a
+//!    key lost with its HSM).
 //!
 //! `docs/audit-format.md` describes the format for auditors.
 
+pub mod anchor;
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod entry;
 pub mod grade;
 pub mod merkle;
+pub mod paper;
+pub mod succession;
 mod verify;
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use entry::{Artifact, Entry, Event, Outcome};
 pub use grade::{RehearsalReason, REHEARSAL_GRADE};
-pub use verify::{verify, VerifyOptions, VerifyReport};
+pub use verify::{origin_of, verify, verify_visiting, Ending, Trust, VerifyOptions, VerifyReport, MAX_LINE};
 
 use crate::files::{self, FileError};
 use crate::hsm::{HsmError, KeyAlgorithm, SignatureAlgorithm, Signer};
 use crate::words::{self, Fingerprint};
 use entry::{EVENT_CHECKPOINT, EVENT_KEY_ANNOUNCED, GENESIS_PREV};
 use merkle::MerkleTree;
+use succession::{QuorumKey, Succession, EVENT_QUORUM_KEY, EVENT_SUCCESSION};
 
 /// The step name of entries the log writes for itself.
 pub const AUDIT_STEP: &str = "audit";
@@ -134,6 +142,18 @@ pub enum AuditError {
     NotClosed { path: PathBuf, line: u64, seq: u64, reason: String },
     #[error("{path}: {reason}; the log differs from what the paper log recorded: treat it as rewritten or truncated and restore it from a backup")]
     PaperMismatch { path: PathBuf, reason: String },
+    #[error("{path}: line {line} (seq {seq}): ceremony {ceremony:?} was aborted before it had an audit key, so its entries from seq {from_seq} are not covered by a checkpoint (the log records the abort; this is not a cut tail); compare with the paper log's note of the abort")]
+    AbortedUnsigned { path: PathBuf, line: u64, seq: u64, ceremony: String, from_seq: u64 },
+    #[error("{path}: line {line} (seq {seq}): {reason}; trust comes from the paper log's audit key or checkpoint, the key store's records, or a custodian-authorised succession, never from a key the log announces for itself: treat those entries as forged until the paper log says otherwise")]
+    Untrusted { path: PathBuf, line: u64, seq: u64, reason: String },
+    #[error("{path}: entries seq {from_seq}..={to_seq} differ from the key store's record of this log: {reason}; the log was rewritten: restore it from a backup and compare it with the paper log")]
+    Anchor { path: PathBuf, from_seq: u64, to_seq: u64, reason: String },
+    #[error("{path}: {reason}: the log was cut back or restored from an older copy (the key store that holds the audit key remembers more); restore the newest copy of the log and compare it with the paper log")]
+    AnchorAhead { path: PathBuf, entries: u64, reason: String },
+    #[error("the {what} {value:?} cannot be used: {reason}")]
+    PaperValue { what: &'static str, value: String, reason: String },
+    #[error("{path}: {summary}, but nothing ties it to the paper record: no audit key pin (--audit-key-sha256, the paper's audit key box) and no paper checkpoint (--checkpoint) were given, so a log rewritten and re-signed under a fresh key would look the same; give a pin, or --unpinned to accept a check of the file's own consistency only")]
+    NotPinned { path: PathBuf, summary: String },
 }
 
 impl AuditError {
@@ -145,6 +165,8 @@ impl AuditError {
             | AuditError::Altered { line, .. }
             | AuditError::Invalid { line, .. }
             | AuditError::Checkpoint { line, .. }
+            | AuditError::AbortedUnsigned { line, .. }
+            | AuditError::Untrusted { line, .. }
             | AuditError::NotClosed { line, .. } => Some(*line),
             _ => None,
         }
@@ -158,7 +180,10 @@ impl AuditError {
             AuditError::Altered { seq, .. }
             | AuditError::Invalid { seq, .. }
             | AuditError::Checkpoint { seq, .. }
+            | AuditError::AbortedUnsigned { seq, .. }
+            | AuditError::Untrusted { seq, .. }
             | AuditError::NotClosed { seq, .. } => Some(*seq),
+            AuditError::Anchor { from_seq, .. } => Some(*from_seq),
             _ => None,
         }
     }
@@ -174,6 +199,10 @@ pub struct AuditLog {
     prev: String,
     tree: MerkleTree,
     keys: Vec<AnnouncedKey>,
+    quorum_keys: Vec<QuorumKey>,
+    /// Whether each entry is fsynced before `append` returns (the default)
+    /// or only at checkpoints and [`AuditLog::sync`] (bulk export).
+    sync_each: bool,
     poisoned: bool,
 }
 
@@ -213,26 +242,35 @@ impl AuditLog {
             prev: GENESIS_PREV.to_string(),
             tree: MerkleTree::new(),
             keys: Vec::new(),
+            quorum_keys: Vec::new(),
+            sync_each: true,
             poisoned: false,
         })
     }
 
     /// Opens an existing log to record a new ceremony, `ceremony_id`. The
-    /// whole file is verified first (chain, checkpoints, signatures), so a
-    /// ceremony never builds on a tampered record.
-    pub fn open_append(path: &Path, ceremony_id: &str) -> Result<Self, AuditError> {
+    /// whole file is verified first, streaming (chain, checkpoints,
+    /// signatures, and the pins and records in `options`), so a ceremony
+    /// never builds on a tampered record; the report says how it ends and
+    /// what the pins established.
+    ///
+    /// There is no default here: a caller that continues a log without
+    /// pins says so with [`VerifyOptions::unpinned`].
+    pub fn open_append(
+        path: &Path,
+        ceremony_id: &str,
+        options: &VerifyOptions,
+    ) -> Result<(Self, VerifyReport), AuditError> {
         entry::check_ceremony_id(ceremony_id)
             .map_err(|reason| AuditError::Rejected { path: path.to_path_buf(), reason })?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(path)
             .map_err(|e| FileError::io(path, "opening audit log", e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| FileError::io(path, "reading audit log", e))?;
-        let scan = verify::scan(path, &bytes, &VerifyOptions::default())?;
+        let scan = verify::scan(path, std::io::BufReader::with_capacity(1 << 16, &file), options, &mut |_| {})?;
         let origin = scan.origin.unwrap_or_else(|| origin_for(ceremony_id));
-        Ok(AuditLog {
+        let log = AuditLog {
             path: path.to_path_buf(),
             file,
             ceremony_id: ceremony_id.to_string(),
@@ -240,9 +278,26 @@ impl AuditLog {
             next_seq: scan.report.entries,
             prev: scan.prev,
             tree: scan.tree,
-            keys: scan.report.audit_keys,
+            keys: scan.report.audit_keys.clone(),
+            quorum_keys: scan.report.quorum_keys.clone(),
+            sync_each: true,
             poisoned: false,
-        })
+        };
+        Ok((log, scan.report))
+    }
+
+    /// For writing a whole log in bulk (an export of acme-serve's issuance
+    /// records, a benchmark): entries are no longer fsynced one by one, only
+    /// at each checkpoint and at [`Self::sync`]. A ceremony never uses this;
+    /// an export that fails is discarded and run again.
+    pub fn sync_at_checkpoints_only(mut self) -> Self {
+        self.sync_each = false;
+        self
+    }
+
+    /// Fsyncs what was written.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| FileError::io(&self.path, "fsync", e).into())
     }
 
     pub fn path(&self) -> &Path {
@@ -273,6 +328,16 @@ impl AuditLog {
         &self.keys
     }
 
+    /// The custodians' quorum keys announced so far.
+    pub fn quorum_keys(&self) -> &[QuorumKey] {
+        &self.quorum_keys
+    }
+
+    /// The Merkle root (hex) of every entry so far.
+    pub fn root_hex(&self) -> String {
+        hex::encode(self.tree.root())
+    }
+
     /// Appends `event`, fsynced before this returns.
     ///
     /// Refuses events whose details look secret, malformed names, and the
@@ -280,12 +345,15 @@ impl AuditLog {
     /// "checkpoint"): those go through [`Self::announce_key`] and
     /// [`Self::checkpoint`], so a verifier can rely on their structure.
     pub fn append(&mut self, event: Event) -> Result<EntryInfo, AuditError> {
-        if event.event == EVENT_KEY_ANNOUNCED || event.event == EVENT_CHECKPOINT {
-            return Err(self.rejected(format!(
-                "event name {:?} is reserved; use AuditLog::{}",
-                event.event,
-                if event.event == EVENT_CHECKPOINT { "checkpoint" } else { "announce_key" }
-            )));
+        let reserved = match event.event.as_str() {
+            EVENT_CHECKPOINT => Some("checkpoint"),
+            EVENT_KEY_ANNOUNCED => Some("announce_key"),
+            EVENT_QUORUM_KEY => Some("announce_quorum_key"),
+            EVENT_SUCCESSION => Some("record_succession"),
+            _ => None,
+        };
+        if let Some(method) = reserved {
+            return Err(self.rejected(format!("event name {:?} is reserved; use AuditLog::{method}", event.event)));
         }
         if let Err(reason) = entry::check_no_secrets(&event.details, "details") {
             return Err(AuditError::SecretRefused { path: self.path.clone(), reason });
@@ -329,6 +397,40 @@ impl AuditLog {
             self.keys.push(key.clone());
         }
         Ok(key)
+    }
+
+    /// Announces the custodians' quorum key (see [`succession`]): the key
+    /// whose signature names a successor when the audit key is lost. Does
+    /// nothing if it is announced already.
+    pub fn announce_quorum_key(&mut self, key: &QuorumKey) -> Result<Option<EntryInfo>, AuditError> {
+        key.check().map_err(|r| self.rejected(format!("quorum key: {r}")))?;
+        if self.quorum_keys.iter().any(|q| q.public_key_sha256 == key.public_key_sha256) {
+            return Ok(None);
+        }
+        let spki = key.spki().map_err(|r| self.rejected(r))?;
+        let mut event = Event::new(AUDIT_STEP, EVENT_QUORUM_KEY).output(Artifact::of("audit-quorum-public-key", &spki));
+        event.details = key.to_details();
+        let entry = self.entry_for(event);
+        let info = self.write(&entry)?;
+        self.quorum_keys.push(key.clone());
+        Ok(Some(info))
+    }
+
+    /// Records a succession statement; refused unless it verifies under a
+    /// quorum key this log announced.
+    pub fn record_succession(&mut self, succession: &Succession) -> Result<EntryInfo, AuditError> {
+        let quorum =
+            self.quorum_keys.iter().find(|q| q.public_key_sha256 == succession.quorum_key_sha256).ok_or_else(|| {
+                self.rejected(format!(
+                    "the succession is signed by quorum key {}, which this log has not announced",
+                    succession.quorum_key_sha256
+                ))
+            })?;
+        succession.verify(quorum).map_err(|r| self.rejected(format!("succession: {r}")))?;
+        let mut event = Event::new(AUDIT_STEP, EVENT_SUCCESSION);
+        event.details = succession.to_details();
+        let entry = self.entry_for(event);
+        self.write(&entry)
     }
 
     /// Signs a checkpoint over every entry so far and appends it.
@@ -394,7 +496,12 @@ impl AuditLog {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        if let Err(e) = files::append_line(&mut self.file, &self.path, &bytes) {
+        let written = if self.sync_each || entry.event == EVENT_CHECKPOINT {
+            files::append_line(&mut self.file, &self.path, &bytes)
+        } else {
+            std::io::Write::write_all(&mut self.file, &bytes).map_err(|e| FileError::io(&self.path, "appending", e))
+        };
+        if let Err(e) = written {
             // Part of the line may be on disk: appending more would hide that.
             self.poisoned = true;
             return Err(e.into());

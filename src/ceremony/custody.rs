@@ -23,14 +23,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{display_name, Session};
-use super::operator::CardKind;
+use super::operator::{CardKind, PaperAnswer};
 use super::{CeremonyError, Operator};
+use crate::audit::anchor::{QUORUM_LABEL, SUCCESSION_LABEL};
+use crate::audit::succession::{QuorumKey, Succession};
 use crate::audit::{self, Artifact, Outcome, VerifyOptions};
 use crate::config::{RestoreSpec, Step, StepKind};
 use crate::files::{self, Mode};
 use crate::hsm::backup::{self, RestoreOptions, WrappedKey};
 use crate::hsm::keystore::KeyStore;
-use crate::hsm::soft::SealingKey;
+use crate::hsm::soft::{QuorumKey as QuorumSigner, SealingKey};
 use crate::hsm::{HsmError, RandomSource};
 use crate::secret::Secret;
 use crate::shares::{self, Share};
@@ -113,12 +115,16 @@ impl ShareSet {
 /// Everything a restore reads, checked before a PIN is asked for.
 pub struct RestoreInputs {
     pub backup: Backup,
+    /// The custodians' quorum key the source log announces (trusted from
+    /// the paper checkpoint), if its ceremony made one.
+    pub quorum_key: Option<QuorumKey>,
     /// The root certificate's key and fingerprint (a restore has one).
     pub root: Option<(Vec<u8>, Fingerprint)>,
     /// The original ceremony's id: the share commitments are bound to it.
     pub source_ceremony: String,
     pub set: ShareSet,
     artifacts: Vec<Artifact>,
+    log_path: PathBuf,
 }
 
 /// A root key backup, by backend.
@@ -144,7 +150,9 @@ impl RestoreInputs {
 
 /// Reads and checks a restore's inputs: the backup, the root certificate
 /// (whose key must be the backup's), and the original ceremony's log (which
-/// must verify, and must record the share set).
+/// must verify, end with the checkpoint the witness typed from the paper
+/// log, and record the share set). Returns the entry that records the
+/// log's check.
 pub fn read_restore_inputs(spec: &RestoreSpec, input_dir: &Path) -> Result<RestoreInputs, CeremonyError> {
     let read = |name: &str, cap: u64| -> Result<(PathBuf, Vec<u8>), CeremonyError> {
         let path = input_dir.join(name);
@@ -187,12 +195,42 @@ pub fn read_restore_inputs(spec: &RestoreSpec, input_dir: &Path) -> Result<Resto
         None => None,
     };
 
-    audit::verify(
-        &log_path,
-        &VerifyOptions { pinned_audit_keys: Vec::new(), expect_closed: true, expected_checkpoint: None },
-    )?;
+    // The log's own consistency here (this also serves `ceremony print`);
+    // what the paper says of it is checked in the preflight
+    // ([`RestoreInputs::check_source_log`]).
+    audit::verify(&log_path, &VerifyOptions { expect_closed: true, ..VerifyOptions::unpinned() })?;
     let (source_ceremony, set) = share_set_from_log(&log_path, &log_bytes)?;
-    Ok(RestoreInputs { backup, root, source_ceremony, set, artifacts })
+    Ok(RestoreInputs { backup, quorum_key: None, root, source_ceremony, set, artifacts, log_path })
+}
+
+impl RestoreInputs {
+    /// Checks the source log against its final checkpoint as the witness
+    /// typed it from the paper log, and takes the custodians' quorum key it
+    /// announces (trusted through that checkpoint). Returns the entry that
+    /// records the check.
+    pub fn check_source_log(&mut self, paper: &PaperAnswer) -> Result<audit::Event, CeremonyError> {
+        let report = audit::verify(
+            &self.log_path,
+            &VerifyOptions {
+                paper_checkpoints: vec![paper.text.clone()],
+                expect_closed: true,
+                ..VerifyOptions::default()
+            },
+        )?;
+        let last = report.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        if report.trust.paper_matched.first() != Some(&last) {
+            return Err(CeremonyError::Continuity {
+                log: self.log_path.clone(),
+                message: format!(
+                    "the paper checkpoint is not this log's final checkpoint (over {last} entries): type the FINAL checkpoint of {} from its paper log",
+                    display_name(&self.log_path)
+                ),
+            });
+        }
+        self.quorum_key =
+            report.quorum_keys.iter().find(|q| report.trust.quorum_keys.contains(&q.public_key_sha256)).cloned();
+        super::continuity::paper_checked_event(&self.log_path, &report, paper)
+    }
 }
 
 fn parse_backup(path: &Path, bytes: &[u8]) -> Result<Backup, CeremonyError> {
@@ -404,8 +442,38 @@ fn distribute(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> 
                 .detail("reason", "reshare: the old cards no longer count; custodians destroy them"),
         )?;
     }
+    announce_quorum_key(s, &kek, set.set_identifier)?;
     s.custody.shares = shares;
     s.custody.set = Some(set);
+    Ok(())
+}
+
+/// Derives the custodians' quorum key from the KEK, announces it in this
+/// log and leaves it in the key store, so the CA's log can trust it and a
+/// restore can sign a successor to a lost audit key
+/// (`audit::succession`).
+fn announce_quorum_key(s: &mut Session<'_>, kek: &Secret, set_identifier: u16) -> Result<(), CeremonyError> {
+    let derived = QuorumSigner::derive(kek)?;
+    let quorum = QuorumKey::new(derived.spki_der(), &s.plan.id, set_identifier);
+    let known = super::continuity::quorum_key(&s.store)?;
+    if let Some(k) = &known {
+        if k.public_key_sha256 != quorum.public_key_sha256 {
+            return Err(CeremonyError::Input {
+                what: "the custodians' quorum key".into(),
+                detail: format!(
+                    "the key store already holds quorum key {}, another backup's; this ceremony's is {}",
+                    k.public_key_sha256, quorum.public_key_sha256
+                ),
+            });
+        }
+    }
+    s.log.announce_quorum_key(&quorum)?;
+    if known.is_none() {
+        let bytes = quorum
+            .to_bytes()
+            .map_err(|detail| CeremonyError::Input { what: "the quorum key record".into(), detail })?;
+        super::continuity::add_record(&s.store, QUORUM_LABEL, &bytes)?;
+    }
     Ok(())
 }
 
@@ -682,6 +750,7 @@ fn restore(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
         .take()
         .ok_or_else(|| step_error(step, "no key-encryption key: the collect-shares step comes first"))?;
     let inputs = s.custody.restore.take().ok_or_else(|| step_error(step, "no restore inputs"))?;
+    let quorum = QuorumSigner::derive(&kek)?;
     let (uri, spki) = match (&inputs.backup, &mut s.store) {
         (Backup::Wrapped(wrapped), KeyStore::Pkcs11 { token, .. }) => {
             let key = backup::restore_key(token, wrapped, &kek, &RestoreOptions::default())?;
@@ -715,6 +784,7 @@ fn restore(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
             .detail("public_key_sha256", fp.hex.as_str())
             .detail("matches_root_certificate", root_fingerprint.hex.as_str()),
     )?;
+    succeed_audit_key(step, s, operator, &quorum, inputs.quorum_key.as_ref(), inputs.set.set_identifier)?;
     operator.say(&format!(
         "Root key restored into {} and proven: its public key equals the root certificate's.\n  public key SHA-256 {}\n  {}",
         s.store.facts().label(),
@@ -725,14 +795,62 @@ fn restore(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Res
     Ok(())
 }
 
+/// The custodians, present with the KEK rebuilt, authorise this
+/// ceremony's audit key as the successor of the lost one: the quorum key
+/// signs a succession statement, which goes into this log and the key store,
+/// where the next CA ceremony on this token finds it. Without a quorum key
+/// in the root ceremony's log (one made before keyrite derived them) there
+/// is nothing to succeed from, and the log says so.
+fn succeed_audit_key(
+    step: &Step,
+    s: &mut Session<'_>,
+    operator: &mut dyn Operator,
+    derived: &QuorumSigner,
+    announced: Option<&QuorumKey>,
+    set_identifier: u16,
+) -> Result<(), CeremonyError> {
+    let quorum = QuorumKey::new(derived.spki_der(), &s.plan.id, set_identifier);
+    let Some(announced) = announced else {
+        s.log.append(s.event(step, "audit-key-succession-skipped").detail(
+            "reason",
+            "the log of the ceremony that issued the shares announces no custodians' quorum key; the CA's log cannot trust this ceremony's audit key by succession",
+        ))?;
+        return Ok(());
+    };
+    if announced.public_key_sha256 != quorum.public_key_sha256 {
+        return Err(step_error(
+            step,
+            format!(
+                "the quorum key rebuilt from the shares (SHA-256 {}) is not the one the source log announced ({}); the shares and the log are of different backups",
+                quorum.public_key_sha256, announced.public_key_sha256
+            ),
+        ));
+    }
+    let spec = s.plan.audit_key.clone();
+    let audit_key = words::sha256_hex(s.store.find(&spec.label, Some(spec.signature))?.signer.spki_der());
+    let statement = Succession::statement(&quorum.public_key_sha256, &audit_key, &s.plan.id);
+    let succession =
+        Succession::new(&quorum.public_key_sha256, &audit_key, &s.plan.id, &derived.sign(statement.as_bytes()));
+    s.log.announce_quorum_key(announced)?;
+    s.log.record_succession(&succession)?;
+    let bad = |detail: String| CeremonyError::Input { what: "the succession record".into(), detail };
+    if super::continuity::quorum_key(&s.store)?.is_none() {
+        super::continuity::add_record(&s.store, QUORUM_LABEL, &announced.to_bytes().map_err(bad)?)?;
+    }
+    let kept = super::continuity::add_record(&s.store, SUCCESSION_LABEL, &succession.to_bytes().map_err(bad)?)?;
+    operator.say(&format!(
+        "The custodians' quorum key authorised audit key {:?} (SHA-256 {audit_key}) as the successor for the CA's log; recorded in this log and the key store ({}).",
+        spec.label,
+        kept.describe()
+    ));
+    Ok(())
+}
+
 /// `keyrite shares verify`: checks one share alone, offline, against the
-/// commitments in the (verified) log of the ceremony that issued it, and
-/// says whose share it is.
-pub fn verify_share(log: &Path, words: &Secret) -> Result<String, CeremonyError> {
-    audit::verify(
-        log,
-        &VerifyOptions { pinned_audit_keys: Vec::new(), expect_closed: true, expected_checkpoint: None },
-    )?;
+/// commitments in the log of the ceremony that issued it (verified with the
+/// pins the caller gives), and says whose share it is.
+pub fn verify_share(log: &Path, words: &Secret, options: &VerifyOptions) -> Result<String, CeremonyError> {
+    audit::verify(log, &VerifyOptions { expect_closed: true, ..options.clone() })?;
     let bytes = std::fs::read(log).map_err(|e| files::FileError::io(log, "reading", e))?;
     let (ceremony, set) = share_set_from_log(log, &bytes)?;
     let share = Share::parse(words.expose_str().unwrap_or_default())

@@ -12,8 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use super::aids::{self, Aid};
-use super::{activation, airgap, ca, custody, inputs, root, CeremonyError, Operator, RunOptions};
-use crate::audit::{Artifact, AuditLog, Checkpoint, Event, Outcome, REHEARSAL_GRADE};
+use super::{activation, airgap, ca, continuity, custody, inputs, root, CeremonyError, Operator, RunOptions};
+use crate::audit::anchor::AnchorKind;
+use crate::audit::{self, Artifact, AuditLog, Checkpoint, Event, Outcome, REHEARSAL_GRADE};
 use crate::config::{Backend, CeremonyKind, Environment, Plan, PlanDigest, SecretSource, Step, StepKind};
 use crate::files;
 use crate::hsm::keystore::{KeyStore, StoreFacts};
@@ -51,18 +52,21 @@ pub fn run(
     operator: &mut dyn Operator,
     options: &RunOptions,
 ) -> Result<Finished, CeremonyError> {
-    let preflight = preflight(plan, env, operator, options)?;
+    let mut preflight = preflight(plan, env, operator, options)?;
     show_plan(plan, &preflight, operator);
-    let log = match (&plan.outputs.audit_log, preflight.ca.dir.as_ref()) {
-        (Some(name), _) => AuditLog::create(&preflight.output(name), &plan.id)?,
-        // The offline CA keeps one log across its ceremonies: verified, then
-        // continued, so CRL numbers and issued serials have one history.
-        (None, Some(dir)) if dir.audit_log_path().exists() => AuditLog::open_append(dir.audit_log_path(), &plan.id)?,
-        (None, Some(dir)) => AuditLog::create(dir.audit_log_path(), &plan.id)?,
-        (None, None) => {
-            return Err(CeremonyError::Step { step: 0, message: "the plan names no audit log".into() });
+    let (log, continued) = match preflight.log.take() {
+        Some(LogPlan::Create(path)) => (AuditLog::create(&path, &plan.id)?, None),
+        Some(LogPlan::Continue(c)) => {
+            let c = *c;
+            let event = c.event();
+            (c.log, Some((event, c.succession)))
         }
+        None => return Err(CeremonyError::Step { step: 0, message: "the plan names no audit log".into() }),
     };
+    // Before the first entry: the store records where the log stands as this
+    // ceremony starts, so an interruption can be told from lines added later.
+    let ca_root = preflight.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+    let anchor_records = continuity::record_start(&preflight.store, &log, ca_root.as_deref())?;
     let mut s = Session {
         plan,
         digest: preflight.digest,
@@ -93,7 +97,8 @@ pub fn run(
         .detail("network_allowed", options.allow_network)
         .detail("operator_interactive", operator.is_interactive())
         .detail("grade", plan.grade.name())
-        .detail(REHEARSAL_GRADE, aids::reasons(&preflight.aids));
+        .detail(REHEARSAL_GRADE, aids::reasons(&preflight.aids))
+        .detail("anchor_records", anchor_records);
     let started = match plan.security_officer_custody() {
         Some(custody) => started.detail("security_officer_custody", custody),
         None => started,
@@ -103,6 +108,17 @@ pub fn run(
     // the login itself happened in the preflight.
     for activated in &preflight.activated {
         s.log.append(activated.event())?;
+    }
+    // What vouched for the logs this ceremony relies on, and for the one it
+    // continues.
+    for event in std::mem::take(&mut preflight.checked) {
+        s.log.append(event)?;
+    }
+    if let Some((event, succession)) = continued {
+        s.log.append(event)?;
+        if let Some(succession) = succession {
+            s.log.record_succession(&succession)?;
+        }
     }
 
     for step in &plan.steps {
@@ -115,9 +131,29 @@ pub fn run(
                 .role(step.role.as_str())
                 .result(Outcome::Failed)
                 .detail("error", e.to_string());
-            // The failure itself is evidence: record it, then stop. If even
-            // that fails, the original error is the one to report.
-            let _ = s.log.append(aborted);
+            // The failure itself is evidence: record it, sign it with an
+            // abort checkpoint (so the log ends as a closed one does and the
+            // next ceremony can continue it), then stop. If any of that
+            // fails, the original error is the one to report.
+            match abort_checkpoint(&mut s, aborted) {
+                Ok(Some((cp, key))) => {
+                    print_checkpoint(
+                        operator,
+                        "ABORT audit checkpoint: the ceremony stopped; copy this into the paper log with the reason",
+                        &cp,
+                    );
+                    let ca_root = s.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+                    if let Err(e2) =
+                        continuity::record_end(&s.store, &s.log, AnchorKind::Aborted, &cp, &key, ca_root.as_deref())
+                    {
+                        operator.say(&format!("WARNING: the key store did not record the abort checkpoint: {e2}"));
+                    }
+                }
+                Ok(None) => operator.say(
+                    "The ceremony stopped before its audit key existed: the log ends with the abort entry, unsigned.",
+                ),
+                Err(e2) => operator.say(&format!("WARNING: the abort checkpoint could not be signed: {e2}")),
+            }
             return Err(e);
         }
     }
@@ -192,6 +228,13 @@ impl Session<'_> {
     }
 }
 
+/// The log a ceremony writes: a new file, or the CA's log, checked and
+/// opened for appending.
+enum LogPlan {
+    Create(PathBuf),
+    Continue(Box<continuity::Continued>),
+}
+
 /// What the preflight established; nothing has been written yet.
 struct Preflight {
     /// The rehearsal aids this run uses (none, for a real plan).
@@ -206,12 +249,9 @@ struct Preflight {
     ca: ca::State,
     /// Tokens opened with custodians' activation cards, for the log.
     activated: Vec<activation::Activated>,
-}
-
-impl Preflight {
-    fn output(&self, name: &str) -> PathBuf {
-        self.output_dir.join(name)
-    }
+    /// How the logs this ceremony reads were checked, for the log.
+    checked: Vec<Event>,
+    log: Option<LogPlan>,
 }
 
 /// Checks everything that can fail before a file is written or a key made.
@@ -241,8 +281,23 @@ fn preflight(
 
     // Inputs (a restore's, a request bundle) are read and checked before any
     // PIN is asked for, and the plan digest is taken from the bytes read.
-    let input_files = inputs::read(plan, &env.input_dir)?;
+    let mut input_files = inputs::read(plan, &env.input_dir)?;
     let digest = input_files.digest(plan);
+    // The log of the ceremony that issued a restore's shares, against its
+    // final checkpoint as the witness types it from the paper log.
+    let mut checked = Vec::new();
+    if let (Some(spec), Some(restore)) = (&plan.restore, input_files.restore.as_mut()) {
+        let paper = continuity::ask_paper(
+            plan,
+            operator,
+            continuity::SOURCE_PAPER_PROMPT,
+            &format!("final checkpoint of {} (the ceremony that issued the shares)", spec.ceremony_log),
+        )?;
+        checked.push(restore.check_source_log(&paper)?);
+    }
+    // Logs of root ceremonies whose custodians' cards open the store: each
+    // is checked against the store once it is open.
+    let mut card_logs: Vec<PathBuf> = Vec::new();
 
     // Only the root ceremony wraps a key for backup; a reshare hands out
     // new shares of the key-encryption key it recombines.
@@ -258,6 +313,7 @@ fn preflight(
                 SecretSource::Shares(log) => {
                     let (pin, who) = activation::pin_from_cards(log, activation::Which::User, operator)?;
                     activated.push(who);
+                    card_logs.push(log.clone());
                     pin
                 }
                 other => {
@@ -273,6 +329,7 @@ fn preflight(
                     SecretSource::Shares(log) => {
                         let (pin, who) = activation::pin_from_cards(log, activation::Which::So, operator)?;
                         activated.push(who);
+                        card_logs.push(log.clone());
                         pin
                     }
                     other => resolve_secret(
@@ -299,6 +356,7 @@ fn preflight(
                 // backup cards rebuild the KEK that seals the store.
                 let (kek, who) = activation::secret_from_cards(log, activation::Which::StoreSealingKey, operator)?;
                 activated.push(who);
+                card_logs.push(log.clone());
                 SealingKey::Raw(kek)
             } else if let Some(source) = sealing_key {
                 SealingKey::Raw(raw_sealing_key(&resolve_secret(
@@ -336,6 +394,31 @@ fn preflight(
             KeyStore::open_soft(dir, sealing)?
         }
     };
+    // The CA's log is continued only as far as the paper and the store
+    // vouch for it, and a CA directory never starts a second log. Checked
+    // before anything reads the CA's records (its revocations, its CRL
+    // numbers) from that log.
+    let ca_dir = match (&env.ca_dir, plan.kind.uses_ca_dir()) {
+        (Some(dir), true) => Some(crate::ca::CaDir::open(dir)?),
+        _ => None,
+    };
+    let ca_log = match ca_dir.as_ref() {
+        // The offline CA keeps one log across its ceremonies: verified, then
+        // continued, so CRL numbers and issued serials have one history.
+        Some(dir) if dir.audit_log_path().exists() => {
+            Some(LogPlan::Continue(Box::new(continuity::continue_log(plan, &store, dir.audit_log_path(), operator)?)))
+        }
+        Some(dir) => {
+            continuity::check_new_log(
+                &store,
+                dir.audit_log_path(),
+                &audit::origin_for(&plan.id),
+                Some(&dir.state().root_sha256),
+            )?;
+            Some(LogPlan::Create(dir.audit_log_path().to_path_buf()))
+        }
+        None => None,
+    };
     let ca_state = if plan.kind.uses_ca_dir() {
         let state = ca::preflight(plan, env, input_files.request)?;
         // The root key and the audit key exist already; the root key must be
@@ -365,6 +448,16 @@ fn preflight(
         }
         ca::State::default()
     };
+    // A ceremony's own log must not take the name of one the store holds a
+    // signed record of.
+    let log = match (&plan.outputs.audit_log, ca_log) {
+        (Some(name), _) => {
+            let path = out.join(name);
+            continuity::check_new_log(&store, &path, &audit::origin_for(&plan.id), None)?;
+            Some(LogPlan::Create(path))
+        }
+        (None, ca_log) => ca_log,
+    };
     if let Some(r) = input_files.restore {
         if plan.kind == CeremonyKind::RootRestore {
             store.check_restore_label(&r.key_label())?;
@@ -379,6 +472,12 @@ fn preflight(
             });
         }
     }
+    // The root log the cards came from: pinned by the audit key on the
+    // store they opened, and by the store's records of it.
+    card_logs.dedup();
+    for log in &card_logs {
+        checked.push(continuity::check_with_store(plan, &store, log)?);
+    }
     Ok(Preflight {
         aids,
         output_dir: out.clone(),
@@ -390,6 +489,8 @@ fn preflight(
         custody,
         ca: ca_state,
         activated,
+        checked,
+        log,
     })
 }
 
@@ -502,7 +603,7 @@ fn run_step(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Re
             Ok(())
         }
         StepKind::Checkpoint => {
-            let cp = checkpoint(s)?;
+            let (cp, _) = checkpoint(s)?;
             print_checkpoint(operator, "Audit checkpoint", &cp);
             Ok(())
         }
@@ -534,6 +635,12 @@ fn use_audit_key(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) 
     let fp = Fingerprint::sha256(&spki);
     if !s.log.audit_keys().iter().any(|k| k.spki_der == spki) {
         s.log.announce_key(&spec.label, &spki, sig)?;
+    }
+    // The custodians' quorum key the root ceremony left on this store: the
+    // CA's log trusts it from here on, covered by this key's checkpoints, so
+    // a restore can name a successor if this token is lost.
+    if let Some(quorum) = continuity::quorum_key(&s.store)? {
+        s.log.announce_quorum_key(&quorum)?;
     }
     s.log.append(
         s.event(step, "audit-key-in-use")
@@ -656,11 +763,38 @@ pub fn witness_read_back(
 }
 
 /// Signs a checkpoint with the audit key (found afresh: a backup may have
-/// logged the token out and back in since it was made).
-pub fn checkpoint(s: &mut Session<'_>) -> Result<Checkpoint, CeremonyError> {
-    let label = s.plan.audit_key.label.clone();
-    let key = s.store.find(&label, Some(s.plan.audit_key.signature))?;
-    Ok(s.log.checkpoint(key.signer.as_ref(), &label)?)
+/// logged the token out and back in since it was made), under the name the
+/// log announced it by. Returns the checkpoint and the key's SHA-256.
+pub fn checkpoint(s: &mut Session<'_>) -> Result<(Checkpoint, String), CeremonyError> {
+    let spec = &s.plan.audit_key;
+    let key = s.store.find(&spec.label, Some(spec.signature))?;
+    let spki = key.signer.spki_der();
+    let name = s.log.audit_keys().iter().find(|k| k.spki_der == spki).map_or(spec.label.clone(), |k| k.name.clone());
+    let cp = s.log.checkpoint(key.signer.as_ref(), &name)?;
+    Ok((cp, crate::words::sha256_hex(spki)))
+}
+
+/// After a failure: records `aborted` and signs the log with the audit key
+/// if it exists yet (announced first if this log has not announced it), so
+/// an aborted ceremony ends, like a closed one, with its closing entry and
+/// a checkpoint. `None` before the key exists: the abort entry stays
+/// unsigned.
+fn abort_checkpoint(s: &mut Session<'_>, aborted: Event) -> Result<Option<(Checkpoint, String)>, CeremonyError> {
+    let spec = s.plan.audit_key.clone();
+    let key = match s.store.find(&spec.label, Some(spec.signature)) {
+        Ok(key) => Some((key.signer.spki_der().to_vec(), key.signer.signature_algorithm())),
+        Err(_) => None,
+    };
+    if let Some((spki, sig)) = &key {
+        if !s.log.audit_keys().iter().any(|k| k.spki_der == *spki) {
+            s.log.announce_key(&spec.label, spki, *sig)?;
+        }
+    }
+    s.log.append(aborted)?;
+    match key {
+        Some(_) => checkpoint(s).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Result<(), CeremonyError> {
@@ -677,8 +811,13 @@ fn close(step: &Step, s: &mut Session<'_>, operator: &mut dyn Operator) -> Resul
         }
     }
     s.log.append(closed)?;
-    let cp = checkpoint(s)?;
+    let (cp, key) = checkpoint(s)?;
     print_checkpoint(operator, "FINAL audit checkpoint: copy this into the paper log and sign it", &cp);
+    // The store's record of the end comes after the log's: a crash between
+    // the two leaves the log ahead of the store, which the paper covers.
+    let ca_root = s.ca.dir.as_ref().map(|d| d.state().root_sha256.clone());
+    let kept = continuity::record_end(&s.store, &s.log, AnchorKind::Closed, &cp, &key, ca_root.as_deref())?;
+    operator.say(&format!("Final checkpoint recorded in the key store ({kept})."));
     s.final_checkpoint = Some(cp);
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod aids;
 pub mod airgap;
 pub mod ca;
+pub mod continuity;
 pub mod custody;
 pub mod engine;
 pub mod inputs;
@@ -81,4 +82,6 @@ pub enum CeremonyError {
     Input { what: String, detail: String },
     #[error("step {step}: {message}")]
     Step { step: usize, message: String },
+    #[error("{log}: {message}")]
+    Continuity { log: PathBuf, message: String },
 }

@@ -71,6 +71,18 @@ pub trait Operator {
     /// Whether a person is answering (the log records which).
     fn is_interactive(&self) -> bool;
 
+    /// A witness types a value from the paper log that the screen does not
+    /// show: the last checkpoint of a log a ceremony continues or reads. The
+    /// anchor is what the paper says, never what the file says, so nothing
+    /// is echoed from the screen here.
+    fn paper(&mut self, key: &str, question: &str) -> Result<PaperAnswer, CeremonyError> {
+        let read = self.read_back(key, question, "")?;
+        Ok(PaperAnswer {
+            text: read.text,
+            answered_by: if self.is_interactive() { ANSWERED_BY_PERSON } else { ANSWERED_BY_FILE },
+        })
+    }
+
     /// Whether a read-back may be answered by echoing what the screen
     /// shows instead of what a witness read (a rehearsal aid; a person at
     /// the terminal never can).
@@ -111,6 +123,22 @@ pub struct ReadBack {
 /// The answers-file value that echoes the screen at a read-back.
 pub const AS_SHOWN: &str = "(as shown)";
 
+/// A value typed from the paper log, and who typed it, as the log records
+/// it (`answered_by`, in the style of witness read-backs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperAnswer {
+    pub text: String,
+    pub answered_by: &'static str,
+}
+
+pub const ANSWERED_BY_PERSON: &str = "person";
+pub const ANSWERED_BY_FILE: &str = "answers file";
+/// `keyrite rehearse` knows each ceremony's final checkpoint and passes it
+/// to the next ceremony itself; the log says so, so that a rehearsal log can
+/// never pass for one whose anchors a witness read from paper.
+pub const ANSWERED_BY_REHEARSAL: &str =
+    "keyrite rehearse: the previous ceremony's final checkpoint, passed in memory (rehearsal: not read from paper)";
+
 /// Answers every prompt from an answers file, and prints what a person would
 /// have seen, so a rehearsal's transcript reads like the real thing.
 pub struct ScriptedOperator {
@@ -122,12 +150,15 @@ pub struct ScriptedOperator {
     /// value shown, because the rehearsal's own fingerprints cannot be known
     /// when the answers file is written. The log marks such answers.
     echo_read_backs: bool,
+    /// Rehearsals only: paper values `keyrite rehearse` passes in memory
+    /// (prompt key, text); the log marks them [`ANSWERED_BY_REHEARSAL`].
+    rehearsal_paper: Vec<(String, String)>,
     out: Box<dyn Write>,
 }
 
 impl ScriptedOperator {
     pub fn new(answers: Answers, out: Box<dyn Write>) -> Self {
-        ScriptedOperator { answers, custodian_media: None, echo_read_backs: false, out }
+        ScriptedOperator { answers, custodian_media: None, echo_read_backs: false, rehearsal_paper: Vec::new(), out }
     }
 
     /// Share cards are written to, and read back from, `dir`.
@@ -152,6 +183,14 @@ impl ScriptedOperator {
     /// For `keyrite rehearse`: read-backs without an answer echo the screen.
     pub fn echoing_read_backs(mut self) -> Self {
         self.echo_read_backs = true;
+        self
+    }
+
+    /// For `keyrite rehearse`: the paper value for prompt `key` (the last
+    /// checkpoint of a log the next ceremony continues), which the rehearsal
+    /// knows from the ceremony that wrote it.
+    pub fn with_rehearsal_paper(mut self, key: &str, text: &str) -> Self {
+        self.rehearsal_paper.push((key.to_string(), text.to_string()));
         self
     }
 
@@ -206,6 +245,31 @@ impl Operator for ScriptedOperator {
 
     fn secret(&mut self, key: &str, _question: &str) -> Result<Secret, CeremonyError> {
         Err(CeremonyError::SecretNotScripted { key: key.into() })
+    }
+
+    fn paper(&mut self, key: &str, question: &str) -> Result<PaperAnswer, CeremonyError> {
+        let answer = if let Some((_, text)) = self.rehearsal_paper.iter().find(|(k, _)| k == key) {
+            PaperAnswer { text: text.clone(), answered_by: ANSWERED_BY_REHEARSAL }
+        } else {
+            match self.answers.answers.get(key) {
+                Some(Answer::Text(t)) if t == AS_SHOWN => {
+                    return Err(CeremonyError::Input {
+                        what: format!("answer {key:?} in {}", self.file().display()),
+                        detail: "a value from the paper log cannot be echoed from the screen: it is there to check what the file says. Copy it from the paper log".into(),
+                    })
+                }
+                Some(Answer::Text(t)) => PaperAnswer { text: t.clone(), answered_by: ANSWERED_BY_FILE },
+                Some(Answer::Yes(_)) => {
+                    return Err(CeremonyError::Input {
+                        what: format!("answer {key:?} in {}", self.file().display()),
+                        detail: "the answer must be what the paper log says (words or hex), not true/false".into(),
+                    })
+                }
+                None => return Err(CeremonyError::MissingAnswer { key: key.into(), file: self.file() }),
+            }
+        };
+        let _ = writeln!(self.out, "  {question} [{key}] -> {} ({})", answer.text, answer.answered_by);
+        Ok(answer)
     }
 
     fn hand_out_card(

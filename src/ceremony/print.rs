@@ -107,6 +107,12 @@ fn markdown(plan: &Plan, digest: &PlanDigest) -> String {
             let _ = writeln!(s, "| {} | | |", role.title);
         }
     }
+    if let Some(what) = anchor_box(plan) {
+        let _ = writeln!(
+            s,
+            "\n## Anchor\n\n{what}: note SHA-256, copied from the paper log of the ceremony that wrote it (the witness types at least its first 13 words at the preflight; the screen does not show it):\n\n______________________________________________________________________\n"
+        );
+    }
     let _ = writeln!(s, "\n## Steps\n");
     for step in &plan.steps {
         let role = plan.role(&step.role).map_or(step.role.as_str(), |r| r.title.as_str());
@@ -134,6 +140,12 @@ fn markdown(plan: &Plan, digest: &PlanDigest) -> String {
             StepKind::Checkpoint | StepKind::Close => {
                 let _ = writeln!(s, "Checkpoint tree size: ______  root: ________________________________________\n");
             }
+            StepKind::GenerateAuditKey | StepKind::UseAuditKey => {
+                let _ = writeln!(
+                    s,
+                    "{AUDIT_KEY_BOX} (copy from the screen; auditors pin it): ______________________________________\n"
+                );
+            }
             _ => {}
         }
         let witness =
@@ -143,7 +155,7 @@ fn markdown(plan: &Plan, digest: &PlanDigest) -> String {
             "| Initials ({role}) | Initials ({witness}) | Time (UTC) | Exceptions |\n|---|---|---|---|\n| | | | |\n"
         );
     }
-    let _ = writeln!(s, "## Final checkpoint\n\nCopy the final checkpoint printed by keyrite:\n\n```\n\n\n\n\n```\n");
+    let _ = writeln!(s, "## Final checkpoint\n\nCopy the final checkpoint printed by keyrite (if the ceremony aborts, its abort checkpoint, with the reason):\n\n```\n\n\n\n\n```\n\nNote SHA-256 (26 words): ______________________________________________________________________\n");
     let _ = writeln!(s, "## Signatures\n\nBy signing, each participant attests that the ceremony followed this script, with the exceptions noted.\n");
     for role in &plan.roles {
         for _ in 0..role.min {
@@ -199,6 +211,13 @@ fn html(plan: &Plan, digest: &PlanDigest) -> String {
             let _ = writeln!(s, "<tr><td>{}</td><td></td><td></td></tr>", e(&role.title));
         }
     }
+    if let Some(what) = anchor_box(plan) {
+        let _ = writeln!(
+            s,
+            "</table>\n<h2>Anchor</h2>\n<table class=\"box\"><tr><th>{}: note SHA-256, copied from the paper log of the ceremony that wrote it (the witness types at least its first 13 words at the preflight; the screen does not show it)</th></tr><tr><td></td></tr>",
+            e(&what)
+        );
+    }
     let _ = writeln!(s, "</table>\n<h2>Steps</h2>");
     for step in &plan.steps {
         let role = plan.role(&step.role).map_or(step.role.as_str(), |r| r.title.as_str());
@@ -226,6 +245,9 @@ fn html(plan: &Plan, digest: &PlanDigest) -> String {
             StepKind::Checkpoint | StepKind::Close => {
                 let _ = writeln!(s, "<table class=\"box\"><tr><th>Checkpoint tree size</th><th>Root (first words)</th></tr><tr><td></td><td></td></tr></table>");
             }
+            StepKind::GenerateAuditKey | StepKind::UseAuditKey => {
+                let _ = writeln!(s, "<table class=\"box\"><tr><th>{AUDIT_KEY_BOX} (copy from the screen; auditors pin it)</th></tr><tr><td></td></tr></table>");
+            }
             _ => {}
         }
         let _ = writeln!(
@@ -235,7 +257,7 @@ fn html(plan: &Plan, digest: &PlanDigest) -> String {
             e(witness)
         );
     }
-    let _ = writeln!(s, "<h2>Final checkpoint</h2><p>Copy the final checkpoint printed by keyrite:</p><table class=\"box\"><tr><td style=\"height:8em\"></td></tr></table>");
+    let _ = writeln!(s, "<h2>Final checkpoint</h2><p>Copy the final checkpoint printed by keyrite (if the ceremony aborts, its abort checkpoint, with the reason):</p><table class=\"box\"><tr><td style=\"height:8em\"></td></tr><tr><th>Note SHA-256 (26 words)</th></tr><tr><td></td></tr></table>");
     let _ = writeln!(s, "<h2>Signatures</h2><p>By signing, each participant attests that the ceremony followed this script, with the exceptions noted.</p>");
     for role in &plan.roles {
         for _ in 0..role.min {
@@ -244,6 +266,19 @@ fn html(plan: &Plan, digest: &PlanDigest) -> String {
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// The box where the audit key's SHA-256 is copied at the step that makes
+/// or finds it: what `keyrite audit verify --audit-key-sha256` is given.
+const AUDIT_KEY_BOX: &str = "Audit key SHA-256";
+
+/// The paper checkpoint a ceremony's witness types at the preflight, when
+/// it continues or reads a log another ceremony wrote.
+fn anchor_box(plan: &Plan) -> Option<String> {
+    if plan.kind.uses_ca_dir() {
+        return Some("Last checkpoint of the CA's audit log".into());
+    }
+    plan.restore.as_ref().map(|r| format!("Final checkpoint of {}", r.ceremony_log))
 }
 
 fn escape(s: &str) -> String {
@@ -275,6 +310,9 @@ mod tests {
             for role in &plan.roles {
                 assert!(text.contains(&role.title));
             }
+        }
+        for format in [Format::Markdown, Format::Html] {
+            assert!(render(&plan, &digest, format).contains(AUDIT_KEY_BOX), "a box for the audit key ({format:?})");
         }
         let html = render(&plan, &digest, Format::Html);
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{engine, CeremonyError, RunOptions, ScriptedOperator};
+use super::{continuity, engine, CeremonyError, RunOptions, ScriptedOperator};
 use crate::audit::{self, VerifyOptions};
 use crate::config::{Answers, Backend, Environment, Plan, SecretSource};
 use crate::files::{self, Mode};
@@ -93,8 +93,12 @@ pub struct Rehearsal {
     pub share_cards: Vec<String>,
     pub share_threshold: u8,
     pub backup_blob: String,
+    /// The note SHA-256 (hex) of the root log's final checkpoint: what the
+    /// paper log holds, and what `keyrite audit verify --checkpoint` takes.
+    pub audit_log_checkpoint: String,
     /// The restore ceremony's own log, and the token it restored into.
     pub restore_audit_log: String,
+    pub restore_audit_log_checkpoint: String,
     pub restore_token_label: String,
     /// The intermediate the offline root signed from a USB request and the
     /// intermediate host installed.
@@ -103,6 +107,9 @@ pub struct Rehearsal {
     pub root_crl: String,
     /// The offline CA's directory (index, CRL numbers, audit log).
     pub ca_dir: String,
+    /// The note SHA-256 (hex) of the CA log's last checkpoint (the CRL
+    /// ceremony's final one).
+    pub ca_audit_log_checkpoint: String,
     /// What `keyrite acme-serve` loads: the intermediate, its chain, its key.
     pub issuer_config: String,
     /// The certificate the rehearsal's own ACME client obtained from
@@ -224,8 +231,12 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         source: None,
     };
     let answers = Answers::from_toml_str(RESTORE_ANSWERS, &restore_answers_path)?;
-    let mut operator =
-        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
+    // The restore reads the root ceremony's log; its final checkpoint, which
+    // a witness would type from the paper log, the rehearsal knows itself.
+    let mut operator = ScriptedOperator::new(answers, transcript)
+        .with_custodian_media(media.clone())
+        .echoing_read_backs()
+        .with_rehearsal_paper(continuity::SOURCE_PAPER_PROMPT, &root.final_checkpoint.fingerprint.words);
     let restored = engine::run(&restore_plan, &env, &mut operator, &RunOptions { allow_network: true })?;
     let report = verify_log(&restored.audit_log, &restored.final_checkpoint.note_text)?;
     let mut transcript = operator.into_output();
@@ -331,7 +342,7 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     let answers = Answers::from_toml_str(SIGN_ANSWERS, &sign_answers_path)?;
     let mut operator =
         ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
-    engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
+    let signed = engine::run(&sign_plan, &ca_env(&usb), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
 
     let installed = {
@@ -345,8 +356,12 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
     files::create_dir(&crl_out, Mode::Public)?;
     let crl_plan = Plan::load(&crl_path)?;
     let answers = Answers::from_toml_str(CRL_ANSWERS, &crl_answers_path)?;
-    let mut operator =
-        ScriptedOperator::new(answers, transcript).with_custodian_media(media.clone()).echoing_read_backs();
+    // The CRL ceremony continues the CA's log: the anchor is the
+    // sign-intermediate ceremony's final checkpoint, passed in memory.
+    let mut operator = ScriptedOperator::new(answers, transcript)
+        .with_custodian_media(media.clone())
+        .echoing_read_backs()
+        .with_rehearsal_paper(continuity::PAPER_PROMPT, &signed.final_checkpoint.fingerprint.words);
     let crl = engine::run(&crl_plan, &ca_env(&crl_out), &mut operator, &RunOptions { allow_network: true })?;
     let mut transcript = operator.into_output();
     verify_log(&ca_dir.join("audit.jsonl"), &crl.final_checkpoint.note_text)?;
@@ -363,6 +378,9 @@ pub fn run(dir: &Path, options: &RehearseOptions, out: Box<dyn std::io::Write>) 
         token_label,
         root_cert: absolute(root.certificate_pem.as_deref().ok_or_else(|| missing("certificate"))?),
         audit_log: absolute(&root.audit_log),
+        audit_log_checkpoint: root.final_checkpoint.fingerprint.hex.clone(),
+        restore_audit_log_checkpoint: restored.final_checkpoint.fingerprint.hex.clone(),
+        ca_audit_log_checkpoint: crl.final_checkpoint.fingerprint.hex.clone(),
         share_cards: root.share_cards.iter().map(|p| absolute(p)).collect(),
         share_threshold: root.share_threshold.ok_or_else(|| missing("share set"))?,
         backup_blob: absolute(root.backup_blob.as_deref().ok_or_else(|| missing("backup"))?),
@@ -527,9 +545,9 @@ fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, Cere
     Ok(audit::verify(
         path,
         &VerifyOptions {
-            pinned_audit_keys: Vec::new(),
+            paper_checkpoints: vec![final_note.to_string()],
             expect_closed: true,
-            expected_checkpoint: Some(final_note.to_string()),
+            ..VerifyOptions::default()
         },
     )?)
 }

@@ -173,7 +173,48 @@ enum SharesCommand {
         /// A share card file (or a file with just the words); without it the words are asked for, hidden
         #[arg(long)]
         card: Option<PathBuf>,
+        #[command(flatten)]
+        pins: PinArgs,
     },
+}
+
+/// What ties a log to the paper record.
+#[derive(clap::Args)]
+struct PinArgs {
+    /// SHA-256 of an audit public key, from the paper log's audit key box: hex (any case, colons allowed)
+    /// or words, all of it or at least 32 hex digits / 13 words; repeatable
+    #[arg(long = "audit-key-sha256")]
+    audit_keys: Vec<String>,
+    /// A checkpoint from the paper log: its note SHA-256 (words or hex, at least 13 words / 32 hex digits)
+    /// or tree root (hex), typed inline, or a file holding one of these or the note; repeatable
+    #[arg(long)]
+    checkpoint: Vec<String>,
+    /// Check the file's own consistency only, with nothing pinned (a rewritten, re-signed log passes such a check)
+    #[arg(long)]
+    unpinned: bool,
+}
+
+impl PinArgs {
+    fn options(&self, expect_closed: bool) -> Result<VerifyOptions> {
+        let mut paper = Vec::new();
+        for value in &self.checkpoint {
+            let path = std::path::Path::new(value);
+            // A file when one exists by that name (a copied note), else the
+            // value typed inline.
+            if path.is_file() {
+                paper.push(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+            } else {
+                paper.push(value.clone());
+            }
+        }
+        Ok(VerifyOptions {
+            pinned_audit_keys: self.audit_keys.clone(),
+            paper_checkpoints: paper,
+            expect_closed,
+            unpinned: self.unpinned,
+            ..VerifyOptions::default()
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,15 +271,11 @@ enum PrintFormat {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify a log offline: hash chain, Merkle tree, checkpoint signatures
+    /// Verify a log offline: hash chain, Merkle tree, checkpoint signatures, and what the paper pins
     Verify {
         log: PathBuf,
-        /// SHA-256 (hex) of an audit public key from the paper log; repeat for several
-        #[arg(long = "audit-key-sha256")]
-        audit_keys: Vec<String>,
-        /// A file holding the final checkpoint (note text) or its tree root (hex) as copied on paper
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        pins: PinArgs,
         /// Accept a log whose ceremony is still open (no closing checkpoint)
         #[arg(long)]
         allow_open: bool,
@@ -381,34 +418,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("audit log        {}", done.audit_log.display());
         }
-        Command::Audit(AuditCommand::Verify { log, audit_keys, checkpoint, allow_open, require_real }) => {
-            let expected_checkpoint = match checkpoint {
-                Some(path) => {
-                    Some(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
-                }
-                None => None,
-            };
-            let report = audit::verify(
-                &log,
-                &VerifyOptions { pinned_audit_keys: audit_keys, expect_closed: !allow_open, expected_checkpoint },
-            )?;
-            println!("{}: OK", log.display());
-            println!("entries      {} ({} after the last checkpoint)", report.entries, report.uncovered_entries);
-            println!("checkpoints  {}", report.checkpoints);
-            println!("ceremonies   {}", report.ceremonies.join(", "));
-            println!("closed       {}", if report.closed { "yes" } else { "no (still open)" });
-            for key in &report.audit_keys {
-                println!("audit key    {} SHA-256 {}", key.name, key.fingerprint.hex);
-            }
-            if let Some(cp) = &report.last_checkpoint {
-                println!(
-                    "last checkpoint: {} entries, root {}\n  note SHA-256 {}\n  words {}",
-                    cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words
-                );
-            }
-            if let Some(size) = report.matched_expected_checkpoint {
-                println!("the paper checkpoint matches the log's checkpoint over {size} entries");
-            }
+        Command::Audit(AuditCommand::Verify { log, pins, allow_open, require_real }) => {
+            let report = audit::verify(&log, &pins.options(!allow_open)?)?;
+            print_report(&log, &report);
             if report.rehearsal_grade.is_empty() {
                 println!("grade        no rehearsal aids recorded");
             } else {
@@ -426,7 +438,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Shares(SharesCommand::Verify { log, card }) => {
+        Command::Shares(SharesCommand::Verify { log, card, pins }) => {
+            let options = pins.options(true)?;
             let words = match card {
                 Some(path) => crate::shares::words_from_card(&crate::secret::Secret::new(
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -443,7 +456,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     )?
                 }
             };
-            let checked = crate::ceremony::custody::verify_share(&log, &words)?;
+            let checked = crate::ceremony::custody::verify_share(&log, &words, &options)?;
             println!("{checked}");
         }
         Command::Intermediate(cmd) => run_intermediate(cmd)?,
@@ -487,6 +500,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `keyrite audit verify` established, and what it could not.
+fn print_report(log: &std::path::Path, report: &audit::VerifyReport) {
+    let trust = &report.trust;
+    println!("{}: OK", log.display());
+    println!("entries      {} ({} after the last checkpoint)", report.entries, report.uncovered_entries);
+    println!("checkpoints  {}", report.checkpoints);
+    println!("ceremonies   {}", report.ceremonies.join(", "));
+    println!("ending       {}", report.ending.describe());
+    let trusted = |fp: &str| if trust.trusted_keys.iter().any(|k| k == fp) { "trusted" } else { "NOT trusted" };
+    for key in &report.audit_keys {
+        println!(
+            "audit key    {} SHA-256 {} (announced at seq {}; {})",
+            key.name,
+            key.fingerprint.hex,
+            key.seq,
+            trusted(&key.fingerprint.hex)
+        );
+    }
+    for q in &report.quorum_keys {
+        let state = if trust.quorum_keys.contains(&q.public_key_sha256) { "trusted" } else { "NOT trusted" };
+        println!("quorum key   SHA-256 {} (custodians of ceremony {}; {state})", q.public_key_sha256, q.ceremony_id);
+    }
+    for (seq, key) in &trust.successions {
+        println!("succession   seq {seq}: the custodians' quorum key names audit key SHA-256 {key}");
+    }
+    if let Some(cp) = &report.last_checkpoint {
+        println!(
+            "last checkpoint: {} entries, root {}\n  note SHA-256 {}\n  words {}",
+            cp.size, cp.root_hex, cp.fingerprint.hex, cp.fingerprint.words
+        );
+    }
+    if trust.pinned {
+        for size in &trust.paper_matched {
+            println!("the paper checkpoint matches the log's checkpoint over {size} entries");
+        }
+        println!(
+            "pinned       entries 0..{} are covered by checkpoints of trusted audit keys or by the paper",
+            trust.trusted_size
+        );
+    } else {
+        println!(
+            "NOT PINNED   --unpinned: only the file's own consistency was checked. Nothing ties it to the paper record, so a log rewritten and re-signed under a fresh key would pass too; give --audit-key-sha256 and --checkpoint from the paper log"
+        );
+    }
 }
 
 /// `keyrite intermediate ...`: opens the key store the environment names

@@ -186,6 +186,40 @@ impl KeyStore {
         }
     }
 
+    /// The records labelled `label` the store keeps outside any log's
+    /// directory (a token's data objects of application
+    /// [`crate::audit::anchor::APPLICATION`], or the software store's
+    /// records file).
+    pub fn records(&self, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
+        Ok(self.labelled_records(Some(label))?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every record the store keeps (or those labelled `label`), as
+    /// (label, value).
+    pub fn labelled_records(&self, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => token.data_objects(crate::audit::anchor::APPLICATION, label),
+            KeyStore::Soft { store, .. } => store.records(label),
+        }
+    }
+
+    /// Adds a record that nothing keyrite does will change or remove; says
+    /// how firmly the store holds it.
+    pub fn add_record(&self, label: &str, value: &[u8]) -> Result<RecordKeeping, HsmError> {
+        match self {
+            KeyStore::Pkcs11 { token, .. } => {
+                Ok(match token.create_record(crate::audit::anchor::APPLICATION, label, value)? {
+                    true => RecordKeeping::TokenPermanent,
+                    false => RecordKeeping::TokenUnmodifiable,
+                })
+            }
+            KeyStore::Soft { store, .. } => {
+                store.add_record(label, value)?;
+                Ok(RecordKeeping::StoreFile)
+            }
+        }
+    }
+
     pub fn token(&self) -> Option<&Token> {
         match self {
             KeyStore::Pkcs11 { token, .. } => Some(token),
@@ -212,6 +246,30 @@ impl RandomSource for KeyStore {
         match self {
             KeyStore::Pkcs11 { token, .. } => token.random_bytes(len),
             KeyStore::Soft { .. } => SystemRng.random_bytes(len),
+        }
+    }
+}
+
+/// How a store holds a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKeeping {
+    /// A token data object neither modifiable nor destroyable.
+    TokenPermanent,
+    /// A token data object that is not modifiable; the token does not
+    /// support `CKA_DESTROYABLE`, so its security officer could delete it.
+    TokenUnmodifiable,
+    /// A line in the software store's records file.
+    StoreFile,
+}
+
+impl RecordKeeping {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RecordKeeping::TokenPermanent => "token data object, not modifiable, not destroyable",
+            RecordKeeping::TokenUnmodifiable => {
+                "token data object, not modifiable (the token does not support CKA_DESTROYABLE)"
+            }
+            RecordKeeping::StoreFile => "line in the software key store's records.jsonl",
         }
     }
 }

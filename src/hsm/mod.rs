@@ -16,6 +16,26 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the
+/// 32-byte key. Ed25519 signs only the custodians' quorum statements (see
+/// `soft::QuorumKey`); CA and audit keys stay ECDSA or RSA, which tokens have.
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// The SubjectPublicKeyInfo of a raw Ed25519 public key.
+pub fn ed25519_spki(public_key: &[u8; 32]) -> Vec<u8> {
+    let mut spki = ED25519_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(public_key);
+    spki
+}
+
+/// The raw 32-byte key of an Ed25519 SubjectPublicKeyInfo.
+pub fn ed25519_raw(spki: &[u8]) -> Result<&[u8], String> {
+    match spki.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
+        Some(raw) if raw.len() == 32 => Ok(raw),
+        _ => Err("the key is not an Ed25519 SubjectPublicKeyInfo".into()),
+    }
+}
+
 /// The key types keyrite generates and accepts for CA and audit keys.
 ///
 /// Kept deliberately short: P-256/P-384 and RSA 3072/4096 are what every

@@ -524,6 +524,66 @@ impl Token {
     pub fn session(&self) -> &Session {
         &self.session
     }
+
+    /// The public data objects (`CKO_DATA`) of `application`, labelled
+    /// `label` (or any label), as (label, value), in the order the token
+    /// lists them.
+    pub fn data_objects(&self, application: &str, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
+        let context = || format!("records of {application:?} on token {:?}", self.facts.label);
+        let mut template =
+            vec![Attribute::Class(ObjectClass::DATA), Attribute::Application(application.as_bytes().to_vec())];
+        template.extend(label.map(|l| Attribute::Label(l.as_bytes().to_vec())));
+        let found = self.session.find_objects(&template).map_err(|e| call("C_FindObjects", e, context()))?;
+        let mut out = Vec::with_capacity(found.len());
+        for handle in found {
+            let attrs = self
+                .session
+                .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
+                .map_err(|e| call("C_GetAttributeValue", e, context()))?;
+            let (mut l, mut v) = (None, None);
+            for a in attrs {
+                match a {
+                    Attribute::Label(x) => l = Some(String::from_utf8_lossy(&x).into_owned()),
+                    Attribute::Value(x) => v = Some(x),
+                    _ => {}
+                }
+            }
+            if let (Some(l), Some(v)) = (l, v) {
+                out.push((l, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a public data object that nobody can change (`CKA_MODIFIABLE`
+    /// false) and, where the token supports PKCS#11 2.40's
+    /// `CKA_DESTROYABLE`, nobody can destroy: a record that only grows.
+    /// Returns whether the token took `CKA_DESTROYABLE` false.
+    pub fn create_record(&self, application: &str, label: &str, value: &[u8]) -> Result<bool, HsmError> {
+        let context = || format!("record {label:?} on token {:?}", self.facts.label);
+        let mut template = vec![
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Modifiable(false),
+            Attribute::Application(application.as_bytes().to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(value.to_vec()),
+        ];
+        let mut permanent = template.clone();
+        permanent.push(Attribute::Destroyable(false));
+        match self.session.create_object(&permanent) {
+            Ok(_) => return Ok(true),
+            Err(CkError::Pkcs11(
+                RvError::AttributeTypeInvalid | RvError::AttributeValueInvalid | RvError::TemplateInconsistent,
+                _,
+            )) => {}
+            Err(e) => return Err(call("C_CreateObject", e, context())),
+        }
+        template.shrink_to_fit();
+        self.session.create_object(&template).map_err(|e| call("C_CreateObject", e, context()))?;
+        Ok(false)
+    }
 }
 
 impl RandomSource for Token {

@@ -269,6 +269,94 @@ impl SoftStore {
     fn corrupt(&self, label: &str, what: &str) -> HsmError {
         SoftError::Corrupt { path: self.key_path(label), what: what.into() }.into()
     }
+
+    /// The file of records the store keeps beside its keys (the twin of a
+    /// token's data objects): one JSON object per line, appended, fsynced.
+    pub fn records_path(&self) -> PathBuf {
+        self.dir.join("records.jsonl")
+    }
+
+    /// The records labelled `label` (or all), as (label, value), oldest
+    /// first.
+    pub fn records(&self, label: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, HsmError> {
+        let path = self.records_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SoftError::File(files::FileError::io(&path, "reading", e)).into()),
+        };
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let record: StoreRecord = serde_json::from_str(line)
+                .map_err(|e| SoftError::Corrupt { path: path.clone(), what: format!("line {}: {e}", i + 1) })?;
+            if label.is_none_or(|l| l == record.label) {
+                out.push((record.label, record.value.into_bytes()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends a record (fsynced). Records are never rewritten.
+    pub fn add_record(&self, label: &str, value: &[u8]) -> Result<(), HsmError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.records_path();
+        let value = std::str::from_utf8(value)
+            .map_err(|_| SoftError::Corrupt { path: path.clone(), what: "a record must be UTF-8 text".into() })?;
+        let mut line = serde_json::to_vec(&StoreRecord { label: label.into(), value: value.into() })
+            .map_err(|e| SoftError::Crypto(e.to_string()))?;
+        line.push(b'\n');
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| SoftError::File(files::FileError::io(&path, "opening", e)))?;
+        files::append_line(&mut file, &path, &line).map_err(SoftError::File)?;
+        Ok(())
+    }
+}
+
+/// One line of the store's records file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreRecord {
+    label: String,
+    value: String,
+}
+
+/// The custodians' quorum key: Ed25519, derived from the backup's
+/// key-encryption key with HKDF-SHA256, so that whoever rebuilds the KEK (a
+/// quorum of custodians) can sign with it, and nobody else. It is never
+/// stored: a root ceremony derives it to announce its public key, a restore
+/// derives it again to sign a succession (`audit::succession`).
+pub struct QuorumKey {
+    pair: aws_lc_rs::signature::Ed25519KeyPair,
+    spki: Vec<u8>,
+}
+
+impl QuorumKey {
+    /// HKDF-SHA256 with salt "keyrite custodian quorum key v1", the KEK as
+    /// input key material and info "ed25519 seed": the 32-byte seed.
+    pub fn derive(kek: &Secret) -> Result<Self, HsmError> {
+        use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
+        let fail = |what: &str| SoftError::Crypto(format!("deriving the custodians' quorum key failed: {what}"));
+        let prk = Salt::new(HKDF_SHA256, b"keyrite custodian quorum key v1").extract(kek.expose());
+        let mut seed = Zeroizing::new([0u8; 32]);
+        prk.expand(&[b"ed25519 seed"], HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut seed[..]))
+            .map_err(|_| fail("HKDF"))?;
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed[..]).map_err(|_| fail("Ed25519"))?;
+        let raw: [u8; 32] = pair.public_key().as_ref().try_into().map_err(|_| fail("public key length"))?;
+        Ok(QuorumKey { pair, spki: super::ed25519_spki(&raw) })
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
 }
 
 /// Unseals a key file's contents; `path` only names it in errors.

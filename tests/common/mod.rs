@@ -120,6 +120,64 @@ pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// The note SHA-256 (hex) of the last final or abort checkpoint a ceremony
+/// printed: what the witnesses copy into the paper log, and what a later
+/// ceremony or `keyrite audit verify --checkpoint` is given back.
+pub fn paper_checkpoint(transcript: &str) -> String {
+    let at = transcript.rfind("audit checkpoint").expect("the ceremony printed a checkpoint");
+    let rest = &transcript[at..];
+    let note = rest.find("note SHA-256 ").expect("note SHA-256 printed") + "note SHA-256 ".len();
+    rest[note..].split_whitespace().next().expect("hex").to_string()
+}
+
+/// Rewrites the log at `path` entry by entry under `key`, a fresh audit key
+/// the forger holds: every announcement names it instead, every checkpoint
+/// is signed again, every other entry keeps its fields (the share
+/// commitments among them). The result verifies on its own; only what the
+/// paper or the key store pinned tells it from the original.
+pub fn resign_log(path: &Path, key: &keyrite::hsm::soft::SoftKey) {
+    use keyrite::audit::{entry::Entry, succession::QuorumKey, AuditLog, Event};
+    use keyrite::hsm::Signer;
+    let text = std::fs::read_to_string(path).expect("log");
+    let entries: Vec<Entry> = text.lines().map(|l| Entry::parse_line(l.as_bytes()).expect("entry").0).collect();
+    std::fs::remove_file(path).expect("rm");
+    let mut log = AuditLog::create(path, &entries[0].ceremony_id).expect("create");
+    let mut name = String::new();
+    for e in entries {
+        let mut log_as = |id: &str| {
+            if log.ceremony_id() != id {
+                // One writer per ceremony id, as keyrite writes it.
+                let (next, _) =
+                    AuditLog::open_append(path, id, &keyrite::audit::VerifyOptions::unpinned()).expect("reopen");
+                log = next;
+            }
+        };
+        log_as(&e.ceremony_id);
+        match e.event.as_str() {
+            "audit-key-announced" => {
+                name = e.details["name"].as_str().expect("name").to_string();
+                log.announce_key(&name, key.spki_der(), key.signature_algorithm()).expect("announce");
+            }
+            "checkpoint" => {
+                log.checkpoint(key, &name).expect("checkpoint");
+            }
+            "audit-quorum-key-announced" => {
+                log.announce_quorum_key(&QuorumKey::from_entry(&e).expect("quorum")).expect("quorum");
+            }
+            "audit-key-succession" => {}
+            _ => {
+                let mut event = Event::new(e.step, e.event).result(e.result);
+                event.role = e.role;
+                event.actor = e.actor;
+                event.inputs = e.inputs;
+                event.outputs = e.outputs;
+                event.details = e.details;
+                log.append(event).expect("append");
+            }
+        }
+    }
+}
+
 /// The plan hash's read-back words, as `keyrite ceremony print` shows them
 /// to the witness; `input_dir` holds the files the plan reads (a request
 /// bundle, a restore's inputs), which the plan hash covers.
