@@ -552,6 +552,26 @@ fn verify_log(path: &Path, final_note: &str) -> Result<audit::VerifyReport, Cere
     )?)
 }
 
+/// Makes a new, empty directory `keyrite-rehearsal-<UTC time>-<random>` in
+/// `parent`, so a rehearsal run without `--dir` never meets an earlier one's
+/// outputs (a rehearsal never overwrites) and can be run again and again.
+pub fn fresh_dir(parent: &Path) -> Result<PathBuf, CeremonyError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_default();
+    for _ in 0..16 {
+        let suffix = hex::encode(SystemRng.random_bytes(3)?);
+        let dir = parent.join(format!("keyrite-rehearsal-{stamp}-{suffix}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(files::FileError::io(&dir, "creating the rehearsal directory", e).into()),
+        }
+    }
+    Err(CeremonyError::Step { step: 0, message: format!("no free rehearsal directory name in {}", parent.display()) })
+}
+
 fn prepare_dir(dir: &Path) -> Result<(), CeremonyError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {

@@ -29,9 +29,10 @@ struct Cli {
 enum Command {
     /// Run a full rehearsal ceremony on a throwaway token (SoftHSM if installed, else the software key store)
     Rehearse {
-        /// Directory for the rehearsal (must be new or empty)
+        /// Directory for the rehearsal (must be new or empty); default: a fresh
+        /// keyrite-rehearsal-* directory under $TMPDIR (or /tmp), made for each run
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// Which key store to rehearse on
         #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
         backend: BackendArg,
@@ -333,8 +334,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if serve {
                 crate::acme::launch::install_tracing();
             }
+            let dir = match dir {
+                Some(dir) => dir,
+                None => rehearse::fresh_dir(&std::env::temp_dir())?,
+            };
+            println!("Rehearsal directory: {}", dir.display());
             let r = rehearse::run(&dir, &options, Box::new(std::io::stdout())).context("rehearsal failed")?;
             println!("Rehearsal complete on {}: root certificate {}", r.backend, r.root_cert);
+            println!("Everything it made is in {} (rehearsal.json lists it)", dir.display());
         }
         Command::Ceremony(CeremonyCommand::Check { ceremony, input_dir }) => {
             let plan = Plan::load(&ceremony)?;
