@@ -385,6 +385,51 @@ fn the_air_gap_guard_refuses_an_interface_that_is_up_and_allows_an_isolated_lapt
     assert!(log.contains("\"network_interfaces_up\":[]"), "the log records the empty interface list");
 }
 
+/// Runs `script` under `unshare` with `flags` (and nothing remounted).
+fn unshared(s: &Setup, flags: &[&str], script: &str) -> std::process::Output {
+    require_tool("unshare", "util-linux");
+    std::process::Command::new("unshare")
+        .args(flags)
+        .args(["sh", "-c", script])
+        .current_dir(s.work.path())
+        .env("SOFTHSM2_CONF", &s.hsm.conf)
+        .env("KEYRITE_TEST_PIN", PIN)
+        .env("KEYRITE", env!("CARGO_BIN_EXE_keyrite"))
+        .output()
+        .expect("unshare")
+}
+
+#[test]
+fn unshare_n_alone_is_enough_to_rehearse_air_gapped() {
+    // sysfs still shows the host's interfaces here (eth0 is up on the
+    // host); the guard reads the namespace's own list.
+    let s = Setup::new("unshare-token");
+    let run = format!("\"$KEYRITE\" ceremony run {PLAN} --env env.toml --answers answers.toml");
+    let o = unshared(&s, &["-n"], &run);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn the_air_gap_guard_fails_closed_when_it_cannot_list_the_interfaces() {
+    let s = Setup::new("blind-token");
+    let run = format!("\"$KEYRITE\" ceremony run {PLAN} --env env.toml --answers answers.toml");
+    // /proc hidden: the interface list cannot be read.
+    let blind = unshared(&s, &["-n", "-m"], &format!("mount -t tmpfs none /proc && {run}"));
+    assert!(!blind.status.success(), "{}", stdout(&blind));
+    assert!(
+        stderr(&blind).contains("the air-gap guard cannot tell whether this machine is networked"),
+        "{}",
+        stderr(&blind)
+    );
+    assert!(list(&s.out()).is_empty(), "nothing written");
+    // An interface of this namespace that sysfs (the host's) does not show:
+    // its state is unknown, so it counts as up.
+    let unknown = unshared(&s, &["-n"], &format!("ip link add kr9 type veth peer name kr8 && {run}"));
+    assert!(!unknown.status.success(), "{}", stdout(&unknown));
+    assert!(stderr(&unknown).contains("network interfaces are up: kr8, kr9"), "{}", stderr(&unknown));
+    assert!(list(&s.out()).is_empty(), "nothing written");
+}
+
 fn rehearse(dir: &Path, extra: &[&str]) -> serde_json::Value {
     let o = keyrite().args(["rehearse", "--dir"]).arg(dir).args(extra).output().expect("rehearse");
     assert_ok(&o);

@@ -274,7 +274,11 @@ fn preflight(
         files::ensure_absent(&out.join(name))?;
     }
 
-    let interfaces_up = airgap::interfaces_up();
+    let interfaces_up = match airgap::interfaces_up() {
+        Ok(up) => up,
+        Err(reason) if !options.allow_network => return Err(CeremonyError::NetworkUnknown { reason }),
+        Err(reason) => vec![format!("unknown: {reason}")],
+    };
     if !interfaces_up.is_empty() && !options.allow_network {
         return Err(CeremonyError::NetworkUp { interfaces: interfaces_up.join(", ") });
     }

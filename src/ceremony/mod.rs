@@ -60,6 +60,10 @@ pub enum CeremonyError {
     Csr(#[from] crate::transfer::csr::CsrError),
     #[error("network interfaces are up: {interfaces}. A ceremony runs air-gapped: take them down (or unplug), or pass --allow-network for a rehearsal")]
     NetworkUp { interfaces: String },
+    /// The air-gap guard could not list the network interfaces, so it cannot
+    /// say there is no network, and refuses.
+    #[error("the air-gap guard cannot tell whether this machine is networked ({reason}); nothing was written. Run where /proc is mounted (see docs/ceremony-files.md, \"Rehearsing air-gapped\"), or pass --allow-network for a rehearsal")]
+    NetworkUnknown { reason: String },
     #[error("{plan}: this plan declares grade = \"real\", and this run uses rehearsal aids it refuses: {aids}. A real ceremony is answered by the people in the room at a terminal, on an air-gapped laptop, with its keys in an HSM, and its witnesses read values back from paper. Nothing was written; run without them, or rehearse with a plan that does not say grade = \"real\"")]
     RehearsalAids { plan: PathBuf, aids: String },
     #[error(
